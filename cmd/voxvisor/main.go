@@ -1,0 +1,112 @@
+// Command voxvisor is the softswitch: `serve` runs the registrar and
+// proxy, `config check` validates a configuration file. This file is
+// wiring only; the logic lives in the packages it calls.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	siplib "github.com/emiago/sipgo/sip"
+	"github.com/spf13/cobra"
+
+	"github.com/voxvisor/voxvisor/configs"
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/logging"
+	"github.com/voxvisor/voxvisor/internal/softswitch"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "voxvisor:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	var cfgPath string
+	root := &cobra.Command{
+		Use:           "voxvisor",
+		Short:         "A SIP softswitch: registrar, stateful proxy, media relay and trunk gateway",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVarP(&cfgPath, "config", "c", "", "configuration file (default: $VOXVISOR_CONFIG, else the embedded default)")
+	load := func() (*config.Config, error) {
+		path := cfgPath
+		if path == "" {
+			path = os.Getenv("VOXVISOR_CONFIG")
+		}
+		if path == "" {
+			return config.Load(configs.DefaultName, configs.Default)
+		}
+		return config.LoadFile(path)
+	}
+
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the softswitch",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			if err := cfg.CheckExposure(); err != nil {
+				return err
+			}
+			log := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
+			if cfg.Log.TraceSIP {
+				siplib.SIPDebug = true
+				siplib.SIPDebugTracer(logging.NewTracer(stderr))
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			sw, err := softswitch.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			log.Info("voxvisor starting", "version", version, "config", cfg.Source)
+			err = sw.Serve(ctx)
+			log.Info("voxvisor stopped")
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Validate the configuration without starting anything",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: ok (%d users, %d listeners)\n", cfg.Source, len(cfg.Users), len(cfg.SIP.Listen))
+			return nil
+		},
+	}
+	cfgCmd := &cobra.Command{Use: "config", Short: "Work with configuration files"}
+	cfgCmd.AddCommand(check)
+
+	ver := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(stdout, "voxvisor", version)
+		},
+	}
+	root.AddCommand(serve, cfgCmd, ver)
+	return root
+}

@@ -1,0 +1,189 @@
+// Package config is voxvisor's configuration model: one YAML file, decoded
+// strictly, defaulted in one place and validated before anything starts.
+//
+// Every error names the file, the line and the key, so an operator can go
+// straight to the mistake. It is not for reading live state: the running
+// server is handed a validated *Config and never re-reads the file itself.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Log       Log       `yaml:"log"`
+	DataDir   string    `yaml:"data_dir"`
+	SIP       SIP       `yaml:"sip"`
+	Registrar Registrar `yaml:"registrar"`
+	Auth      Auth      `yaml:"auth"`
+	Users     []User    `yaml:"users"`
+
+	// Source is the name the file was loaded under (a path, or the
+	// embedded default's name). Set by Load.
+	Source string `yaml:"-"`
+}
+
+// Log configures logging and SIP message tracing.
+type Log struct {
+	Level    string `yaml:"level"`     // debug, info, warn, error
+	Format   string `yaml:"format"`    // text or json
+	TraceSIP bool   `yaml:"trace_sip"` // trace every SIP message, apart from the log
+}
+
+// SIP configures the listeners and the proxy core.
+type SIP struct {
+	Domain         string        `yaml:"domain"`
+	Listen         []Listener    `yaml:"listen"`
+	MaxMessageSize int           `yaml:"max_message_size"`
+	MaxHeaders     int           `yaml:"max_headers"`
+	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
+	RingTimeout    time.Duration `yaml:"ring_timeout"`
+}
+
+// Listener is one SIP socket.
+type Listener struct {
+	Transport string `yaml:"transport"` // udp or tcp
+	Address   string `yaml:"address"`   // ip:port
+	// Advertise is the host[:port] written into Via and Record-Route when
+	// the listen address is not what peers should use (NAT, 0.0.0.0).
+	Advertise string `yaml:"advertise"`
+}
+
+// AddrPort returns the parsed listen address. Valid after Validate.
+func (l Listener) AddrPort() netip.AddrPort {
+	ap, _ := netip.ParseAddrPort(l.Address)
+	return ap
+}
+
+// Registrar configures REGISTER handling (RFC 3261 §10).
+type Registrar struct {
+	MinExpires     int `yaml:"min_expires"`
+	MaxExpires     int `yaml:"max_expires"`
+	DefaultExpires int `yaml:"default_expires"`
+	MaxContacts    int `yaml:"max_contacts"`
+}
+
+// Auth configures digest authentication of local users.
+type Auth struct {
+	Realm      string        `yaml:"realm"`
+	NonceTTL   time.Duration `yaml:"nonce_ttl"`
+	Algorithms []string      `yaml:"algorithms"` // challenge order: MD5, SHA-256
+}
+
+// User is a local subscriber. Exactly one of Password, HA1 or HA1SHA256
+// (or both HA1 forms) is given.
+type User struct {
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+	HA1       string `yaml:"ha1"`        // hex MD5(username:realm:password)
+	HA1SHA256 string `yaml:"ha1_sha256"` // hex SHA-256(username:realm:password)
+}
+
+// String never prints a secret.
+func (u User) String() string { return "user " + u.Username }
+
+// Named defaults. Changing one changes it everywhere.
+const (
+	DefaultLogLevel       = "info"
+	DefaultLogFormat      = "text"
+	DefaultDataDir        = "./data"
+	DefaultDomain         = "voxvisor.local"
+	DefaultMaxMessageSize = 65535
+	DefaultMaxHeaders     = 128
+	DefaultTCPIdleTimeout = 120 * time.Second
+	DefaultRingTimeout    = 180 * time.Second
+	DefaultMinExpires     = 60
+	DefaultMaxExpires     = 7200
+	DefaultExpires        = 3600
+	DefaultMaxContacts    = 5
+	DefaultNonceTTL       = 5 * time.Minute
+)
+
+// DefaultAlgorithms is the digest challenge order when none is configured.
+var DefaultAlgorithms = []string{"MD5", "SHA-256"}
+
+// applyDefaults fills every zero value that has a default.
+func (c *Config) applyDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defInt := func(i *int, v int) {
+		if *i == 0 {
+			*i = v
+		}
+	}
+	defDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Log.Level, DefaultLogLevel)
+	def(&c.Log.Format, DefaultLogFormat)
+	def(&c.DataDir, DefaultDataDir)
+	def(&c.SIP.Domain, DefaultDomain)
+	if len(c.SIP.Listen) == 0 {
+		c.SIP.Listen = []Listener{
+			{Transport: "udp", Address: "127.0.0.1:5060"},
+			{Transport: "tcp", Address: "127.0.0.1:5060"},
+		}
+	}
+	for i := range c.SIP.Listen {
+		c.SIP.Listen[i].Transport = strings.ToLower(c.SIP.Listen[i].Transport)
+	}
+	defInt(&c.SIP.MaxMessageSize, DefaultMaxMessageSize)
+	defInt(&c.SIP.MaxHeaders, DefaultMaxHeaders)
+	defDur(&c.SIP.TCPIdleTimeout, DefaultTCPIdleTimeout)
+	defDur(&c.SIP.RingTimeout, DefaultRingTimeout)
+	defInt(&c.Registrar.MinExpires, DefaultMinExpires)
+	defInt(&c.Registrar.MaxExpires, DefaultMaxExpires)
+	defInt(&c.Registrar.DefaultExpires, DefaultExpires)
+	defInt(&c.Registrar.MaxContacts, DefaultMaxContacts)
+	def(&c.Auth.Realm, c.SIP.Domain)
+	defDur(&c.Auth.NonceTTL, DefaultNonceTTL)
+	if len(c.Auth.Algorithms) == 0 {
+		c.Auth.Algorithms = append([]string(nil), DefaultAlgorithms...)
+	}
+}
+
+// LoadFile reads and validates the configuration at path.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Load(path, data)
+}
+
+// DemoPasswords are the passwords of the demo users in the embedded default.
+// serve refuses to expose them on a listener that is not loopback.
+var DemoPasswords = map[string]bool{"demo1001": true, "demo1002": true, "demo1003": true}
+
+// CheckExposure returns an error when a demo password would be reachable
+// from outside this host.
+func (c *Config) CheckExposure() error {
+	demo := ""
+	for _, u := range c.Users {
+		if DemoPasswords[u.Password] {
+			demo = u.Username
+			break
+		}
+	}
+	if demo == "" {
+		return nil
+	}
+	for _, l := range c.SIP.Listen {
+		if !l.AddrPort().Addr().IsLoopback() {
+			return fmt.Errorf("%s: user %s has a demo password and listener %s %s is not loopback: "+
+				"set real passwords (or ha1) for every user, or listen on 127.0.0.1 only",
+				c.Source, demo, l.Transport, l.Address)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+package config
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+var (
+	usernameRE = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,64}$`)
+	domainRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
+)
+
+// validate checks every value and returns all problems at once.
+func (c *Config) validate(d *document) Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, d.at(key, format, args...))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "must be text or json; got %q", c.Log.Format)
+	}
+	if !domainRE.MatchString(c.SIP.Domain) {
+		bad("sip.domain", "%q is not a host name", c.SIP.Domain)
+	}
+	seen := map[string]bool{}
+	for i, l := range c.SIP.Listen {
+		key := fmt.Sprintf("sip.listen[%d]", i)
+		switch l.Transport {
+		case "udp", "tcp":
+		default:
+			bad(key+".transport", "must be udp or tcp; got %q", l.Transport)
+		}
+		ap, err := netip.ParseAddrPort(l.Address)
+		if err != nil {
+			bad(key+".address", "must be ip:port, e.g. 127.0.0.1:5060; got %q", l.Address)
+			continue
+		}
+		k := l.Transport + "/" + ap.String()
+		if seen[k] {
+			bad(key+".address", "%s %s is listed twice", l.Transport, l.Address)
+		}
+		seen[k] = true
+	}
+	if c.SIP.MaxMessageSize < 1024 || c.SIP.MaxMessageSize > 1<<20 {
+		bad("sip.max_message_size", "must be between 1024 and 1048576 bytes; got %d", c.SIP.MaxMessageSize)
+	}
+	if c.SIP.MaxHeaders < 16 || c.SIP.MaxHeaders > 1024 {
+		bad("sip.max_headers", "must be between 16 and 1024; got %d", c.SIP.MaxHeaders)
+	}
+	if c.SIP.TCPIdleTimeout < 0 {
+		bad("sip.tcp_idle_timeout", "must not be negative")
+	}
+	if c.SIP.RingTimeout < 0 {
+		bad("sip.ring_timeout", "must not be negative")
+	}
+
+	r := c.Registrar
+	if r.MinExpires < 1 {
+		bad("registrar.min_expires", "must be at least 1 second; got %d", r.MinExpires)
+	}
+	if r.MaxExpires < r.MinExpires {
+		bad("registrar.max_expires", "must be at least min_expires (%d); got %d", r.MinExpires, r.MaxExpires)
+	}
+	if r.DefaultExpires < r.MinExpires || r.DefaultExpires > r.MaxExpires {
+		bad("registrar.default_expires", "must be between min_expires (%d) and max_expires (%d); got %d", r.MinExpires, r.MaxExpires, r.DefaultExpires)
+	}
+	if r.MaxContacts < 1 {
+		bad("registrar.max_contacts", "must be at least 1; got %d", r.MaxContacts)
+	}
+
+	if c.Auth.NonceTTL < 1e9 {
+		bad("auth.nonce_ttl", "must be at least 1s; got %s", c.Auth.NonceTTL)
+	}
+	for i, a := range c.Auth.Algorithms {
+		switch strings.ToUpper(a) {
+		case "MD5", "SHA-256":
+			c.Auth.Algorithms[i] = strings.ToUpper(a)
+		default:
+			bad(fmt.Sprintf("auth.algorithms[%d]", i), "must be MD5 or SHA-256; got %q", a)
+		}
+	}
+
+	users := map[string]bool{}
+	for i, u := range c.Users {
+		key := fmt.Sprintf("users[%d]", i)
+		if !usernameRE.MatchString(u.Username) {
+			bad(key+".username", "must be 1-64 letters, digits or ._+-; got %q", u.Username)
+		}
+		if users[u.Username] {
+			bad(key+".username", "user %q is defined twice", u.Username)
+		}
+		users[u.Username] = true
+		if u.Password == "" && u.HA1 == "" && u.HA1SHA256 == "" {
+			bad(key, "user %q needs a password, ha1 or ha1_sha256", u.Username)
+		}
+		if u.Password != "" && (u.HA1 != "" || u.HA1SHA256 != "") {
+			bad(key+".password", "give either password or ha1/ha1_sha256, not both")
+		}
+		if u.HA1 != "" && !isHex(u.HA1, 32) {
+			bad(key+".ha1", "must be 32 hex digits (MD5 of username:realm:password)")
+		}
+		if u.HA1SHA256 != "" && !isHex(u.HA1SHA256, 64) {
+			bad(key+".ha1_sha256", "must be 64 hex digits (SHA-256 of username:realm:password)")
+		}
+	}
+	return errs
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}

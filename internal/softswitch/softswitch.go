@@ -1,0 +1,129 @@
+// Package softswitch assembles voxvisor from its parts for `serve`: the
+// SIP server, the pipeline (sanity → OPTIONS → registrar → proxy), the
+// location store and the authenticator, with one explicit lifecycle:
+// New (load, validate, bind) → Serve → stop by cancelling the context.
+// Tests use it to run the whole switch in-process on port 0.
+package softswitch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/auth"
+	"github.com/voxvisor/voxvisor/sip/location"
+	"github.com/voxvisor/voxvisor/sip/proxy"
+	"github.com/voxvisor/voxvisor/sip/registrar"
+	"github.com/voxvisor/voxvisor/sip/server"
+)
+
+// Switch is a running voxvisor.
+type Switch struct {
+	Config    *config.Config
+	Self      *sip.Self
+	Server    *server.Server
+	Store     *location.Store
+	Auth      *auth.Authenticator
+	Registrar *registrar.Registrar
+	Proxy     *proxy.Proxy
+	log       *slog.Logger
+}
+
+// New builds and binds a switch for cfg. Nothing runs until Serve.
+func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data_dir %s: %w (set data_dir to a writable folder)", cfg.DataDir, err)
+	}
+	be, err := location.OpenBolt(filepath.Join(cfg.DataDir, "location.db"))
+	if err != nil {
+		return nil, err
+	}
+	store, err := location.New(be)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	a, err := auth.New(cfg.Auth.Realm, cfg.Auth.Algorithms, cfg.Auth.NonceTTL, cfg.Users, log)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	srv := server.New(cfg.SIP, log)
+	self, err := srv.Listen()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, log: log}
+	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
+	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
+	srv.SetHandler(sip.Chain(
+		sip.Sanity(self),
+		sw.options,
+		sw.Registrar.Middleware,
+	)(sip.HandlerFunc(sw.route)))
+	return sw, nil
+}
+
+// route runs the proxy and answers requests that turn out to be for us.
+func (sw *Switch) route(ctx context.Context, r *sip.Request) error {
+	err := sw.Proxy.ServeSIP(ctx, r)
+	if proxy.IsSelf(err) {
+		return sw.answerOptions(r)
+	}
+	return err
+}
+
+// Methods the switch handles or forwards.
+var allow = []string{"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER"}
+
+// options answers OPTIONS addressed to the server itself (no user part,
+// or a Route-less request to our own address) with 200, Allow and Accept.
+func (sw *Switch) options(next sip.Handler) sip.Handler {
+	return sip.HandlerFunc(func(ctx context.Context, r *sip.Request) error {
+		if r.Method == siplib.OPTIONS && r.Recipient.User == "" && sw.Self.IsLocal(r.Recipient.Host) && r.Route() == nil {
+			return sw.answerOptions(r)
+		}
+		return next.ServeSIP(ctx, r)
+	})
+}
+
+func (sw *Switch) answerOptions(r *sip.Request) error {
+	return r.Respond(200, "OK", nil,
+		siplib.NewHeader("Allow", strings.Join(allow, ", ")),
+		siplib.NewHeader("Accept", "application/sdp"),
+		siplib.NewHeader("Accept-Encoding", "identity"),
+		siplib.NewHeader("Supported", "path, outbound"),
+	)
+}
+
+// Serve runs until ctx ends, then stops the listeners and flushes the
+// location store.
+func (sw *Switch) Serve(ctx context.Context) error {
+	var wg sync.WaitGroup
+	sweepCtx, stop := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sw.Store.Run(sweepCtx, time.Second)
+	}()
+	for _, l := range sw.Self.Listeners {
+		sw.log.Info("listening", "transport", l.Transport, "address", l.Bound.String(), "domain", sw.Self.Domain)
+	}
+	err := sw.Server.Serve(ctx)
+	stop()
+	wg.Wait()
+	if cerr := sw.Store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}

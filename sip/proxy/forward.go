@@ -1,0 +1,394 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/netip"
+	"strconv"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/sip"
+)
+
+// branchEvent is what a branch's reader reports to the call loop.
+type branchEvent struct {
+	b   *branch
+	res *siplib.Response // nil with err
+	err error            // the transaction ended without a final response
+}
+
+// branch is one forwarded copy of a request and its client transaction.
+// Its fields are owned by the call loop goroutine.
+type branch struct {
+	req           *siplib.Request
+	tx            siplib.ClientTransaction
+	provisional   bool // a 1xx arrived: CANCEL may be sent
+	cancelPending bool // cancel as soon as a 1xx arrives
+	cancelled     bool
+	done          bool
+}
+
+func newBranchID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return siplib.RFC3261BranchMagicCookie + "vx" + hex.EncodeToString(b[:])
+}
+
+// prepare turns fwd into the copy sent to t: Request-URI, Max-Forwards,
+// Record-Route, our Via, destination and local address (RFC 3261 §16.6).
+func (p *Proxy) prepare(r *sip.Request, fwd *siplib.Request, t target, addRR bool) (*siplib.Request, error) {
+	out := fwd.Clone()
+	out.SetBody(fwd.Body())
+	if t.uri.Host != "" {
+		out.Recipient = t.uri
+	}
+	if mf := out.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		v := siplib.MaxForwardsHeader(70)
+		out.AppendHeader(&v)
+	}
+	outL, ok := p.self.Listener(t.transport)
+	if !ok {
+		return nil, &sip.StatusError{Code: 503, Reason: "No " + t.transport + " Listener", Err: errors.New("no listener for transport " + t.transport)}
+	}
+	if addRR {
+		inL, _ := p.self.Listener(r.Transport)
+		dest, _ := netip.ParseAddrPort(t.dest)
+		// Double Record-Route (RFC 5658): the top entry faces the callee,
+		// the one below it faces the caller; each remembers its side's flow.
+		out.PrependHeader(recordRoute(inL, flowToken{transport: r.Transport, addr: r.Source}))
+		out.PrependHeader(recordRoute(outL, flowToken{transport: t.transport, addr: dest}))
+	}
+	via := &siplib.ViaHeader{
+		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transportUpper(t.transport),
+		Host: outL.Host, Port: outL.Port, Params: siplib.NewParams(),
+	}
+	via.Params.Add("branch", newBranchID())
+	via.Params.Add("rport", "")
+	out.PrependHeader(via)
+	out.SetDestination(t.dest)
+	out.SetTransport(transportUpper(t.transport))
+	if t.transport == "udp" {
+		out.Laddr = siplib.Addr{IP: outL.Bound.Addr().AsSlice(), Port: int(outL.Bound.Port())}
+	}
+	return out, nil
+}
+
+func transportUpper(t string) string {
+	switch t {
+	case "tcp":
+		return "TCP"
+	case "tls":
+		return "TLS"
+	}
+	return "UDP"
+}
+
+func isDialogCreating(m siplib.RequestMethod) bool {
+	switch m {
+	case siplib.INVITE, siplib.SUBSCRIBE, siplib.REFER, siplib.NOTIFY:
+		return true
+	}
+	return false
+}
+
+// forwardStateless sends an ACK (or anything without a transaction) on.
+func (p *Proxy) forwardStateless(r *sip.Request, fwd *siplib.Request, t target) error {
+	out, err := p.prepare(r, fwd, t, false)
+	if err != nil {
+		return err
+	}
+	p.Stateless.Add(1)
+	if err := p.txl.Transport().WriteMsg(out); err != nil {
+		p.log.Debug("stateless forward failed", "method", string(r.Method), "dest", t.dest, "error", err)
+	}
+	return errDrop
+}
+
+// forward sends fwd to every target on its own client transaction and
+// relays responses upstream until the request is finished (§16.7).
+func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target) error {
+	rr := isDialogCreating(r.Method) && !hasToTag(r.Request)
+	isInvite := r.Method == siplib.INVITE
+	events := make(chan branchEvent, 4*len(targets)+4)
+	bctx, cancelAll := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAll()
+
+	var branches []*branch
+	var lastErr error
+	for _, t := range targets {
+		out, err := p.prepare(r, fwd, t, rr)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		tx, err := p.txl.Request(bctx, out)
+		if err != nil && errors.Is(err, siplib.ErrUDPMTUCongestion) && t.transport == "udp" {
+			// RFC 3261 §18.1.1: too big for UDP, try TCP to the same place.
+			t.transport = "tcp"
+			if out, err = p.prepare(r, fwd, t, rr); err == nil {
+				tx, err = p.txl.Request(bctx, out)
+			}
+		}
+		if err != nil {
+			lastErr = err
+			p.log.Debug("forward failed", "method", string(r.Method), "dest", t.dest, "error", err)
+			continue
+		}
+		b := &branch{req: out, tx: tx}
+		branches = append(branches, b)
+		if isInvite {
+			tx.OnRetransmission(func(res *siplib.Response) { p.relayStateless(r, res) })
+		}
+		go readBranch(b, events)
+	}
+	p.Forwarded.Add(1)
+	if len(branches) == 0 {
+		return &sip.StatusError{Code: 503, Reason: "Service Unavailable", Err: lastErr}
+	}
+
+	var (
+		upstreamCancel = make(chan struct{})
+		cancelledUp    bool
+		answered       bool
+		finals         []*siplib.Response
+		pending        = len(branches)
+		timerC         <-chan time.Time
+	)
+	if isInvite && r.Tx != nil {
+		once := make(chan struct{}, 1)
+		r.Tx.OnCancel(func(*siplib.Request) {
+			select {
+			case once <- struct{}{}:
+				close(upstreamCancel)
+			default:
+			}
+		})
+		if p.cfg.RingTimeout > 0 {
+			t := time.NewTimer(p.cfg.RingTimeout)
+			defer t.Stop()
+			timerC = t.C
+		}
+	}
+	cancelBranches := func(except *branch) {
+		for _, b := range branches {
+			if b != except && !b.done && !b.cancelled {
+				p.cancelBranch(b)
+			}
+		}
+	}
+	timedOut := false
+	for pending > 0 {
+		select {
+		case <-upstreamCancel:
+			upstreamCancel = nil
+			cancelledUp = true
+			cancelBranches(nil)
+		case <-timerC:
+			timerC = nil
+			timedOut = true
+			cancelBranches(nil)
+		case ev := <-events:
+			b := ev.b
+			if ev.err != nil {
+				b.done = true
+				pending--
+				code, reason := 408, "Request Timeout"
+				if errors.Is(ev.err, siplib.ErrTransactionTransport) {
+					code, reason = 503, "Service Unavailable"
+				}
+				finals = append(finals, siplib.NewResponseFromRequest(r.Request, code, reason, nil))
+				continue
+			}
+			code := ev.res.StatusCode
+			if code < 200 {
+				b.provisional = true
+				if b.cancelPending {
+					p.cancelBranch(b)
+				}
+				if code > 100 && !answered && !cancelledUp {
+					p.relay(r, ev.res)
+				}
+				continue
+			}
+			b.done = true
+			pending--
+			if code < 300 {
+				if !cancelledUp || !answered {
+					p.relay(r, ev.res)
+				}
+				answered = true
+				cancelBranches(b)
+				continue
+			}
+			finals = append(finals, ev.res)
+			if code >= 600 {
+				cancelBranches(b)
+			}
+		}
+	}
+	if answered || cancelledUp {
+		return nil
+	}
+	best := bestResponse(finals)
+	if timedOut && (best == nil || best.StatusCode == 487) {
+		return sip.Status(408, "Request Timeout")
+	}
+	if best == nil {
+		return sip.Status(408, "Request Timeout")
+	}
+	p.relay(r, best)
+	return nil
+}
+
+// readBranch passes a branch's responses to the call loop until its final
+// response, or until the transaction ends without one.
+func readBranch(b *branch, events chan<- branchEvent) {
+	for {
+		select {
+		case res := <-b.tx.Responses():
+			events <- branchEvent{b: b, res: res}
+			if res.StatusCode >= 200 {
+				return
+			}
+		case <-b.tx.Done():
+			err := b.tx.Err()
+			if err == nil {
+				err = siplib.ErrTransactionTerminated
+			}
+			events <- branchEvent{b: b, err: err}
+			return
+		}
+	}
+}
+
+// cancelBranch sends CANCEL for an INVITE branch once a 1xx has arrived
+// (RFC 3261 §9.1); before that it marks the branch to cancel later.
+func (p *Proxy) cancelBranch(b *branch) {
+	if !b.req.IsInvite() {
+		return
+	}
+	if !b.provisional {
+		b.cancelPending = true
+		return
+	}
+	b.cancelled = true
+	cancel := siplib.NewRequest(siplib.CANCEL, *b.req.Recipient.Clone())
+	cancel.AppendHeader(b.req.Via().Clone())
+	for _, h := range b.req.GetHeaders("Route") {
+		cancel.AppendHeader(siplib.HeaderClone(h))
+	}
+	for _, name := range []string{"From", "To", "Call-ID"} {
+		if h := b.req.GetHeader(name); h != nil {
+			cancel.AppendHeader(siplib.HeaderClone(h))
+		}
+	}
+	cancel.AppendHeader(&siplib.CSeqHeader{SeqNo: b.req.CSeq().SeqNo, MethodName: siplib.CANCEL})
+	mf := siplib.MaxForwardsHeader(70)
+	cancel.AppendHeader(&mf)
+	cancel.SetDestination(b.req.Destination())
+	cancel.SetTransport(b.req.Transport())
+	cancel.Laddr = b.req.Laddr
+	ctx, done := context.WithTimeout(context.Background(), 32*time.Second)
+	tx, err := p.txl.Request(ctx, cancel)
+	if err != nil {
+		done()
+		p.log.Debug("CANCEL failed", "error", err)
+		return
+	}
+	go func() {
+		defer done()
+		defer tx.Terminate()
+		for {
+			select {
+			case res := <-tx.Responses():
+				if res.StatusCode >= 200 {
+					return
+				}
+			case <-tx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// relay sends a downstream response upstream on the server transaction.
+func (p *Proxy) relay(r *sip.Request, res *siplib.Response) {
+	out := upstream(r, res)
+	if r.Tx == nil {
+		return
+	}
+	if err := r.Tx.Respond(out); err != nil {
+		p.log.Debug("relay response failed", "status", res.StatusCode, "error", err)
+	}
+}
+
+// relayStateless sends a 2xx retransmission upstream outside any transaction.
+func (p *Proxy) relayStateless(r *sip.Request, res *siplib.Response) {
+	p.Stateless.Add(1)
+	if err := p.txl.Transport().WriteMsg(upstream(r, res)); err != nil {
+		p.log.Debug("relay retransmission failed", "error", err)
+	}
+}
+
+// upstream copies res without our Via, addressed to where r came from.
+func upstream(r *sip.Request, res *siplib.Response) *siplib.Response {
+	out := res.Clone()
+	out.SetBody(res.Body())
+	out.RemoveHeader("Via")
+	out.SetDestination(r.Source.String())
+	out.SetTransport(transportUpper(r.Transport))
+	return out
+}
+
+// bestResponse picks the final response to send upstream (§16.7 step 6):
+// a 6xx if any, else the lowest class, preferring anything to 487 and
+// 408; 401/407 challenges are merged and 503 becomes 500.
+func bestResponse(finals []*siplib.Response) *siplib.Response {
+	var best *siplib.Response
+	rank := func(res *siplib.Response) int {
+		c := res.StatusCode
+		switch {
+		case c >= 600:
+			return 0
+		case c == 487 || c == 408:
+			return 10000 + c
+		}
+		return c
+	}
+	for _, f := range finals {
+		if best == nil || rank(f) < rank(best) {
+			best = f
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	if best.StatusCode == 401 || best.StatusCode == 407 {
+		merged := best.Clone()
+		merged.SetBody(best.Body())
+		for _, f := range finals {
+			if f == best || (f.StatusCode != 401 && f.StatusCode != 407) {
+				continue
+			}
+			for _, name := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
+				for _, h := range f.GetHeaders(name) {
+					merged.AppendHeader(siplib.HeaderClone(h))
+				}
+			}
+		}
+		return merged
+	}
+	if best.StatusCode == 503 {
+		out := best.Clone()
+		out.StatusCode, out.Reason = 500, "Server Internal Error"
+		out.AppendHeader(siplib.NewHeader("Warning", `399 voxvisor "every branch answered 503 (was `+strconv.Itoa(best.StatusCode)+`)"`))
+		return out
+	}
+	return best
+}

@@ -1,0 +1,243 @@
+// Package registrar handles REGISTER (RFC 3261 §10.3): it authenticates
+// the user, applies the expiry rules and updates the location service,
+// answering with every current binding. It routes nothing.
+package registrar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/auth"
+	"github.com/voxvisor/voxvisor/sip/location"
+)
+
+// Registrar is the REGISTER handler.
+type Registrar struct {
+	auth    *auth.Authenticator // set once
+	store   *location.Store     // set once
+	isLocal func(host string) bool
+	domain  string
+	log     *slog.Logger
+	now     func() time.Time
+
+	rules atomic.Pointer[config.Registrar]
+
+	// Registered counts successful REGISTER transactions.
+	Registered atomic.Uint64
+}
+
+var _ sip.Handler = (*Registrar)(nil)
+
+// New returns a registrar. isLocal reports whether a host names this
+// server (its domain or one of its addresses).
+func New(rules config.Registrar, domain string, isLocal func(string) bool, a *auth.Authenticator, s *location.Store, log *slog.Logger) *Registrar {
+	g := &Registrar{auth: a, store: s, isLocal: isLocal, domain: domain, log: log, now: time.Now}
+	g.SetRules(rules)
+	return g
+}
+
+// SetRules replaces the expiry and contact limits (reload).
+func (g *Registrar) SetRules(r config.Registrar) { g.rules.Store(&r) }
+
+// Middleware sends REGISTER to the registrar and everything else on.
+func (g *Registrar) Middleware(next sip.Handler) sip.Handler {
+	return sip.HandlerFunc(func(ctx context.Context, r *sip.Request) error {
+		if r.Method == siplib.REGISTER {
+			return g.ServeSIP(ctx, r)
+		}
+		return next.ServeSIP(ctx, r)
+	})
+}
+
+// Errors for the log; the client gets the status.
+var (
+	errCSeqOrder = errors.New("CSeq not higher than the stored binding's for the same Call-ID")
+)
+
+// ServeSIP implements sip.Handler for REGISTER.
+func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
+	rules := *g.rules.Load()
+	if !g.isLocal(r.Recipient.Host) {
+		return sip.Status(404, "Domain Not Served")
+	}
+	to := r.To()
+	if to == nil || to.Address.User == "" {
+		return sip.Status(400, "Missing AOR in To")
+	}
+	if !g.isLocal(to.Address.Host) {
+		return sip.Status(404, "Domain Not Served")
+	}
+	user := to.Address.User
+	if !g.auth.Known(user) {
+		// Challenge anyway, so an unknown AOR is not told apart from a
+		// known one without credentials.
+		if r.GetHeader("Authorization") == nil {
+			_, err := g.auth.Check(r.Request, user, false)
+			return err
+		}
+		return sip.Status(404, "Not Found")
+	}
+	if _, err := g.auth.Check(r.Request, user, false); err != nil {
+		return err
+	}
+	r.User = user
+	aor := user + "@" + g.domain
+
+	contacts := r.GetHeaders("Contact")
+	defExp := -1
+	if h := r.GetHeader("Expires"); h != nil {
+		v, err := strconv.Atoi(strings.TrimSpace(h.Value()))
+		if err != nil || v < 0 {
+			return sip.Status(400, "Bad Expires")
+		}
+		defExp = v
+	}
+	callID := ""
+	if h := r.CallID(); h != nil {
+		callID = h.Value()
+	}
+	cseq := uint32(0)
+	if h := r.CSeq(); h != nil {
+		cseq = h.SeqNo
+	}
+	ua := ""
+	if h := r.GetHeader("User-Agent"); h != nil {
+		ua = h.Value()
+	}
+	now := g.now()
+
+	type change struct {
+		uri     string
+		expires int
+		q       float64
+	}
+	var changes []change
+	wildcard := false
+	for _, h := range contacts {
+		c, ok := h.(*siplib.ContactHeader)
+		if !ok {
+			return sip.Status(400, "Bad Contact")
+		}
+		if c.Address.Wildcard {
+			wildcard = true
+			continue
+		}
+		exp := defExp
+		if v, ok := c.Params.Get("expires"); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return sip.Status(400, "Bad Contact expires")
+			}
+			exp = n
+		}
+		if exp < 0 {
+			exp = rules.DefaultExpires
+		}
+		if exp > 0 && exp < rules.MinExpires {
+			return sip.Status(423, "Interval Too Brief", siplib.NewHeader("Min-Expires", strconv.Itoa(rules.MinExpires)))
+		}
+		if exp > rules.MaxExpires {
+			exp = rules.MaxExpires
+		}
+		q := 0.0
+		if v, ok := c.Params.Get("q"); ok {
+			q, _ = strconv.ParseFloat(v, 64)
+		}
+		changes = append(changes, change{uri: c.Address.String(), expires: exp, q: q})
+	}
+	if wildcard && (len(contacts) != 1 || defExp != 0) {
+		// RFC 3261 §10.3 step 6.
+		return sip.Status(400, "Wildcard Contact Needs Expires 0 Alone")
+	}
+
+	source := r.Source.String()
+	binds, err := g.store.Update(aor, func(cur []location.Binding) ([]location.Binding, error) {
+		if wildcard {
+			for _, b := range cur {
+				if b.CallID == callID && cseq <= b.CSeq {
+					return nil, errCSeqOrder
+				}
+			}
+			return nil, nil
+		}
+		next := append([]location.Binding(nil), cur...)
+		for _, ch := range changes {
+			idx := -1
+			for i, b := range next {
+				if sameContact(b.Contact, ch.uri) {
+					idx = i
+					break
+				}
+			}
+			if idx >= 0 && next[idx].CallID == callID && cseq <= next[idx].CSeq {
+				return nil, errCSeqOrder
+			}
+			if ch.expires == 0 {
+				if idx >= 0 {
+					next = append(next[:idx], next[idx+1:]...)
+				}
+				continue
+			}
+			b := location.Binding{
+				AOR: aor, Contact: ch.uri, Source: source, Transport: r.Transport,
+				Expires: now.Add(time.Duration(ch.expires) * time.Second),
+				CallID:  callID, CSeq: cseq, UserAgent: ua, Q: ch.q,
+			}
+			if idx >= 0 {
+				next[idx] = b
+			} else {
+				next = append(next, b)
+			}
+		}
+		if len(next) > rules.MaxContacts {
+			return nil, errTooMany
+		}
+		return next, nil
+	})
+	switch {
+	case errors.Is(err, errCSeqOrder):
+		return &sip.StatusError{Code: 500, Reason: "Stale CSeq", Err: err, Headers: []siplib.Header{siplib.NewHeader("Retry-After", "1")}}
+	case errors.Is(err, errTooMany):
+		return &sip.StatusError{Code: 503, Reason: "Too Many Registered Contacts", Err: err}
+	case err != nil:
+		return &sip.StatusError{Code: 500, Reason: "Location Store Failed", Err: err}
+	}
+
+	res := siplib.NewResponseFromRequest(r.Request, 200, "OK", nil)
+	for _, b := range binds {
+		left := int(b.Expires.Sub(now).Round(time.Second) / time.Second)
+		res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<%s>;expires=%d", b.Contact, left)))
+	}
+	res.AppendHeader(siplib.NewHeader("Date", now.UTC().Format(time.RFC1123)))
+	g.Registered.Add(1)
+	if len(changes) > 0 || wildcard {
+		g.log.Debug("registered", "aor", aor, "bindings", len(binds), "source", source, "transport", r.Transport)
+	}
+	return r.RespondWith(res)
+}
+
+var errTooMany = errors.New("more contacts than registrar.max_contacts")
+
+// sameContact compares contact URIs as RFC 3261 §19.1.4 roughly does:
+// scheme, user, host and port; parameters are ignored.
+func sameContact(a, b string) bool {
+	if a == b {
+		return true
+	}
+	var ua, ub siplib.Uri
+	if siplib.ParseUri(a, &ua) != nil || siplib.ParseUri(b, &ub) != nil {
+		return false
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && ua.User == ub.User &&
+		strings.EqualFold(ua.Host, ub.Host) && ua.Port == ub.Port
+}

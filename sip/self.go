@@ -1,0 +1,70 @@
+package sip
+
+import (
+	"net/netip"
+	"strings"
+
+	siplib "github.com/emiago/sipgo/sip"
+)
+
+// Listener is one bound SIP socket as peers should address it.
+type Listener struct {
+	Transport string         // "udp" or "tcp"
+	Bound     netip.AddrPort // the socket's real address
+	Host      string         // advertised host for Via and Record-Route
+	Port      int            // advertised port
+}
+
+// Self knows which names and addresses are this server: its domain and
+// every listener. Set once at start; safe for concurrent reads.
+type Self struct {
+	Domain    string
+	Listeners []Listener
+	hosts     map[string]bool
+	ports     map[int]bool
+}
+
+// NewSelf returns a Self for domain and the bound listeners.
+func NewSelf(domain string, ls []Listener) *Self {
+	s := &Self{Domain: domain, Listeners: ls, hosts: map[string]bool{strings.ToLower(domain): true}, ports: map[int]bool{}}
+	for _, l := range ls {
+		s.hosts[strings.ToLower(l.Host)] = true
+		s.hosts[l.Bound.Addr().String()] = true
+		s.ports[l.Port] = true
+		s.ports[int(l.Bound.Port())] = true
+		if l.Bound.Addr().IsUnspecified() || l.Bound.Addr().IsLoopback() {
+			s.hosts["127.0.0.1"] = true
+			s.hosts["localhost"] = true
+			s.hosts["::1"] = true
+		}
+	}
+	return s
+}
+
+// IsLocal reports whether host names this server (domain or address).
+func (s *Self) IsLocal(host string) bool {
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	return s.hosts[host]
+}
+
+// IsMe reports whether u addresses this server itself (host and port),
+// as a Route or Record-Route entry we inserted does.
+func (s *Self) IsMe(u siplib.Uri) bool {
+	if !s.IsLocal(u.Host) {
+		return false
+	}
+	if u.Port == 0 {
+		return s.ports[5060] || s.ports[5061]
+	}
+	return s.ports[u.Port]
+}
+
+// Listener returns the listener for transport, preferring the first.
+func (s *Self) Listener(transport string) (Listener, bool) {
+	for _, l := range s.Listeners {
+		if l.Transport == transport {
+			return l, true
+		}
+	}
+	return Listener{}, false
+}

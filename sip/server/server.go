@@ -1,0 +1,285 @@
+// Package server binds sipgo's transports and transactions to voxvisor's
+// request pipeline: it opens the listeners, screens raw input before
+// sipgo parses it, runs every request through the handler chain and
+// turns handler errors into responses. Routing decisions live in the
+// handlers, not here.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/logging"
+	"github.com/voxvisor/voxvisor/sip"
+)
+
+// Stats are the server's counters.
+type Stats struct {
+	Requests    atomic.Uint64 // requests handed to the pipeline
+	Rejected    atomic.Uint64 // malformed input answered 400
+	Dropped     atomic.Uint64 // malformed input dropped without an answer
+	ParseErrors logging.Counter
+}
+
+// Server owns the SIP sockets and the sipgo stack.
+type Server struct {
+	cfg  config.SIP
+	log  *slog.Logger
+	ua   *sipgo.UserAgent // set in Listen
+	self *sip.Self        // set in Listen
+
+	udp []net.PacketConn // set in Listen
+	tcp []net.Listener   // set in Listen
+
+	mu      sync.Mutex
+	handler sip.Handler // guarded by mu
+
+	Stats Stats
+}
+
+// New returns a server for cfg. Call Listen, SetHandler, then Serve.
+func New(cfg config.SIP, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, log: log}
+	s.Stats.ParseErrors.Match = "failed to parse"
+	return s
+}
+
+// Listen binds every configured listener and builds the sipgo stack. The
+// returned Self knows the bound addresses (port 0 resolved).
+func (s *Server) Listen() (*sip.Self, error) {
+	var ls []sip.Listener
+	fail := func(err error) (*sip.Self, error) {
+		s.closeSockets()
+		return nil, err
+	}
+	for _, l := range s.cfg.Listen {
+		ap := l.AddrPort()
+		var bound netip.AddrPort
+		switch l.Transport {
+		case "udp":
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+			if err != nil {
+				return fail(fmt.Errorf("listen udp %s: %w", l.Address, err))
+			}
+			s.udp = append(s.udp, c)
+			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
+		case "tcp":
+			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
+			if err != nil {
+				return fail(fmt.Errorf("listen tcp %s: %w", l.Address, err))
+			}
+			s.tcp = append(s.tcp, &idleListener{TCPListener: ln, idle: s.cfg.TCPIdleTimeout})
+			bound = ln.Addr().(*net.TCPAddr).AddrPort()
+		}
+		host, port := bound.Addr().Unmap().String(), int(bound.Port())
+		if l.Advertise != "" {
+			if h, p, err := net.SplitHostPort(l.Advertise); err == nil {
+				host = h
+				port, _ = strconv.Atoi(p)
+			} else {
+				host = l.Advertise
+			}
+		}
+		ls = append(ls, sip.Listener{Transport: l.Transport, Bound: bound, Host: host, Port: port})
+	}
+	s.self = sip.NewSelf(s.cfg.Domain, ls)
+
+	lib := logging.Library(s.log.With("component", "sipgo"), slog.LevelError+4, &s.Stats.ParseErrors)
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent("voxvisor"),
+		sipgo.WithUserAgentHostname(s.cfg.Domain),
+		sipgo.WithUserAgentTransportLayerOptions(
+			siplib.WithTransportLayerLogger(lib),
+			siplib.WithTransportLayerReadFilter(s.screen),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			siplib.WithTransactionLayerLogger(lib),
+			siplib.WithTransactionLayerUnhandledResponseHandler(s.strayResponse),
+		),
+	)
+	if err != nil {
+		return fail(fmt.Errorf("sip stack: %w", err))
+	}
+	s.ua = ua
+	ua.TransactionLayer().OnRequest(s.onRequest)
+	return s.self, nil
+}
+
+// TransactionLayer is the sipgo transaction layer, for handlers that send.
+func (s *Server) TransactionLayer() *siplib.TransactionLayer { return s.ua.TransactionLayer() }
+
+// SetHandler installs (or replaces) the pipeline.
+func (s *Server) SetHandler(h sip.Handler) {
+	s.mu.Lock()
+	s.handler = h
+	s.mu.Unlock()
+}
+
+// Serve serves every listener until ctx ends, then closes them and the
+// sipgo stack. It returns nil on a clean stop.
+func (s *Server) Serve(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(s.udp)+len(s.tcp))
+	tp := s.ua.TransportLayer()
+	for _, c := range s.udp {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := tp.ServeUDP(c); err != nil && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("udp %s: %w", c.LocalAddr(), err)
+			}
+		}()
+	}
+	for _, ln := range s.tcp {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := tp.ServeTCP(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("tcp %s: %w", ln.Addr(), err)
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.closeSockets()
+	wg.Wait()
+	s.ua.Close()
+	return err
+}
+
+func (s *Server) closeSockets() {
+	for _, c := range s.udp {
+		c.Close()
+	}
+	for _, l := range s.tcp {
+		l.Close()
+	}
+}
+
+// onRequest runs one request through the pipeline. sipgo calls it on its
+// own goroutine per message.
+func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
+	s.Stats.Requests.Add(1)
+	s.mu.Lock()
+	h := s.handler
+	s.mu.Unlock()
+	r := &sip.Request{Request: req, Transport: lowerTransport(req.Transport())}
+	if tx != nil && !req.IsAck() {
+		r.Tx = tx
+	}
+	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
+		r.Source = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	err := h.ServeSIP(context.Background(), r)
+	if err != nil && !req.IsAck() {
+		se := sip.StatusOf(err)
+		switch {
+		case se.Code == 0: // drop, or handled elsewhere
+		default:
+			if se.Code >= 500 && se.Err != nil {
+				s.log.Warn("request failed", "method", string(req.Method), "status", se.Code, "error", se.Err)
+			} else if se.Err != nil {
+				s.log.Debug("request rejected", "method", string(req.Method), "status", se.Code, "error", se.Err)
+			}
+			if rerr := r.Respond(se.Code, se.Reason, nil, se.Headers...); rerr != nil {
+				s.log.Debug("respond failed", "status", se.Code, "error", rerr)
+			}
+		}
+	}
+	if tx == nil {
+		return
+	}
+	if req.IsAck() {
+		tx.Terminate()
+		return
+	}
+	tx.TerminateGracefully()
+}
+
+// strayResponse forwards a response that matches no client transaction
+// (a 2xx retransmission after ours ended) statelessly (§16.11), if the
+// top Via is ours.
+func (s *Server) strayResponse(res *siplib.Response) {
+	via := res.Via()
+	if via == nil || !s.self.IsLocal(via.Host) || !isOurBranch(via) {
+		return
+	}
+	out := res.Clone()
+	out.SetBody(res.Body())
+	out.RemoveHeader("Via")
+	next := out.Via()
+	if next == nil {
+		return
+	}
+	host := next.Host
+	if v, ok := next.Params.Get("received"); ok && v != "" {
+		host = v
+	}
+	port := next.Port
+	if v, ok := next.Params.Get("rport"); ok && v != "" {
+		port, _ = strconv.Atoi(v)
+	}
+	if port == 0 {
+		port = 5060
+	}
+	out.SetDestination(net.JoinHostPort(host, strconv.Itoa(port)))
+	out.SetTransport(next.Transport)
+	if err := s.ua.TransportLayer().WriteMsg(out); err != nil {
+		s.log.Debug("stray response not forwarded", "error", err)
+	}
+}
+
+func isOurBranch(v *siplib.ViaHeader) bool {
+	b, _ := v.Params.Get("branch")
+	return len(b) > 9 && b[:9] == siplib.RFC3261BranchMagicCookie+"vx"
+}
+
+func lowerTransport(t string) string {
+	switch t {
+	case "TCP", "tcp":
+		return "tcp"
+	case "TLS", "tls":
+		return "tls"
+	}
+	return "udp"
+}
+
+// idleListener closes TCP connections that stay silent longer than idle,
+// so slow or dead clients cannot hold sockets forever.
+type idleListener struct {
+	*net.TCPListener
+	idle time.Duration
+}
+
+func (l *idleListener) Accept() (net.Conn, error) {
+	c, err := l.TCPListener.Accept()
+	if err != nil || l.idle <= 0 {
+		return c, err
+	}
+	return &idleConn{Conn: c, idle: l.idle}, nil
+}
+
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(b []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(b)
+}
