@@ -144,7 +144,13 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, err
 		if err := siplib.ParseUri(b.Contact, &u); err != nil {
 			continue
 		}
-		ts = append(ts, target{uri: u, dest: b.Source, transport: b.Transport})
+		t := target{uri: u, dest: b.Source, transport: b.Transport}
+		if b.Transport != "udp" && !p.hasConn(b.Transport, b.Source) {
+			// The connection the contact registered over is gone: a
+			// stream contact is then reached at its Contact address.
+			t.dest = uriTarget(u).dest
+		}
+		ts = append(ts, t)
 	}
 	if len(ts) == 0 {
 		return nil, sip.Status(480, "Temporarily Unavailable")
@@ -163,6 +169,20 @@ func IsDrop(err error) bool { return err == errDrop }
 
 // IsSelf reports whether err says the request is for this server itself.
 func IsSelf(err error) bool { return err == errSelf }
+
+// hasConn reports whether sipgo holds a live connection to addr.
+func (p *Proxy) hasConn(transport, addr string) bool {
+	pool := p.txl.Transport().Pool(transport)
+	if pool == nil {
+		return false
+	}
+	c := pool.Get(addr)
+	if c == nil {
+		return false
+	}
+	c.TryClose()
+	return true
+}
 
 func uriTarget(u siplib.Uri) target {
 	tp := "udp"

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -218,7 +219,7 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 		left := int(b.Expires.Sub(now).Round(time.Second) / time.Second)
 		res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<%s>;expires=%d", b.Contact, left)))
 	}
-	res.AppendHeader(siplib.NewHeader("Date", now.UTC().Format(time.RFC1123)))
+	res.AppendHeader(siplib.NewHeader("Date", now.UTC().Format(http.TimeFormat)))
 	g.Registered.Add(1)
 	if len(changes) > 0 || wildcard {
 		g.log.Debug("registered", "aor", aor, "bindings", len(binds), "source", source, "transport", r.Transport)
