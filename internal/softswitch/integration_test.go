@@ -1,0 +1,386 @@
+package softswitch
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/voxvisor/voxvisor/configs"
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/logging"
+)
+
+// need returns the path of a tool the integration tests drive. Under
+// CI=true a missing tool fails the test: `make test` installs it.
+func need(t *testing.T, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not installed (make test-deps installs it): %v", tool, err)
+		}
+		t.Skipf("%s not installed; run make test-deps", tool)
+	}
+	return p
+}
+
+// running is a switch started for one test.
+type running struct {
+	*Switch
+	udp, tcp string // bound addresses
+	stop     func()
+}
+
+// start runs a switch on loopback port 0 with the default users and dir
+// as its data directory.
+func start(t *testing.T, dir string, mutate func(*config.Config)) *running {
+	t.Helper()
+	cfg, err := config.Load(configs.DefaultName, configs.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = dir
+	cfg.SIP.Listen = []config.Listener{
+		{Transport: "udp", Address: "127.0.0.1:0"},
+		{Transport: "tcp", Address: "127.0.0.1:0"},
+	}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	log := logging.New(testWriter{t}, "warn", "text")
+	sw, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sw.Serve(ctx) }()
+	r := &running{Switch: sw}
+	for _, l := range sw.Self.Listeners {
+		if l.Transport == "udp" {
+			r.udp = l.Bound.String()
+		} else {
+			r.tcp = l.Bound.String()
+		}
+	}
+	stopped := false
+	r.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// freePort returns a loopback port free for UDP and TCP at the moment.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// sipp runs one SIPp scenario to completion and fails the test when SIPp
+// reports a failed call. It returns SIPp's message trace.
+func sipp(t *testing.T, remote, scenario string, port int, transport string, args ...string) string {
+	t.Helper()
+	bin := need(t, "sipp")
+	dir := t.TempDir()
+	msgs := filepath.Join(dir, "msgs.log")
+	tp := "u1"
+	if transport == "tcp" {
+		tp = "t1"
+	}
+	full := append([]string{remote,
+		"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
+		"-t", tp, "-p", fmt.Sprint(port), "-i", "127.0.0.1",
+		"-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error",
+		"-trace_msg", "-message_file", msgs,
+		"-trace_err", "-error_file", filepath.Join(dir, "err.log"),
+	}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, full...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	trace, _ := os.ReadFile(msgs)
+	if err != nil {
+		errs, _ := os.ReadFile(filepath.Join(dir, "err.log"))
+		t.Fatalf("sipp %s failed: %v\n%s\nerrors:\n%s\ntrace:\n%s", scenario, err, tail(out, 20), errs, trace)
+	}
+	return string(trace)
+}
+
+// sippAsync starts a SIPp UAS and returns a wait function for its result.
+func sippAsync(t *testing.T, scenario string, port int, transport string) func() {
+	t.Helper()
+	bin := need(t, "sipp")
+	dir := t.TempDir()
+	tp := "u1"
+	if transport == "tcp" {
+		tp = "t1"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	cmd := exec.CommandContext(ctx, bin, "-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
+		"-t", tp, "-p", fmt.Sprint(port), "-i", "127.0.0.1", "-m", "1", "-nostdin",
+		"-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", filepath.Join(dir, "msgs.log"))
+	cmd.Dir = dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	waited := false
+	wait := func() {
+		if waited {
+			return
+		}
+		waited = true
+		err := cmd.Wait()
+		cancel()
+		if err != nil {
+			trace, _ := os.ReadFile(filepath.Join(dir, "msgs.log"))
+			t.Errorf("sipp UAS %s failed: %v\n%s\ntrace:\n%s", scenario, err, tail(out.Bytes(), 20), trace)
+		}
+	}
+	t.Cleanup(func() {
+		if !waited {
+			cmd.Process.Kill()
+			cmd.Wait()
+			cancel()
+		}
+	})
+	// Give SIPp time to bind before anything is sent to it.
+	waitListening(t, transport, port)
+	return wait
+}
+
+func waitListening(t *testing.T, transport string, port int) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if transport == "tcp" {
+			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				c.Close()
+				return
+			}
+		} else {
+			if c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+				return // bound by SIPp
+			} else {
+				c.Close()
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("sipp did not bind %s port %d", transport, port)
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (r *running) addr(transport string) string {
+	if transport == "tcp" {
+		return r.tcp
+	}
+	return r.udp
+}
+
+// register registers user over transport from port with SIPp.
+func (r *running) register(t *testing.T, user, transport string, port int) string {
+	return sipp(t, r.addr(transport), "register.xml", port, transport,
+		"-key", "user", user, "-key", "expires", "3600", "-au", user, "-ap", "demo"+user)
+}
+
+func TestRegisterWithDigest(t *testing.T) {
+	for _, tp := range []string{"udp", "tcp"} {
+		t.Run(tp, func(t *testing.T) {
+			sw := start(t, t.TempDir(), nil)
+			trace := sw.register(t, "1001", tp, freePort(t))
+			if !strings.Contains(trace, "401 Unauthorized") || !strings.Contains(trace, "SIP/2.0 200 OK") {
+				t.Fatalf("expected 401 then 200:\n%s", trace)
+			}
+			if !strings.Contains(trace, ";expires=3600") {
+				t.Errorf("200 OK does not list the binding with its expiry:\n%s", trace)
+			}
+			bs := sw.Store.Lookup("1001@voxvisor.local")
+			if len(bs) != 1 || bs[0].Transport != tp {
+				t.Fatalf("bindings = %+v", bs)
+			}
+			sipp(t, sw.addr(tp), "register_forbidden.xml", freePort(t), tp,
+				"-key", "user", "1002", "-au", "1002", "-ap", "wrong-password")
+			if got := sw.Auth.Failures.Load(); got != 1 {
+				t.Errorf("auth failures = %d, want 1", got)
+			}
+			if bs := sw.Store.Lookup("1002@voxvisor.local"); len(bs) != 0 {
+				t.Errorf("wrong password registered: %+v", bs)
+			}
+		})
+	}
+}
+
+// TestCallThroughProxy places a call 1001 → 1002 through the proxy:
+// INVITE, 407, INVITE with credentials, 180, 200, ACK and BYE along the
+// Record-Route route set.
+func TestCallThroughProxy(t *testing.T) {
+	for _, tc := range []struct{ caller, callee string }{{"udp", "udp"}, {"udp", "tcp"}, {"tcp", "udp"}} {
+		t.Run(tc.caller+"-to-"+tc.callee, func(t *testing.T) {
+			sw := start(t, t.TempDir(), nil)
+			calleePort, callerPort := freePort(t), freePort(t)
+			sw.register(t, "1002", tc.callee, calleePort)
+			sw.register(t, "1001", tc.caller, callerPort)
+			wait := sippAsync(t, "uas.xml", calleePort, tc.callee)
+			trace := sipp(t, sw.addr(tc.caller), "uac_call.xml", callerPort, tc.caller,
+				"-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+			wait()
+			for _, want := range []string{"407 Proxy Authentication Required", "180 Ringing", "Record-Route:", "BYE sip:", "Route: <sip:127.0.0.1"} {
+				if !strings.Contains(trace, want) {
+					t.Errorf("caller trace lacks %q", want)
+				}
+			}
+			if t.Failed() {
+				t.Log(trace)
+			}
+		})
+	}
+}
+
+func TestCancelBeforeAnswer(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	calleePort, callerPort := freePort(t), freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	wait := sippAsync(t, "uas_cancel.xml", calleePort, "udp")
+	trace := sipp(t, sw.udp, "uac_cancel.xml", callerPort, "udp",
+		"-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	wait()
+	if !strings.Contains(trace, "487 Request Terminated") {
+		t.Fatalf("caller got no 487:\n%s", trace)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	port := freePort(t)
+	// 1003 exists but has no binding: 480.
+	trace := sipp(t, sw.udp, "uac_expect.xml", port, "udp", "-s", "1003", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	if !strings.Contains(trace, "SIP/2.0 480 ") {
+		t.Errorf("unregistered user: want 480\n%s", trace)
+	}
+	// 4242 is nobody: 404.
+	trace = sipp(t, sw.udp, "uac_expect.xml", port, "udp", "-s", "4242", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	if !strings.Contains(trace, "SIP/2.0 404 ") {
+		t.Errorf("unknown user: want 404\n%s", trace)
+	}
+	// A wrong password on INVITE: 403.
+	trace = sipp(t, sw.udp, "uac_expect.xml", port, "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "nope")
+	if !strings.Contains(trace, "SIP/2.0 403 ") {
+		t.Errorf("wrong credentials: want 403\n%s", trace)
+	}
+	// Max-Forwards 0: 483, before any authentication.
+	trace = sipp(t, sw.udp, "uac_maxforwards0.xml", port, "udp", "-s", "1002", "-key", "user", "1001")
+	if !strings.Contains(trace, "SIP/2.0 483 ") {
+		t.Errorf("max-forwards 0: want 483\n%s", trace)
+	}
+}
+
+func TestRegistrationSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	sw := start(t, dir, nil)
+	sw.register(t, "1001", "udp", freePort(t))
+	if n := len(sw.Store.Lookup("1001@voxvisor.local")); n != 1 {
+		t.Fatalf("bindings before restart = %d", n)
+	}
+	sw.stop()
+
+	sw2 := start(t, dir, nil)
+	bs := sw2.Store.Lookup("1001@voxvisor.local")
+	if len(bs) != 1 || !strings.HasPrefix(bs[0].Contact, "sip:1001@127.0.0.1:") {
+		t.Fatalf("bindings after restart = %+v", bs)
+	}
+	// And the restarted server routes to it: an OPTIONS to 1001 reaches
+	// the (now absent) contact and times out or fails, but is not 404/480.
+	if got := options(t, sw2.udp, "sip:1001@voxvisor.local"); got == "404" || got == "480" {
+		t.Fatalf("OPTIONS to the restored user answered %s", got)
+	}
+}
+
+// options sends one OPTIONS over UDP and returns the status code of the
+// first final response ("" on timeout).
+func options(t *testing.T, addr, ruri string) string {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	la := c.LocalAddr().String()
+	msg := "OPTIONS " + ruri + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + la + ";branch=z9hG4bK" + fmt.Sprint(time.Now().UnixNano()) + ";rport\r\n" +
+		"From: <sip:probe@" + la + ">;tag=probe\r\n" +
+		"To: <" + ruri + ">\r\n" +
+		"Call-ID: probe-" + fmt.Sprint(time.Now().UnixNano()) + "\r\n" +
+		"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		c.SetReadDeadline(deadline)
+		n, err := c.Read(buf)
+		if err != nil {
+			return ""
+		}
+		line, _, _ := bufio.NewReader(bytes.NewReader(buf[:n])).ReadLine()
+		f := strings.Fields(string(line))
+		if len(f) >= 2 && f[1] >= "200" {
+			return f[1]
+		}
+	}
+}
