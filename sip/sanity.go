@@ -44,7 +44,7 @@ func checkRequired(r *siplib.Request) error {
 		return Status(400, "Missing Call-ID")
 	case cseq == nil:
 		return Status(400, "Missing CSeq")
-	case cseq.MethodName != r.Method:
+	case !strings.EqualFold(string(cseq.MethodName), string(r.Method)):
 		return Status(400, "CSeq Method Mismatch")
 	case r.SipVersion != "SIP/2.0":
 		return Status(505, "Version Not Supported")
