@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -101,39 +102,51 @@ func sendTCP(t *testing.T, addr string, msg []byte) string {
 func TestTortureMessages(t *testing.T) {
 	dir := tortureDir(t)
 	sw := start(t, t.TempDir(), nil)
-	t.Run("send", func(t *testing.T) {
-		for _, kind := range []string{"valid", "invalid"} {
-			files, _ := filepath.Glob(filepath.Join(dir, kind, "*.dat"))
-			if len(files) == 0 {
-				t.Fatalf("no %s torture messages in %s", kind, dir)
-			}
-			for _, f := range files {
-				name := kind + "/" + filepath.Base(f)
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					msg, err := os.ReadFile(f)
-					if err != nil {
-						t.Fatal(err)
-					}
-					// Ask for the response at our port (RFC 3581), or it goes
-					// to the Via's port as RFC 3261 §18.2.2 says.
-					u := sendUDP(t, sw.udp, withRport(msg))
-					// A new branch, or the TCP copy is a retransmission of the UDP one.
-					c := sendTCP(t, sw.tcp, bytes.ReplaceAll(msg, []byte("branch=z9hG4bK"), []byte("branch=z9hG4bKtcp")))
-					t.Logf("udp=%-4s tcp=%-4s", u, c)
-					if kind == "invalid" && (strings.HasPrefix(u, "2") || strings.HasPrefix(c, "2")) {
-						t.Errorf("invalid message accepted (udp %s, tcp %s)", u, c)
-					}
-					handled := func(code string) bool { return code != "" && code != "400" }
-					// wsinv.dat is one sipgo parses wrongly (DESIGN.md); it is
-					// answered 400, which is safe.
-					if kind == "valid" && name != "valid/wsinv.dat" && !isRequestWithoutAnswer(msg) && !handled(u) && !handled(c) {
-						t.Errorf("valid message not handled: udp %q, tcp %q", u, c)
-					}
-				})
-			}
+	type result struct {
+		name, udp, tcp string
+		msg            []byte
+	}
+	var (
+		wg      sync.WaitGroup
+		results []*result
+	)
+	for _, kind := range []string{"valid", "invalid"} {
+		files, _ := filepath.Glob(filepath.Join(dir, kind, "*.dat"))
+		if len(files) == 0 {
+			t.Fatalf("no %s torture messages in %s", kind, dir)
 		}
-	})
+		for _, f := range files {
+			msg, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &result{name: kind + "/" + filepath.Base(f), msg: msg}
+			results = append(results, r)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Ask for the response at our port (RFC 3581), or it goes
+				// to the Via's port as RFC 3261 §18.2.2 says.
+				r.udp = sendUDP(t, sw.udp, withRport(msg))
+				// A new branch, or the TCP copy is a retransmission of the UDP one.
+				r.tcp = sendTCP(t, sw.tcp, bytes.ReplaceAll(msg, []byte("branch=z9hG4bK"), []byte("branch=z9hG4bKtcp")))
+			}()
+		}
+	}
+	wg.Wait()
+	handled := func(code string) bool { return code != "" && code != "400" }
+	for _, r := range results {
+		t.Logf("%-26s udp=%-4s tcp=%-4s", r.name, r.udp, r.tcp)
+		valid := strings.HasPrefix(r.name, "valid/")
+		if !valid && (strings.HasPrefix(r.udp, "2") || strings.HasPrefix(r.tcp, "2")) {
+			t.Errorf("%s: invalid message accepted (udp %s, tcp %s)", r.name, r.udp, r.tcp)
+		}
+		// wsinv.dat is one sipgo parses wrongly (DESIGN.md); it is
+		// answered 400, which is safe.
+		if valid && r.name != "valid/wsinv.dat" && !isRequestWithoutAnswer(r.msg) && !handled(r.udp) && !handled(r.tcp) {
+			t.Errorf("%s: valid message not handled: udp %q, tcp %q", r.name, r.udp, r.tcp)
+		}
+	}
 	// Still serving on both transports.
 	if got := options(t, sw.udp, "sip:voxvisor.local"); got != "200" {
 		t.Fatalf("after the torture run, OPTIONS over UDP = %q, want 200", got)

@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/logging"
+	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/auth"
+	"github.com/voxvisor/voxvisor/sip/location"
+	"github.com/voxvisor/voxvisor/sip/siptest"
+)
+
+func testProxy(t *testing.T) *Proxy {
+	t.Helper()
+	a, err := auth.New("voxvisor.local", []string{"MD5"}, time.Minute, []config.User{
+		{Username: "1001", Password: "x1001"}, {Username: "1002", Password: "x1002"}, {Username: "1003", Password: "x1003"},
+	}, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, _ := location.New(nil)
+	exp := time.Now().Add(time.Hour)
+	loc.Update("1002@voxvisor.local", func([]location.Binding) ([]location.Binding, error) {
+		return []location.Binding{
+			{Contact: "sip:1002@10.0.0.2:5062", Source: "198.51.100.2:4000", Transport: "udp", Expires: exp, Q: 0.5},
+			{Contact: "sip:1002@10.0.0.3:5062;transport=tcp", Source: "198.51.100.3:4001", Transport: "udp", Expires: exp, Q: 1},
+		}, nil
+	})
+	self := sip.NewSelf("voxvisor.local", []sip.Listener{
+		{Transport: "udp", Bound: netip.MustParseAddrPort("127.0.0.1:5060"), Host: "127.0.0.1", Port: 5060},
+		{Transport: "tcp", Bound: netip.MustParseAddrPort("127.0.0.1:5060"), Host: "127.0.0.1", Port: 5060},
+	})
+	return New(nil, self, loc, a, Config{RingTimeout: time.Minute}, logging.Discard())
+}
+
+func invite(ruri, from string, extra ...string) string {
+	return strings.Join(append([]string{
+		"INVITE " + ruri + " SIP/2.0",
+		"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport",
+		"From: <" + from + ">;tag=1",
+		"To: <" + ruri + ">",
+		"Call-ID: c1",
+		"CSeq: 1 INVITE",
+		"Max-Forwards: 70",
+	}, append(extra, "Content-Length: 0")...), "\n")
+}
+
+func TestRouteInitial(t *testing.T) {
+	p := testProxy(t)
+	for _, tc := range []struct {
+		name, raw string
+		user      string // already authenticated as
+		want      int    // status, 0 for targets
+		targets   []string
+	}{
+		{"local caller must authenticate", invite("sip:1002@voxvisor.local", "sip:1001@voxvisor.local"), "", 407, nil},
+		{"fork to every contact, best q first", invite("sip:1002@voxvisor.local", "sip:1001@voxvisor.local"), "1001", 0,
+			[]string{"198.51.100.3:4001", "198.51.100.2:4000"}},
+		{"address as domain", invite("sip:1002@127.0.0.1", "sip:1001@voxvisor.local"), "1001", 0,
+			[]string{"198.51.100.3:4001", "198.51.100.2:4000"}},
+		{"known user, no binding", invite("sip:1003@voxvisor.local", "sip:1001@voxvisor.local"), "1001", 480, nil},
+		{"unknown user", invite("sip:4242@voxvisor.local", "sip:1001@voxvisor.local"), "1001", 404, nil},
+		{"foreign domain is no relay", invite("sip:+15551234@carrier.example", "sip:1001@voxvisor.local"), "1001", 403, nil},
+		{"outside caller may reach a local user", invite("sip:1002@voxvisor.local", "sip:alice@elsewhere.example"), "", 0,
+			[]string{"198.51.100.3:4001", "198.51.100.2:4000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _, err := siptest.Request(tc.raw, "203.0.113.9:5060", "udp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.User = tc.user
+			ts, err := p.routeInitial(r, r.Request.Clone())
+			if tc.want != 0 {
+				if err == nil || sip.StatusOf(err).Code != tc.want {
+					t.Fatalf("got %v, want %d", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, tg := range ts {
+				got = append(got, tg.dest)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.targets, ",") {
+				t.Fatalf("targets = %v, want %v", got, tc.targets)
+			}
+			if ts[0].uri.Host == "" {
+				t.Error("target has no Request-URI")
+			}
+		})
+	}
+}
+
+func TestInDialogFollowsFlow(t *testing.T) {
+	p := testProxy(t)
+	flow := flowToken{transport: "tcp", addr: netip.MustParseAddrPort("198.51.100.3:4001")}
+	rr := recordRoute(p.self.Listeners[1], flow)
+	raw := strings.Join([]string{
+		"BYE sip:1002@10.0.0.3:5062;transport=tcp SIP/2.0",
+		"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK2",
+		"Route: <sip:127.0.0.1:5060;lr;vxf=udp~203.0.113.9~5060>",
+		"Route: " + rr.Value(),
+		"From: <sip:1001@voxvisor.local>;tag=1",
+		"To: <sip:1002@voxvisor.local>;tag=2",
+		"Call-ID: c1", "CSeq: 2 BYE", "Max-Forwards: 70", "Content-Length: 0",
+	}, "\n")
+	r, _, err := siptest.Request(raw, "203.0.113.9:5060", "udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := r.Request.Clone()
+	got, popped := p.popOwnRoutes(fwd)
+	if !popped || got == nil || *got != flow {
+		t.Fatalf("flow = %+v, want %+v", got, flow)
+	}
+	if fwd.Route() != nil {
+		t.Fatalf("our Route entries left in the request: %v", fwd.Route())
+	}
+	tg, err := p.routeInDialog(fwd, got)
+	if err != nil || tg.dest != "198.51.100.3:4001" || tg.transport != "tcp" {
+		t.Fatalf("target = %+v, %v", tg, err)
+	}
+}
+
+func TestFlowTokenRoundTrip(t *testing.T) {
+	for _, s := range []string{"198.51.100.3:4001", "[2001:db8::1]:5060"} {
+		f := flowToken{transport: "udp", addr: netip.MustParseAddrPort(s)}
+		g, ok := parseFlow(f.String())
+		if !ok || *g != f {
+			t.Errorf("%s: round trip gave %+v", s, g)
+		}
+	}
+	for _, bad := range []string{"", "sctp~1.2.3.4~5", "udp~nohost", "udp~1.2.3.4~x"} {
+		if _, ok := parseFlow(bad); ok {
+			t.Errorf("parseFlow(%q) accepted", bad)
+		}
+	}
+}
+
+func resp(code int, hdrs ...string) *siplib.Response {
+	r := siplib.NewResponse(code, "x")
+	for _, h := range hdrs {
+		name, val, _ := strings.Cut(h, ": ")
+		r.AppendHeader(siplib.NewHeader(name, val))
+	}
+	return r
+}
+
+func TestBestResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		in    []*siplib.Response
+		want  int
+		auths int
+	}{
+		{"6xx wins", []*siplib.Response{resp(486), resp(603), resp(404)}, 603, 0},
+		{"lowest class", []*siplib.Response{resp(503), resp(486)}, 486, 0},
+		{"487 only when nothing else", []*siplib.Response{resp(487), resp(480)}, 480, 0},
+		{"503 becomes 500", []*siplib.Response{resp(503)}, 500, 0},
+		{"challenges merged", []*siplib.Response{resp(401, "WWW-Authenticate: Digest realm=\"a\""), resp(407, "Proxy-Authenticate: Digest realm=\"b\"")}, 401, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := bestResponse(tc.in)
+			if got.StatusCode != tc.want {
+				t.Fatalf("best = %d, want %d", got.StatusCode, tc.want)
+			}
+			if n := len(got.GetHeaders("WWW-Authenticate")) + len(got.GetHeaders("Proxy-Authenticate")); n != tc.auths && tc.auths > 0 {
+				t.Fatalf("challenges = %d, want %d", n, tc.auths)
+			}
+		})
+	}
+	if bestResponse(nil) != nil {
+		t.Fatal("best of nothing")
+	}
+}
