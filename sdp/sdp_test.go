@@ -1,0 +1,184 @@
+package sdp
+
+import (
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var relay = netip.MustParseAddr("203.0.113.1")
+
+// endpoints gives stream i the relay ports 20000+2i / +1, muxed when the
+// stream offered rtcp-mux.
+func endpoints(streams []Stream, addr netip.Addr) []Endpoint {
+	eps := make([]Endpoint, len(streams))
+	for i, s := range streams {
+		p := 20000 + 2*i
+		eps[i] = Endpoint{Addr: addr, RTPPort: p, RTCPPort: p + 1, Mux: s.Mux}
+		if s.Mux {
+			eps[i].RTCPPort = p
+		}
+	}
+	return eps
+}
+
+// TestRewriteGolden rewrites every testdata/*.sdp for the relay and
+// compares with testdata/*.golden (go test ./sdp -update rewrites them).
+func TestRewriteGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.sdp")
+	if len(files) < 10 {
+		t.Fatalf("only %d golden inputs", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, _ := os.ReadFile(f)
+			d, err := Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := relay
+			if strings.Contains(f, "ipv6") {
+				addr = netip.MustParseAddr("2001:db8::1")
+			}
+			var o Origin
+			out, err := Rewrite(d, endpoints(Streams(d), addr), Policy{}, &o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := strings.TrimSuffix(f, ".sdp") + ".golden"
+			if *update {
+				os.WriteFile(golden, out, 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("no golden file (go test ./sdp -update): %v", err)
+			}
+			if string(out) != string(want) {
+				t.Fatalf("rewrite of %s:\n%s\nwant:\n%s", f, out, want)
+			}
+			if _, err := Parse(out); err != nil {
+				t.Fatalf("rewritten SDP does not parse: %v", err)
+			}
+		})
+	}
+}
+
+func TestStreamsAndHold(t *testing.T) {
+	for _, tc := range []struct {
+		file      string
+		idx       int
+		port      int
+		addr      string
+		rtcp      int
+		mux, held bool
+	}{
+		{"linphone.sdp", 0, 7078, "192.168.1.20", 7079, false, false},
+		{"linphone.sdp", 1, 9078, "192.168.1.20", 9079, false, false},
+		{"baresip.sdp", 0, 10124, "10.0.0.10", 10124, true, false},
+		{"hold_sendonly.sdp", 0, 49170, "192.0.2.101", 49171, false, true},
+		{"hold_legacy.sdp", 0, 3456, "0.0.0.0", 3457, false, true},
+		{"ipv6.sdp", 0, 5004, "2001:db8::10", 5005, false, true},
+		{"rfc4317_answer.sdp", 1, 0, "192.0.2.201", 1, false, false},
+		{"out_of_order.sdp", 0, 4000, "198.51.100.9", 4001, false, false},
+	} {
+		raw, _ := os.ReadFile(filepath.Join("testdata", tc.file))
+		d, err := Parse(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		s := Streams(d)[tc.idx]
+		if s.Port != tc.port || s.Addr.String() != tc.addr || s.RTCPPort != tc.rtcp || s.Mux != tc.mux || s.Held() != tc.held {
+			t.Errorf("%s[%d] = %+v (held %v)", tc.file, tc.idx, s, s.Held())
+		}
+	}
+}
+
+func TestRejectedStreamStaysRejected(t *testing.T) {
+	raw, _ := os.ReadFile("testdata/rfc4317_answer.sdp")
+	d, _ := Parse(raw)
+	out, err := Rewrite(d, endpoints(Streams(d), relay), Policy{}, &Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "m=video 0 ") {
+		t.Fatalf("rejected video stream was given a port:\n%s", out)
+	}
+}
+
+func TestCodecPolicy(t *testing.T) {
+	raw, _ := os.ReadFile("testdata/linphone.sdp")
+	d, _ := Parse(raw)
+	out, err := Rewrite(d, endpoints(Streams(d), relay), Policy{Allow: []string{"PCMA", "opus", "VP8"}}, &Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, want := range []string{"m=audio 20000 RTP/AVP 96 8 101 99 100", "a=rtpmap:96 opus/48000/2", "a=rtpmap:101 telephone-event/48000", "m=video 20002 RTP/AVP 96\r\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("missing %q in\n%s", want, s)
+		}
+	}
+	for _, gone := range []string{"speex", "H264", "a=fmtp:18", "profile-level-id"} {
+		if strings.Contains(s, gone) {
+			t.Errorf("%q should be filtered out:\n%s", gone, s)
+		}
+	}
+	d, _ = Parse(raw)
+	if _, err := Rewrite(d, endpoints(Streams(d), relay), Policy{Allow: []string{"AMR"}}, &Origin{}); !errors.Is(err, ErrNoCodec) {
+		t.Fatalf("no allowed codec: err = %v, want ErrNoCodec", err)
+	}
+}
+
+func TestOriginStableAndBumped(t *testing.T) {
+	raw, _ := os.ReadFile("testdata/big_origin.sdp")
+	var o Origin
+	rewrite := func(port int) string {
+		d, _ := Parse(raw)
+		out, err := Rewrite(d, []Endpoint{{Addr: relay, RTPPort: port, RTCPPort: port + 1}}, Policy{}, &o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, _, _ := strings.Cut(strings.SplitN(string(out), "\r\n", 3)[1], "\r\n")
+		return line
+	}
+	first := rewrite(20000)
+	same := rewrite(20000)
+	changed := rewrite(20002)
+	if first != same {
+		t.Errorf("unchanged description changed o=: %q then %q", first, same)
+	}
+	f1, f3 := strings.Fields(first), strings.Fields(changed)
+	if f1[1] != f3[1] || f1[2] == f3[2] {
+		t.Errorf("o= id must stay and version bump: %q then %q", first, changed)
+	}
+	if f1[1] != "9223372036854775807" {
+		t.Errorf("session id not within int64: %q", first)
+	}
+}
+
+func FuzzParseRewrite(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.sdp")
+	for _, p := range files {
+		b, _ := os.ReadFile(p)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		d, err := Parse(raw)
+		if err != nil {
+			return
+		}
+		out, err := Rewrite(d, endpoints(Streams(d), relay), Policy{Allow: []string{"PCMU", "opus"}}, &Origin{})
+		if err != nil {
+			return
+		}
+		if _, err := Parse(out); err != nil {
+			t.Fatalf("rewrite wrote SDP that does not parse: %v\n%q", err, out)
+		}
+	})
+}
