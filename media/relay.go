@@ -1,0 +1,448 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config holds the relay's tunables.
+type Config struct {
+	Addr       netip.Addr    // address the relay binds and announces
+	PortMin    int           // first port of the range (even)
+	PortMax    int           // last port of the range
+	Quarantine time.Duration // before a released pair is reused
+	Timeout    time.Duration // no RTP for this long ends the call
+	// HoldTimeout replaces Timeout while a stream is on hold.
+	HoldTimeout time.Duration
+	// LockAfter is how many packets from one source latch a side for good.
+	LockAfter int
+	// NAT latches to any source address, not only the one in the SDP.
+	NAT bool
+}
+
+// Named defaults.
+const (
+	DefaultPortMin     = 20000
+	DefaultPortMax     = 29999
+	DefaultQuarantine  = 2 * time.Second
+	DefaultTimeout     = 60 * time.Second
+	DefaultHoldTimeout = time.Hour
+	DefaultLockAfter   = 5
+)
+
+// Relay owns every relay session. Safe for concurrent use.
+type Relay struct {
+	cfg       Config
+	alloc     *Allocator
+	log       *slog.Logger
+	onTimeout func(id string) // set once
+
+	mu       sync.Mutex
+	sessions map[string]*Session // guarded by mu
+}
+
+// New returns a relay. onTimeout (may be nil) is called once for a
+// session whose media stopped; the caller then hangs up and releases it.
+func New(cfg Config, log *slog.Logger, onTimeout func(id string)) (*Relay, error) {
+	if !cfg.Addr.IsValid() {
+		return nil, errors.New("media: relay address not set")
+	}
+	if cfg.PortMin == 0 {
+		cfg.PortMin, cfg.PortMax = DefaultPortMin, DefaultPortMax
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.HoldTimeout == 0 {
+		cfg.HoldTimeout = DefaultHoldTimeout
+	}
+	if cfg.LockAfter == 0 {
+		cfg.LockAfter = DefaultLockAfter
+	}
+	a, err := NewAllocator(cfg.PortMin, cfg.PortMax, cfg.Quarantine)
+	if err != nil {
+		return nil, err
+	}
+	return &Relay{cfg: cfg, alloc: a, log: log, onTimeout: onTimeout, sessions: map[string]*Session{}}, nil
+}
+
+// Addr is the relay's address.
+func (r *Relay) Addr() netip.Addr { return r.cfg.Addr }
+
+// Allocator exposes the port pool, for metrics and tests.
+func (r *Relay) Allocator() *Allocator { return r.alloc }
+
+// Get returns the session with id, or nil.
+func (r *Relay) Get(id string) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sessions[id]
+}
+
+// Len returns the number of live sessions.
+func (r *Relay) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions)
+}
+
+// Open returns the session with id, creating it, and makes sure it has
+// at least n streams. Every new stream gets two legs, each an even/odd
+// port pair. On ErrPoolExhausted nothing new is left allocated.
+func (r *Relay) Open(id string, n int) (*Session, error) {
+	r.mu.Lock()
+	s := r.sessions[id]
+	if s == nil {
+		s = &Session{ID: id, relay: r, created: time.Now()}
+		s.lastRTP.Store(time.Now().UnixNano())
+		r.sessions[id] = s
+	}
+	r.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.streams) < n {
+		st := &Stream{}
+		for i := range st.Legs {
+			l, err := r.newLeg(s)
+			if err != nil {
+				for _, made := range st.Legs[:i] {
+					made.close()
+				}
+				if len(s.streams) == 0 {
+					r.mu.Lock()
+					delete(r.sessions, id)
+					r.mu.Unlock()
+				}
+				return nil, err
+			}
+			st.Legs[i] = l
+		}
+		st.Legs[0].other, st.Legs[1].other = st.Legs[1], st.Legs[0]
+		s.streams = append(s.streams, st)
+		st.Legs[0].start()
+		st.Legs[1].start()
+	}
+	return s, nil
+}
+
+func (r *Relay) newLeg(s *Session) (*Leg, error) {
+	l := &Leg{session: s, cfg: &r.cfg}
+	port, err := r.alloc.Get(func(p int) error {
+		rtp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.cfg.Addr, uint16(p))))
+		if err != nil {
+			return err
+		}
+		rtcp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.cfg.Addr, uint16(p+1))))
+		if err != nil {
+			rtp.Close()
+			return err
+		}
+		l.rtp, l.rtcp = rtp, rtcp
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.port = port
+	return l, nil
+}
+
+// Release closes session id and returns its ports to the pool. It waits
+// for the session's forwarding goroutines to stop.
+func (r *Relay) Release(id string) {
+	r.mu.Lock()
+	s := r.sessions[id]
+	delete(r.sessions, id)
+	r.mu.Unlock()
+	if s != nil {
+		s.close()
+	}
+}
+
+// Run checks media timeouts every interval until ctx ends, then releases
+// every session.
+func (r *Relay) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.mu.Lock()
+			ids := make([]string, 0, len(r.sessions))
+			for id := range r.sessions {
+				ids = append(ids, id)
+			}
+			r.mu.Unlock()
+			for _, id := range ids {
+				r.Release(id)
+			}
+			return
+		case now := <-t.C:
+			r.checkTimeouts(now)
+		}
+	}
+}
+
+func (r *Relay) checkTimeouts(now time.Time) {
+	var dead []string
+	r.mu.Lock()
+	for id, s := range r.sessions {
+		limit := r.cfg.Timeout
+		if s.held() {
+			limit = r.cfg.HoldTimeout
+		}
+		idle := now.Sub(time.Unix(0, s.lastRTP.Load()))
+		if idle > limit && s.timedOut.CompareAndSwap(false, true) {
+			dead = append(dead, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, id := range dead {
+		r.log.Info("media timeout", "session", id)
+		if r.onTimeout != nil {
+			r.onTimeout(id)
+		} else {
+			r.Release(id)
+		}
+	}
+}
+
+// Session is one call's media: one Stream per m-line.
+type Session struct {
+	ID      string
+	relay   *Relay
+	created time.Time
+
+	lastRTP  atomic.Int64 // unix nanos of the last RTP packet in either direction
+	timedOut atomic.Bool
+
+	mu      sync.Mutex
+	streams []*Stream // guarded by mu
+}
+
+// Stream returns stream i, or nil.
+func (s *Session) Stream(i int) *Stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < 0 || i >= len(s.streams) {
+		return nil
+	}
+	return s.streams[i]
+}
+
+// Streams returns the session's streams.
+func (s *Session) Streams() []*Stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Stream(nil), s.streams...)
+}
+
+func (s *Session) held() bool {
+	for _, st := range s.Streams() {
+		if st.Legs[0].held.Load() || st.Legs[1].held.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Session) close() {
+	for _, st := range s.Streams() {
+		st.Legs[0].close()
+		st.Legs[1].close()
+	}
+}
+
+// Stream is one m-line: Legs[0] faces the caller (side A), Legs[1] the
+// callee (side B). What one leg receives, the other sends on.
+type Stream struct {
+	Legs [2]*Leg
+}
+
+// Stats returns both legs' statistics.
+func (st *Stream) Stats() [2]LegStats {
+	return [2]LegStats{st.Legs[0].Stats(), st.Legs[1].Stats()}
+}
+
+// remote is what one side's SDP says about where it receives.
+type remote struct {
+	ip   netip.Addr
+	rtp  netip.AddrPort
+	rtcp netip.AddrPort
+	mux  bool
+}
+
+// Leg is the relay's socket pair facing one side of a stream.
+type Leg struct {
+	session *Session
+	cfg     *Config
+	port    int          // RTP port (even); RTCP is port+1
+	rtp     *net.UDPConn // set once
+	rtcp    *net.UDPConn // set once
+	other   *Leg         // set once
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+
+	want    atomic.Pointer[remote]         // from SDP; replaced on re-INVITE
+	dstRTP  atomic.Pointer[netip.AddrPort] // where to send this side's RTP
+	dstRTCP atomic.Pointer[netip.AddrPort]
+	held    atomic.Bool
+
+	stats legCounters
+}
+
+// Port returns the leg's RTP port; its RTCP port is Port()+1.
+func (l *Leg) Port() int { return l.port }
+
+// SetRemote records where this side wants media, from its SDP: the
+// addresses packets are sent to until latching learns the real ones.
+// A new address (re-INVITE) restarts latching.
+func (l *Leg) SetRemote(rtp, rtcp netip.AddrPort, mux, held bool) {
+	old := l.want.Load()
+	if old != nil && old.rtp == rtp && old.rtcp == rtcp && old.mux == mux {
+		l.held.Store(held)
+		return
+	}
+	rm := &remote{ip: rtp.Addr(), rtp: rtp, rtcp: rtcp, mux: mux}
+	l.want.Store(rm)
+	l.held.Store(held)
+	if rtp.IsValid() && !rtp.Addr().IsUnspecified() && rtp.Port() != 0 {
+		a, b := rtp, rtcp
+		if mux {
+			b = rtp
+		}
+		l.dstRTP.Store(&a)
+		l.dstRTCP.Store(&b)
+	}
+}
+
+func (l *Leg) start() {
+	l.wg.Add(2)
+	go l.serve(l.rtp, false)
+	go l.serve(l.rtcp, true)
+}
+
+func (l *Leg) close() {
+	if !l.closed.CompareAndSwap(false, true) {
+		return
+	}
+	l.rtp.Close()
+	l.rtcp.Close()
+	l.wg.Wait()
+	l.session.relay.alloc.Put(l.port)
+}
+
+// latch is one socket's address learning, owned by its reader goroutine.
+type latch struct {
+	want      *remote
+	candidate netip.AddrPort
+	count     int
+	locked    bool
+}
+
+// accept decides whether a packet from src is from this side, learning
+// src as the side's address (RFC 3550 symmetric RTP). By default only the
+// IP in the SDP is accepted (strict source); in NAT mode any source is,
+// until LockAfter packets from one address lock it (the lesson of
+// CVE-2025-53399: never re-latch to a stranger mid-call).
+func (l *Leg) accept(lt *latch, src netip.AddrPort, isRTCP bool) bool {
+	if w := l.want.Load(); w != lt.want {
+		*lt = latch{want: w}
+	}
+	if lt.locked {
+		return src == lt.candidate
+	}
+	if !l.cfg.NAT {
+		if lt.want == nil || src.Addr().Unmap() != lt.want.ip.Unmap() {
+			return false
+		}
+	}
+	if src == lt.candidate {
+		lt.count++
+	} else {
+		lt.candidate, lt.count = src, 1
+		a := src
+		if isRTCP {
+			l.dstRTCP.Store(&a)
+		} else {
+			l.dstRTP.Store(&a)
+			if w := lt.want; w != nil && w.mux {
+				l.dstRTCP.Store(&a)
+			}
+		}
+	}
+	if lt.count >= l.cfg.LockAfter {
+		lt.locked = true
+	}
+	return true
+}
+
+// isRTCP tells RTCP from RTP on a muxed port (RFC 5761 §4).
+func isRTCP(b []byte) bool {
+	return len(b) >= 2 && b[1] >= 192 && b[1] <= 223
+}
+
+// serve forwards what arrives on c to the other side until c is closed.
+// It allocates nothing per packet.
+func (l *Leg) serve(c *net.UDPConn, rtcpSock bool) {
+	defer l.wg.Done()
+	buf := make([]byte, 1500)
+	var lt latch
+	var rs rtpState
+	o := l.other
+	for {
+		n, src, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if n < 8 || buf[0]>>6 != 2 {
+			l.stats.dropped.Add(1)
+			continue
+		}
+		pkt := buf[:n]
+		rtcp := rtcpSock || isRTCP(pkt)
+		if !l.accept(&lt, src, rtcp) {
+			l.stats.rejected.Add(1)
+			continue
+		}
+		now := time.Now()
+		if rtcp {
+			l.onRTCP(pkt, now)
+			dst := o.dstRTCP.Load()
+			if dst == nil {
+				continue
+			}
+			sock := o.rtcp
+			if w := o.want.Load(); w != nil && w.mux {
+				sock = o.rtp
+			}
+			if _, err := sock.WriteToUDPAddrPort(pkt, *dst); err == nil {
+				o.stats.rtcpSent.Add(1)
+			}
+			continue
+		}
+		l.onRTP(&rs, pkt, now)
+		l.session.lastRTP.Store(now.UnixNano())
+		dst := o.dstRTP.Load()
+		if dst == nil {
+			l.stats.noDest.Add(1)
+			continue
+		}
+		if _, err := o.rtp.WriteToUDPAddrPort(pkt, *dst); err == nil {
+			o.stats.sent.Add(1)
+		}
+	}
+}
+
+// String describes the leg for logs.
+func (l *Leg) String() string { return fmt.Sprintf("%s:%d", l.cfg.Addr, l.port) }

@@ -1,0 +1,182 @@
+package media
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+// LegStats is what the relay saw from one side of a stream (received)
+// and sent to it (sent), with what that side's RTCP reports said.
+type LegStats struct {
+	Packets  uint64 // RTP packets received from this side
+	Bytes    uint64 // RTP bytes received from this side
+	Sent     uint64 // RTP packets sent to this side
+	Lost     int64  // RTP packets from this side that never arrived (sequence gaps)
+	Jitter   float64
+	RTCP     uint64 // RTCP packets received from this side
+	RTCPSent uint64 // RTCP packets sent to this side
+	Rejected uint64 // packets from a source that is not this side
+	Dropped  uint64 // packets that are not RTP/RTCP
+	NoDest   uint64 // packets the other side had no address for yet
+
+	// From this side's RTCP receiver reports about what it receives.
+	ReportedLost       int64   // cumulative packets lost
+	ReportedFraction   float64 // fraction lost in the last interval, 0..1
+	ReportedJitterSecs float64 // interarrival jitter, seconds
+	// RTT between the relay and this side, from SR/RR LSR and DLSR.
+	RTT time.Duration
+}
+
+// legCounters are updated by the leg's reader goroutines and read by Stats.
+type legCounters struct {
+	packets, bytes, sent, rtcpIn, rtcpSent atomic.Uint64
+	rejected, dropped, noDest              atomic.Uint64
+	lost                                   atomic.Int64
+	jitterBits                             atomic.Uint64 // float64 bits, RTP timestamp units
+
+	mu                     sync.Mutex // guards the RTCP-derived fields
+	repLost                int64
+	repFraction, repJitter float64
+	rtt                    time.Duration
+	srSent                 map[uint32]srMark // SRs forwarded to this side, by SSRC
+	clockRate              atomic.Int32
+}
+
+type srMark struct {
+	lsr uint32
+	at  time.Time
+}
+
+// rtpState is sequence and jitter tracking (RFC 3550 A.1, A.8) for one
+// reader goroutine.
+type rtpState struct {
+	hdr      rtp.Header
+	started  bool
+	ssrc     uint32
+	baseSeq  uint32
+	maxSeq   uint32 // extended
+	received uint64
+	transit  int64
+	jitter   float64
+	epoch    time.Time
+}
+
+func (l *Leg) onRTP(rs *rtpState, pkt []byte, now time.Time) {
+	l.stats.packets.Add(1)
+	l.stats.bytes.Add(uint64(len(pkt)))
+	if _, err := rs.hdr.Unmarshal(pkt); err != nil {
+		return
+	}
+	h := &rs.hdr
+	seq := uint32(h.SequenceNumber)
+	if !rs.started || h.SSRC != rs.ssrc {
+		*rs = rtpState{hdr: rs.hdr, started: true, ssrc: h.SSRC, baseSeq: seq, maxSeq: seq, epoch: now}
+	} else {
+		// Extend the 16-bit sequence number across wraps.
+		cycles := rs.maxSeq &^ 0xffff
+		ext := cycles | seq
+		if int32(ext-rs.maxSeq) < -0x8000 {
+			ext += 1 << 16
+		} else if int32(ext-rs.maxSeq) > 0x8000 {
+			ext -= 1 << 16
+		}
+		if ext > rs.maxSeq {
+			rs.maxSeq = ext
+		}
+	}
+	rs.received++
+	expected := int64(rs.maxSeq-rs.baseSeq) + 1
+	l.stats.lost.Store(max(expected-int64(rs.received), 0))
+
+	rate := l.clockRate()
+	arrival := int64(now.Sub(rs.epoch).Seconds() * float64(rate))
+	transit := arrival - int64(h.Timestamp)
+	if rs.received > 1 {
+		d := transit - rs.transit
+		if d < 0 {
+			d = -d
+		}
+		rs.jitter += (float64(d) - rs.jitter) / 16
+		l.stats.jitterBits.Store(math.Float64bits(rs.jitter))
+	}
+	rs.transit = transit
+}
+
+func (l *Leg) clockRate() int {
+	if r := l.stats.clockRate.Load(); r > 0 {
+		return int(r)
+	}
+	return 8000
+}
+
+// SetClockRate sets the RTP clock rate used for jitter (from the SDP).
+func (l *Leg) SetClockRate(hz int) { l.stats.clockRate.Store(int32(hz)) }
+
+// onRTCP reads SR, RR, SDES and BYE from a (compound) RTCP packet.
+func (l *Leg) onRTCP(pkt []byte, now time.Time) {
+	l.stats.rtcpIn.Add(1)
+	pkts, err := rtcp.Unmarshal(pkt)
+	if err != nil {
+		return
+	}
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.SenderReport:
+			// Remember the SR so the other side's report on it gives the
+			// relay-to-other-side round trip.
+			l.other.markSR(p.SSRC, uint32(p.NTPTime>>16), now)
+			l.report(p.Reports, now)
+		case *rtcp.ReceiverReport:
+			l.report(p.Reports, now)
+		}
+	}
+}
+
+// markSR records, on the leg the SR is forwarded to, when it passed.
+func (l *Leg) markSR(ssrc, lsr uint32, now time.Time) {
+	l.stats.mu.Lock()
+	if l.stats.srSent == nil {
+		l.stats.srSent = map[uint32]srMark{}
+	}
+	l.stats.srSent[ssrc] = srMark{lsr: lsr, at: now}
+	l.stats.mu.Unlock()
+}
+
+func (l *Leg) report(blocks []rtcp.ReceptionReport, now time.Time) {
+	l.stats.mu.Lock()
+	defer l.stats.mu.Unlock()
+	for _, b := range blocks {
+		l.stats.repLost = int64(b.TotalLost)
+		l.stats.repFraction = float64(b.FractionLost) / 256
+		l.stats.repJitter = float64(b.Jitter) / float64(l.clockRate())
+		if b.LastSenderReport == 0 {
+			continue
+		}
+		if m, ok := l.stats.srSent[b.SSRC]; ok && m.lsr == b.LastSenderReport {
+			dlsr := time.Duration(float64(b.Delay) / 65536 * float64(time.Second))
+			if rtt := now.Sub(m.at) - dlsr; rtt >= 0 {
+				l.stats.rtt = rtt
+			}
+		}
+	}
+}
+
+// Stats returns a snapshot of the leg's statistics.
+func (l *Leg) Stats() LegStats {
+	s := LegStats{
+		Packets: l.stats.packets.Load(), Bytes: l.stats.bytes.Load(), Sent: l.stats.sent.Load(),
+		Lost: l.stats.lost.Load(), RTCP: l.stats.rtcpIn.Load(), RTCPSent: l.stats.rtcpSent.Load(),
+		Rejected: l.stats.rejected.Load(), Dropped: l.stats.dropped.Load(), NoDest: l.stats.noDest.Load(),
+	}
+	rate := float64(l.clockRate())
+	s.Jitter = math.Float64frombits(l.stats.jitterBits.Load()) / rate
+	l.stats.mu.Lock()
+	s.ReportedLost, s.ReportedFraction, s.ReportedJitterSecs, s.RTT = l.stats.repLost, l.stats.repFraction, l.stats.repJitter, l.stats.rtt
+	l.stats.mu.Unlock()
+	return s
+}
