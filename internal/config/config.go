@@ -22,6 +22,7 @@ type Config struct {
 	Registrar Registrar `yaml:"registrar"`
 	Auth      Auth      `yaml:"auth"`
 	Users     []User    `yaml:"users"`
+	Media     Media     `yaml:"media"`
 
 	// Source is the name the file was loaded under (a path, or the
 	// embedded default's name). Set by Load.
@@ -58,6 +59,18 @@ type Listener struct {
 func (l Listener) AddrPort() netip.AddrPort {
 	ap, _ := netip.ParseAddrPort(l.Address)
 	return ap
+}
+
+// Media configures anchoring and the RTP/RTCP relay.
+type Media struct {
+	Address     string        `yaml:"address"`      // the relay's IP: bound and written into SDP
+	PortMin     int           `yaml:"port_min"`     // even
+	PortMax     int           `yaml:"port_max"`     //
+	Anchor      string        `yaml:"anchor"`       // always, never, nat
+	NATLatching bool          `yaml:"nat_latching"` // latch to any source, not only the SDP address
+	Timeout     time.Duration `yaml:"timeout"`      // no RTP: hang up
+	HoldTimeout time.Duration `yaml:"hold_timeout"` // no RTP while on hold: hang up
+	Codecs      []string      `yaml:"codecs"`       // allowed encodings; empty allows all
 }
 
 // Registrar configures REGISTER handling (RFC 3261 §10).
@@ -102,6 +115,12 @@ const (
 	DefaultExpires        = 3600
 	DefaultMaxContacts    = 5
 	DefaultNonceTTL       = 5 * time.Minute
+	DefaultMediaAddress   = "127.0.0.1"
+	DefaultPortMin        = 20000
+	DefaultPortMax        = 29999
+	DefaultAnchor         = "always"
+	DefaultMediaTimeout   = 60 * time.Second
+	DefaultHoldTimeout    = time.Hour
 )
 
 // DefaultAlgorithms is the digest challenge order when none is configured.
@@ -147,6 +166,12 @@ func (c *Config) applyDefaults() {
 	defInt(&c.Registrar.MaxContacts, DefaultMaxContacts)
 	def(&c.Auth.Realm, c.SIP.Domain)
 	defDur(&c.Auth.NonceTTL, DefaultNonceTTL)
+	def(&c.Media.Address, DefaultMediaAddress)
+	defInt(&c.Media.PortMin, DefaultPortMin)
+	defInt(&c.Media.PortMax, DefaultPortMax)
+	def(&c.Media.Anchor, DefaultAnchor)
+	defDur(&c.Media.Timeout, DefaultMediaTimeout)
+	defDur(&c.Media.HoldTimeout, DefaultHoldTimeout)
 	if len(c.Auth.Algorithms) == 0 {
 		c.Auth.Algorithms = append([]string(nil), DefaultAlgorithms...)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 )
 
 var (
@@ -88,6 +89,28 @@ func (c *Config) validate(d *document) Errors {
 		default:
 			bad(fmt.Sprintf("auth.algorithms[%d]", i), "must be MD5 or SHA-256; got %q", a)
 		}
+	}
+
+	m := c.Media
+	if a, err := netip.ParseAddr(m.Address); err != nil || a.IsUnspecified() {
+		bad("media.address", "must be the relay's IP address (not 0.0.0.0; it is written into SDP); got %q", m.Address)
+	}
+	if m.PortMin < 1024 || m.PortMin%2 != 0 {
+		bad("media.port_min", "must be an even port >= 1024; got %d", m.PortMin)
+	}
+	if m.PortMax > 65535 || m.PortMax < m.PortMin+3 {
+		bad("media.port_max", "must be at most 65535 and leave room for two port pairs above port_min (%d); got %d", m.PortMin, m.PortMax)
+	}
+	switch m.Anchor {
+	case "always", "never", "nat":
+	default:
+		bad("media.anchor", "must be always, never or nat; got %q", m.Anchor)
+	}
+	if m.Timeout < time.Second {
+		bad("media.timeout", "must be at least 1s; got %s", m.Timeout)
+	}
+	if m.HoldTimeout < m.Timeout {
+		bad("media.hold_timeout", "must be at least media.timeout (%s); got %s", m.Timeout, m.HoldTimeout)
 	}
 
 	users := map[string]bool{}

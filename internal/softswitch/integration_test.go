@@ -287,6 +287,7 @@ func TestCallThroughProxy(t *testing.T) {
 			if t.Failed() {
 				t.Log(trace)
 			}
+			sw.expectNoMedia(t)
 		})
 	}
 }
@@ -302,6 +303,7 @@ func TestCancelBeforeAnswer(t *testing.T) {
 	if !strings.Contains(trace, "487 Request Terminated") {
 		t.Fatalf("caller got no 487:\n%s", trace)
 	}
+	sw.expectNoMedia(t)
 }
 
 func TestFailures(t *testing.T) {
@@ -327,6 +329,19 @@ func TestFailures(t *testing.T) {
 	if !strings.Contains(trace, "SIP/2.0 483 ") {
 		t.Errorf("max-forwards 0: want 483\n%s", trace)
 	}
+}
+
+// expectNoMedia checks that every relay session and port was released.
+func (r *running) expectNoMedia(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if r.Relay.Len() == 0 && r.Relay.Allocator().InUse() == 0 && r.Anchor.Calls() == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("media left behind: %d sessions, %d port pairs, %d calls", r.Relay.Len(), r.Relay.Allocator().InUse(), r.Anchor.Calls())
 }
 
 func TestRegistrationSurvivesRestart(t *testing.T) {

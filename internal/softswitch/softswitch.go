@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,10 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
+	"github.com/voxvisor/voxvisor/internal/anchor"
 	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/media"
+	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
 	"github.com/voxvisor/voxvisor/sip/location"
@@ -35,6 +39,8 @@ type Switch struct {
 	Auth      *auth.Authenticator
 	Registrar *registrar.Registrar
 	Proxy     *proxy.Proxy
+	Relay     *media.Relay
+	Anchor    *anchor.Anchor
 	log       *slog.Logger
 }
 
@@ -57,15 +63,30 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		store.Close()
 		return nil, err
 	}
+	var an *anchor.Anchor
+	relay, err := media.New(media.Config{
+		Addr:    netip.MustParseAddr(cfg.Media.Address),
+		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
+		Quarantine: media.DefaultQuarantine,
+		Timeout:    cfg.Media.Timeout, HoldTimeout: cfg.Media.HoldTimeout,
+		NAT: cfg.Media.NATLatching,
+	}, log, func(id string) { an.Timeout(id) })
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	an = anchor.New(relay, anchor.Mode(cfg.Media.Anchor), sdp.Policy{Allow: cfg.Media.Codecs}, log)
 	srv := server.New(cfg.SIP, log)
 	self, err := srv.Listen()
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, log: log}
+	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
+	sw.Proxy.SetMedia(an)
+	an.SetOriginator(sw.Proxy)
 	srv.SetHandler(sip.Chain(
 		sip.Sanity(self),
 		sw.options,
@@ -111,10 +132,14 @@ func (sw *Switch) answerOptions(r *sip.Request) error {
 func (sw *Switch) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	sweepCtx, stop := context.WithCancel(ctx)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		sw.Store.Run(sweepCtx, time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		sw.Relay.Run(sweepCtx, time.Second)
 	}()
 	for _, l := range sw.Self.Listeners {
 		sw.log.Info("listening", "transport", l.Transport, "address", l.Bound.String(), "domain", sw.Self.Domain)

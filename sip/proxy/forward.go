@@ -112,7 +112,7 @@ func (p *Proxy) forwardStateless(r *sip.Request, fwd *siplib.Request, t target) 
 
 // forward sends fwd to every target on its own client transaction and
 // relays responses upstream until the request is finished (§16.7).
-func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target) error {
+func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target) (int, error) {
 	rr := isDialogCreating(r.Method) && !hasToTag(r.Request)
 	isInvite := r.Method == siplib.INVITE
 	events := make(chan branchEvent, 4*len(targets)+4)
@@ -149,7 +149,7 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 	}
 	p.Forwarded.Add(1)
 	if len(branches) == 0 {
-		return &sip.StatusError{Code: 503, Reason: "Service Unavailable", Err: lastErr}
+		return 0, &sip.StatusError{Code: 503, Reason: "Service Unavailable", Err: lastErr}
 	}
 
 	var (
@@ -232,18 +232,18 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 			}
 		}
 	}
-	if answered || cancelledUp {
-		return nil
+	switch {
+	case answered:
+		return 200, nil
+	case cancelledUp:
+		return 487, nil
 	}
 	best := bestResponse(finals)
-	if timedOut && (best == nil || best.StatusCode == 487) {
-		return sip.Status(408, "Request Timeout")
-	}
-	if best == nil {
-		return sip.Status(408, "Request Timeout")
+	if best == nil || (timedOut && best.StatusCode == 487) {
+		return 408, sip.Status(408, "Request Timeout")
 	}
 	p.relay(r, best)
-	return nil
+	return best.StatusCode, nil
 }
 
 // readBranch passes a branch's responses to the call loop until its final
@@ -319,10 +319,10 @@ func (p *Proxy) cancelBranch(b *branch) {
 
 // relay sends a downstream response upstream on the server transaction.
 func (p *Proxy) relay(r *sip.Request, res *siplib.Response) {
-	out := upstream(r, res)
 	if r.Tx == nil {
 		return
 	}
+	out := p.upstream(r, res)
 	if err := r.Tx.Respond(out); err != nil {
 		p.log.Debug("relay response failed", "status", res.StatusCode, "error", err)
 	}
@@ -331,16 +331,24 @@ func (p *Proxy) relay(r *sip.Request, res *siplib.Response) {
 // relayStateless sends a 2xx retransmission upstream outside any transaction.
 func (p *Proxy) relayStateless(r *sip.Request, res *siplib.Response) {
 	p.Stateless.Add(1)
-	if err := p.txl.Transport().WriteMsg(upstream(r, res)); err != nil {
+	out := p.upstream(r, res)
+	if err := p.txl.Transport().WriteMsg(out); err != nil {
 		p.log.Debug("relay retransmission failed", "error", err)
 	}
 }
 
-// upstream copies res without our Via, addressed to where r came from.
-func upstream(r *sip.Request, res *siplib.Response) *siplib.Response {
+// upstream copies res without our Via, with its body anchored, addressed
+// to where r came from.
+func (p *Proxy) upstream(r *sip.Request, res *siplib.Response) *siplib.Response {
 	out := res.Clone()
 	out.SetBody(res.Body())
 	out.RemoveHeader("Via")
+	if p.media != nil {
+		// Still carries the downstream source and transport here.
+		if err := p.media.Response(r, out); err != nil {
+			p.log.Warn("media anchoring failed on a response", "status", res.StatusCode, "error", err)
+		}
+	}
 	out.SetDestination(r.Source.String())
 	out.SetTransport(transportUpper(r.Transport))
 	return out

@@ -39,6 +39,8 @@ type Proxy struct {
 	cfg  Config
 	log  *slog.Logger
 
+	media Media // set once before serving; may be nil
+
 	// Counters for metrics.
 	Forwarded atomic.Uint64 // requests forwarded statefully
 	Stateless atomic.Uint64 // ACKs and 2xx retransmissions forwarded statelessly
@@ -84,10 +86,22 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 		}
 		targets = ts
 	}
+	if p.media != nil {
+		if err := p.media.Request(r, fwd); err != nil {
+			return err
+		}
+	}
 	if r.Method == siplib.ACK {
 		return p.forwardStateless(r, fwd, targets[0])
 	}
-	return p.forward(ctx, r, fwd, targets)
+	status, err := p.forward(ctx, r, fwd, targets)
+	if p.media != nil {
+		if err != nil {
+			status = sip.StatusOf(err).Code
+		}
+		p.media.Done(r, status)
+	}
+	return err
 }
 
 // routeInDialog follows the route set: the next Route entry, or the

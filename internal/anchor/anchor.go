@@ -1,0 +1,402 @@
+// Package anchor is the glue that anchors a call's media: the proxy hands
+// it each message that may carry SDP; it asks media for relay ports,
+// tells each relay leg where its side wants media, and has sdp rewrite
+// the body to point at the relay. It also ends calls whose media died.
+//
+// It is the only place where SIP, SDP and RTP meet, and it holds no
+// protocol logic of its own beyond offer/answer bookkeeping.
+package anchor
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+
+	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/media"
+	"github.com/voxvisor/voxvisor/sdp"
+	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/proxy"
+)
+
+// Mode says which calls are anchored.
+type Mode string
+
+// Modes.
+const (
+	Always Mode = "always"
+	Never  Mode = "never"
+	NAT    Mode = "nat" // only calls whose caller is behind NAT
+)
+
+// Originator sends a request the switch creates itself (proxy.Originate).
+type Originator interface {
+	Originate(ctx context.Context, req *siplib.Request, dest, transport string) (int, error)
+}
+
+// Anchor implements proxy.Media. Safe for concurrent use.
+type Anchor struct {
+	relay  *media.Relay // set once
+	policy sdp.Policy
+	mode   Mode
+	log    *slog.Logger
+	orig   Originator // set once, before serving
+
+	mu    sync.Mutex
+	calls map[string]*call // guarded by mu; by Call-ID
+}
+
+var _ proxy.Media = (*Anchor)(nil)
+
+// New returns an anchor over relay.
+func New(relay *media.Relay, mode Mode, policy sdp.Policy, log *slog.Logger) *Anchor {
+	return &Anchor{relay: relay, mode: mode, policy: policy, log: log, calls: map[string]*call{}}
+}
+
+// SetOriginator sets what sends the BYEs of a media timeout.
+func (a *Anchor) SetOriginator(o Originator) { a.orig = o }
+
+// side is who sent a message: the caller (A) or the callee (B).
+type side int
+
+const (
+	sideA side = 0
+	sideB side = 1
+)
+
+// party is what is known of one side of the dialog, to hang it up.
+type party struct {
+	tag     string
+	uri     *siplib.Uri // its Contact
+	addr    string      // the flow its messages come from
+	tp      string
+	cseq    uint32 // highest CSeq it has sent
+	nameHdr string // its From/To header value without tag
+}
+
+// call is one anchored call's offer/answer state. Guarded by Anchor.mu.
+type call struct {
+	id       string
+	anchored bool
+	origins  [2]sdp.Origin // o= of the SDP delivered to A ([0]) and to B ([1])
+	pending  bool          // an offer awaits its answer
+	offerer  side
+	offered  []sdp.Stream // the pending offer's streams
+	parties  [2]party
+	up       bool // a 2xx answered the initial INVITE
+
+	// The last body processed per side, so a retransmission (or an answer
+	// repeated in 18x and 200) gets the same rewrite and is not taken for
+	// a new offer.
+	lastIn  [2]string
+	lastOut [2][]byte
+}
+
+// Request implements proxy.Media.
+func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
+	id := callID(r.Request)
+	from := tag(r.From().Params)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.calls[id]
+	if c == nil {
+		if r.Method != siplib.INVITE || tag(r.To().Params) != "" {
+			return nil // not a call we anchor
+		}
+		c = &call{id: id, anchored: a.shouldAnchor(r)}
+		c.parties[sideA] = party{tag: from, addr: r.Source.String(), tp: r.Transport, nameHdr: nameOf(r.From().Address, r.From().DisplayName)}
+		if ct := r.Contact(); ct != nil {
+			c.parties[sideA].uri = ct.Address.Clone()
+		}
+		a.calls[id] = c
+	}
+	s := sideA
+	if from != c.parties[sideA].tag {
+		s = sideB
+	}
+	if cs := r.CSeq(); cs != nil && cs.SeqNo > c.parties[s].cseq {
+		c.parties[s].cseq = cs.SeqNo
+	}
+	if !c.anchored || !isSDP(r.Request) {
+		return nil
+	}
+	body, err := a.handle(c, s, r.Body(), true)
+	if err != nil {
+		if len(c.parties[sideB].tag) == 0 && !c.up {
+			a.dropLocked(c)
+		}
+		return err
+	}
+	out.SetBody(body)
+	return nil
+}
+
+// Response implements proxy.Media. r is the request the response answers;
+// the response comes from the other side than r's sender.
+func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
+	id := callID(r.Request)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.calls[id]
+	if c == nil {
+		return nil
+	}
+	s := sideB
+	if tag(r.From().Params) != c.parties[sideA].tag {
+		s = sideA
+	}
+	if r.Method == siplib.INVITE && res.StatusCode >= 200 && res.StatusCode < 300 && !c.up && s == sideB {
+		c.up = true
+		b := &c.parties[sideB]
+		b.tag = tag(res.To().Params)
+		b.nameHdr = nameOf(res.To().Address, res.To().DisplayName)
+		if ct := res.Contact(); ct != nil {
+			b.uri = ct.Address.Clone()
+		}
+		b.addr, b.tp = res.Source(), strings.ToLower(res.Transport())
+	}
+	if !c.anchored || !isSDP(res) || (res.StatusCode >= 300) || res.StatusCode < 180 {
+		return nil
+	}
+	body, err := a.handle(c, s, res.Body(), res.StatusCode >= 200)
+	if err != nil {
+		return err
+	}
+	res.SetBody(body)
+	return nil
+}
+
+// Done implements proxy.Media: a failed or cancelled initial INVITE, and
+// any BYE, release the call's media.
+func (a *Anchor) Done(r *sip.Request, status int) {
+	id := callID(r.Request)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.calls[id]
+	if c == nil {
+		return
+	}
+	switch {
+	case r.Method == siplib.BYE:
+		a.dropLocked(c)
+	case r.Method == siplib.INVITE && status >= 300 && !c.up:
+		a.dropLocked(c)
+	case r.Method == siplib.INVITE && status >= 300 && c.pending:
+		c.pending = false // a failed re-INVITE: the old session stands
+	}
+}
+
+func (a *Anchor) dropLocked(c *call) {
+	delete(a.calls, c.id)
+	a.relay.Release(c.id)
+}
+
+// Release forgets call id and frees its media (admin hang-up, shutdown).
+func (a *Anchor) Release(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c := a.calls[id]; c != nil {
+		a.dropLocked(c)
+	}
+}
+
+// Calls returns the number of calls tracked.
+func (a *Anchor) Calls() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.calls)
+}
+
+// handle processes one SDP body from side s: an offer when none is
+// pending, else the answer to the pending one. It returns the body to
+// deliver to the other side.
+func (a *Anchor) handle(c *call, s side, raw []byte, final bool) ([]byte, error) {
+	if c.lastIn[s] == string(raw) && c.lastOut[s] != nil {
+		if final && c.pending && c.offerer != s {
+			c.pending = false
+		}
+		return c.lastOut[s], nil
+	}
+	d, err := sdp.Parse(raw)
+	if err != nil {
+		return nil, &sip.StatusError{Code: 400, Reason: "Bad SDP", Err: err}
+	}
+	streams := sdp.Streams(d)
+	sess, err := a.relay.Open(c.id, len(streams))
+	if err != nil {
+		if errors.Is(err, media.ErrPoolExhausted) {
+			return nil, &sip.StatusError{Code: 503, Reason: "Media Ports Exhausted", Err: err,
+				Headers: []siplib.Header{siplib.NewHeader("Retry-After", "5")}}
+		}
+		return nil, &sip.StatusError{Code: 500, Reason: "Media Relay Failed", Err: err}
+	}
+	answer := c.pending && c.offerer != s
+	other := 1 - s
+	eps := make([]sdp.Endpoint, len(streams))
+	for i, st := range streams {
+		stream := sess.Stream(i)
+		mine, theirs := stream.Legs[s], stream.Legs[other]
+		mux := st.Mux
+		if answer && i < len(c.offered) {
+			// The offerer muxes only if the answer accepted it.
+			o := c.offered[i]
+			offLeg := stream.Legs[c.offerer]
+			offLeg.SetRemote(addrPort(o.Addr, o.Port), rtcpAddr(o, st.Mux), o.Mux && st.Mux, o.Held())
+		}
+		mine.SetRemote(addrPort(st.Addr, st.Port), rtcpAddr(st, mux), mux, st.Held())
+		mine.SetClockRate(st.ClockRate)
+		p := theirs.Port()
+		eps[i] = sdp.Endpoint{Addr: a.relay.Addr(), RTPPort: p, RTCPPort: p + 1, Mux: mux}
+		if mux {
+			eps[i].RTCPPort = p
+		}
+	}
+	if answer {
+		if final {
+			c.pending = false
+		}
+	} else {
+		c.pending, c.offerer, c.offered = true, s, streams
+	}
+	body, err := sdp.Rewrite(d, eps, a.policy, &c.origins[other])
+	if errors.Is(err, sdp.ErrNoCodec) {
+		return nil, &sip.StatusError{Code: 488, Reason: "Not Acceptable Here", Err: err,
+			Headers: []siplib.Header{siplib.NewHeader("Warning", `304 voxvisor "no allowed codec"`)}}
+	}
+	if err != nil {
+		return nil, &sip.StatusError{Code: 500, Reason: "SDP Rewrite Failed", Err: err}
+	}
+	c.lastIn[s], c.lastOut[s] = string(raw), body
+	return body, nil
+}
+
+func rtcpAddr(s sdp.Stream, mux bool) netip.AddrPort {
+	if mux {
+		return addrPort(s.Addr, s.Port)
+	}
+	return addrPort(s.RTCPAddr, s.RTCPPort)
+}
+
+func addrPort(a netip.Addr, port int) netip.AddrPort {
+	if !a.IsValid() || port <= 0 || port > 65535 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port))
+}
+
+// shouldAnchor applies the mode to a new call.
+func (a *Anchor) shouldAnchor(r *sip.Request) bool {
+	switch a.mode {
+	case Never:
+		return false
+	case NAT:
+		return behindNAT(r)
+	}
+	return true
+}
+
+// behindNAT reports whether the caller's packets come from another
+// address than its Contact or its SDP names.
+func behindNAT(r *sip.Request) bool {
+	src := r.Source.Addr().String()
+	if ct := r.Contact(); ct != nil && ct.Address.Host != src {
+		return true
+	}
+	if isSDP(r.Request) {
+		if d, err := sdp.Parse(r.Body()); err == nil {
+			for _, st := range sdp.Streams(d) {
+				if st.Addr.IsValid() && !st.Addr.IsUnspecified() && st.Addr.String() != src {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Timeout ends call id after its media stopped: a BYE to each side, then
+// the media is released. It is the relay's timeout callback.
+func (a *Anchor) Timeout(id string) {
+	a.mu.Lock()
+	c := a.calls[id]
+	if c == nil || !c.up || a.orig == nil {
+		if c != nil {
+			a.dropLocked(c)
+		} else {
+			a.relay.Release(id)
+		}
+		a.mu.Unlock()
+		return
+	}
+	byes := [2]*siplib.Request{a.bye(c, sideA), a.bye(c, sideB)}
+	dests := [2]party{c.parties[sideA], c.parties[sideB]}
+	a.dropLocked(c)
+	a.mu.Unlock()
+	var wg sync.WaitGroup
+	for i, b := range byes {
+		if b == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, err := a.orig.Originate(context.Background(), b, dests[i].addr, dests[i].tp)
+			a.log.Info("media timeout: BYE sent", "call", id, "to", dests[i].addr, "status", code, "error", err)
+		}()
+	}
+	wg.Wait()
+}
+
+// bye builds the BYE that tells side to (A or B) the call is over, as if
+// the other side sent it.
+func (a *Anchor) bye(c *call, to side) *siplib.Request {
+	dst, src := &c.parties[to], &c.parties[1-to]
+	if dst.uri == nil || dst.addr == "" {
+		return nil
+	}
+	req := siplib.NewRequest(siplib.BYE, *dst.uri.Clone())
+	req.AppendHeader(siplib.NewHeader("From", src.nameHdr+";tag="+src.tag))
+	req.AppendHeader(siplib.NewHeader("To", dst.nameHdr+";tag="+dst.tag))
+	cid := siplib.CallIDHeader(c.id)
+	req.AppendHeader(&cid)
+	src.cseq++
+	req.AppendHeader(&siplib.CSeqHeader{SeqNo: src.cseq, MethodName: siplib.BYE})
+	req.AppendHeader(siplib.NewHeader("Reason", `SIP;cause=408;text="media timeout"`))
+	req.SetBody(nil)
+	return req
+}
+
+func nameOf(u siplib.Uri, display string) string {
+	s := "<" + u.String() + ">"
+	if display != "" {
+		s = `"` + display + `" ` + s
+	}
+	return s
+}
+
+func callID(r *siplib.Request) string {
+	if h := r.CallID(); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+func tag(p siplib.HeaderParams) string {
+	v, _ := p.Get("tag")
+	return v
+}
+
+func isSDP(m interface {
+	Body() []byte
+	ContentType() *siplib.ContentTypeHeader
+}) bool {
+	if len(m.Body()) == 0 {
+		return false
+	}
+	ct := m.ContentType()
+	return ct == nil || strings.HasPrefix(strings.ToLower(ct.Value()), "application/sdp")
+}

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/sip"
+)
+
+// Media anchors the media of what the proxy forwards. The proxy hands it
+// every message that may carry SDP and never reads a body itself; the
+// implementation (internal/anchor) lives outside sip.
+type Media interface {
+	// Request is called once before r is forwarded as out; it may rewrite
+	// out's body (an offer, or the answer in an ACK). A *sip.StatusError
+	// (488, 503) rejects the request.
+	Request(r *sip.Request, out *siplib.Request) error
+	// Response is called for each response to r before it goes upstream;
+	// it may rewrite res's body.
+	Response(r *sip.Request, res *siplib.Response) error
+	// Done is called when r's transaction is over, with the final status
+	// sent upstream (487 when the caller cancelled).
+	Done(r *sip.Request, status int)
+}
+
+// SetMedia installs the media anchor. Call before serving.
+func (p *Proxy) SetMedia(m Media) { p.media = m }
+
+// Originate sends a request the proxy itself creates (a BYE ending a
+// dead call) to dest over transport, and waits for its final response.
+func (p *Proxy) Originate(ctx context.Context, req *siplib.Request, dest, transport string) (int, error) {
+	outL, ok := p.self.Listener(transport)
+	if !ok {
+		return 0, errors.New("no " + transport + " listener")
+	}
+	via := &siplib.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transportUpper(transport),
+		Host: outL.Host, Port: outL.Port, Params: siplib.NewParams()}
+	via.Params.Add("branch", newBranchID())
+	via.Params.Add("rport", "")
+	req.PrependHeader(via)
+	if req.MaxForwards() == nil {
+		mf := siplib.MaxForwardsHeader(70)
+		req.AppendHeader(&mf)
+	}
+	req.SetDestination(dest)
+	req.SetTransport(transportUpper(transport))
+	if transport == "udp" {
+		req.Laddr = siplib.Addr{IP: outL.Bound.Addr().AsSlice(), Port: int(outL.Bound.Port())}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 32*time.Second)
+	defer cancel()
+	tx, err := p.txl.Request(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode >= 200 {
+				return res.StatusCode, nil
+			}
+		case <-tx.Done():
+			if err := tx.Err(); err != nil {
+				return 0, err
+			}
+			return 0, siplib.ErrTransactionTerminated
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
