@@ -86,6 +86,17 @@ func (r *Relay) Get(id string) *Session {
 	return r.sessions[id]
 }
 
+// Sessions returns the live sessions.
+func (r *Relay) Sessions() []*Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
 // Len returns the number of live sessions.
 func (r *Relay) Len() int {
 	r.mu.Lock()

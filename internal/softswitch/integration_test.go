@@ -144,8 +144,9 @@ func sipp(t *testing.T, remote, scenario string, port int, transport string, arg
 	return string(trace)
 }
 
-// sippAsync starts a SIPp UAS and returns a wait function for its result.
-func sippAsync(t *testing.T, scenario string, port int, transport string) func() {
+// sippAsync starts a SIPp UAS and returns a wait function for its result,
+// which returns SIPp's message trace.
+func sippAsync(t *testing.T, scenario string, port int, transport string, args ...string) func() string {
 	t.Helper()
 	bin := need(t, "sipp")
 	dir := t.TempDir()
@@ -154,9 +155,9 @@ func sippAsync(t *testing.T, scenario string, port int, transport string) func()
 		tp = "t1"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	cmd := exec.CommandContext(ctx, bin, "-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
 		"-t", tp, "-p", fmt.Sprint(port), "-i", "127.0.0.1", "-m", "1", "-nostdin",
-		"-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", filepath.Join(dir, "msgs.log"))
+		"-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", filepath.Join(dir, "msgs.log")}, args...)...)
 	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -165,17 +166,18 @@ func sippAsync(t *testing.T, scenario string, port int, transport string) func()
 		t.Fatal(err)
 	}
 	waited := false
-	wait := func() {
+	wait := func() string {
 		if waited {
-			return
+			return ""
 		}
 		waited = true
 		err := cmd.Wait()
 		cancel()
+		trace, _ := os.ReadFile(filepath.Join(dir, "msgs.log"))
 		if err != nil {
-			trace, _ := os.ReadFile(filepath.Join(dir, "msgs.log"))
 			t.Errorf("sipp UAS %s failed: %v\n%s\ntrace:\n%s", scenario, err, tail(out.Bytes(), 20), trace)
 		}
+		return string(trace)
 	}
 	t.Cleanup(func() {
 		if !waited {
