@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin/voxvisor
 # Debian packages the test suite drives.
-TEST_DEBS := sip-tester
+TEST_DEBS := sip-tester baresip-core
 
 .PHONY: help build run test test-deps lint vet fmt-check bench bench-smoke clean
 
