@@ -163,3 +163,25 @@ func TestTortureMessages(t *testing.T) {
 		t.Error("no malformed message was counted")
 	}
 }
+
+// TestOversizedTCPMessage: a message larger than sip.max_message_size on a
+// TCP stream closes that connection and nothing else.
+func TestOversizedTCPMessage(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	c, err := net.Dial("tcp", sw.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := "OPTIONS sip:voxvisor.local SIP/2.0\r\nX-Pad: " + strings.Repeat("a", 70000) + "\r\n"
+	c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	c.Write([]byte(big))
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 100)
+	if _, err := c.Read(buf); err == nil {
+		t.Fatal("oversized stream was not closed")
+	}
+	if got := options(t, sw.udp, "sip:voxvisor.local"); got != "200" {
+		t.Fatalf("server not serving after an oversized TCP message: %q", got)
+	}
+}

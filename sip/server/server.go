@@ -97,7 +97,11 @@ func (s *Server) Listen() (*sip.Self, error) {
 	s.self = sip.NewSelf(s.cfg.Domain, ls)
 
 	lib := logging.Library(s.log.With("component", "sipgo"), slog.LevelError+4, &s.Stats.ParseErrors)
+	// sipgo's parser bounds every message, over TCP too.
+	parser := siplib.NewParser()
+	parser.MaxMessageLength = s.cfg.MaxMessageSize
 	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgentParser(parser),
 		sipgo.WithUserAgent("voxvisor"),
 		sipgo.WithUserAgentHostname(s.cfg.Domain),
 		sipgo.WithUserAgentTransportLayerOptions(
