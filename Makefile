@@ -5,9 +5,9 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin/voxvisor
 # Debian packages the test suite drives.
-TEST_DEBS := sip-tester baresip-core
+TEST_DEBS := sip-tester baresip-core kamailio rtpengine-daemon
 
-.PHONY: help build run test test-deps lint vet fmt-check bench bench-smoke clean
+.PHONY: help build run test test-deps lint vet fmt-check bench bench-smoke gobench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,9 @@ test-deps: ## install the Debian packages the tests need, when missing
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-test: test-deps vet fmt-check ## install test packages, then vet and the whole suite with -race
+test: test-deps vet fmt-check ## install test packages, then vet, the whole suite with -race, and bench-smoke
 	$(GO) test -tags $(TAGS) -race -count=1 -timeout 40m ./...
+	$(MAKE) bench-smoke
 
 vet: ## go vet
 	$(GO) vet -tags $(TAGS) ./...
@@ -41,8 +42,14 @@ fmt-check: ## fail when a file is not gofmt-clean
 lint: vet fmt-check ## vet and gofmt; go mod tidy must change nothing
 	$(GO) mod tidy -diff
 
-bench: ## Go benchmarks (the side-by-side bench lands with issue 6)
-	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./...
+bench: build test-deps ## voxvisor side by side with Kamailio and rtpengine; writes BENCHMARKS.md (~10 min)
+	$(GO) run ./bench/vxbench -mode full -bin $(BIN) -out BENCHMARKS.md
+
+bench-smoke: build test-deps ## the same harness briefly (< 2 min); figures are not asserted
+	$(GO) run ./bench/vxbench -mode smoke -bin $(BIN) -out bench/BENCHMARKS-smoke.md
+
+gobench: ## Go micro-benchmarks, each run once
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 1x -benchmem ./...
 
 clean: ## remove build output
 	rm -rf bin

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a process the bench started; it is stopped by PID.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+}
+
+func startProc(dir, name string, args ...string) (*proc, error) {
+	logPath := filepath.Join(dir, name+".log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath}
+	go func() { cmd.Wait(); lf.Close() }()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stop ends the process group it leads (Kamailio forks workers).
+func (p *proc) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-p.pid(), syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 50; i++ {
+			if syscall.Kill(p.pid(), 0) != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		close(done)
+	}()
+	<-done
+	syscall.Kill(-p.pid(), syscall.SIGKILL)
+}
+
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitUDP waits until something answers an OPTIONS on addr.
+func waitSIP(addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("udp", addr)
+		if err == nil {
+			msg := "OPTIONS sip:" + addr + " SIP/2.0\r\nVia: SIP/2.0/UDP " + c.LocalAddr().String() + ";branch=z9hG4bKprobe" + strconv.FormatInt(time.Now().UnixNano(), 36) + "\r\n" +
+				"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:" + addr + ">\r\nCall-ID: probe" + strconv.FormatInt(time.Now().UnixNano(), 36) + "\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+			c.Write([]byte(msg))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			buf := make([]byte, 2048)
+			_, err = c.Read(buf)
+			c.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no SIP answer on %s after %s", addr, d)
+}
+
+// voxvisor writes a config and starts the binary.
+func startVoxvisor(dir, bin string, port int, users int, anchor string, rtpMin, rtpMax int) (*proc, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  listen:\n    - {transport: udp, address: 127.0.0.1:%d}\n", filepath.Join(dir, "vxdata"), port)
+	fmt.Fprintf(&b, "auth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: 127.0.0.1\n  anchor: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", anchor, rtpMin, rtpMax)
+	fmt.Fprintf(&b, "  - {username: \"1002\", password: bench1002}\n")
+	for i := 0; i < users; i++ {
+		fmt.Fprintf(&b, "  - {username: u%d, password: p%d}\n", i, i)
+	}
+	cfg := filepath.Join(dir, "voxvisor.yaml")
+	os.RemoveAll(filepath.Join(dir, "vxdata"))
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := startProc(dir, "voxvisor", bin, "serve", "-c", cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitSIP(fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("voxvisor: %w\n%s", err, p.tail())
+	}
+	return p, nil
+}
+
+// kamailio writes the bench config (with auth and a db_text subscriber
+// table when users > 0) and starts it with 256 MB of shared memory.
+func startKamailio(dir, cfgTemplate string, port, users int) (*proc, error) {
+	tpl, err := os.ReadFile(cfgTemplate)
+	if err != nil {
+		return nil, err
+	}
+	db := filepath.Join(dir, "kamdb")
+	os.RemoveAll(db)
+	os.MkdirAll(db, 0o755)
+	cfg := strings.NewReplacer("LISTEN", fmt.Sprintf("127.0.0.1:%d", port), "CHILDREN", "2", "DBDIR", db).Replace(string(tpl))
+	if users > 0 {
+		cfg = strings.Replace(cfg, "#!KAMAILIO", "#!KAMAILIO\n#!define WITH_AUTH", 1)
+		var sub strings.Builder
+		sub.WriteString("id(int,auto) username(str) domain(str,null) password(str) ha1(str,null) ha1b(str,null)\n")
+		for i := 0; i < users; i++ {
+			fmt.Fprintf(&sub, "%d:u%d:127.0.0.1:p%d:::\n", i+1, i, i)
+		}
+		os.WriteFile(filepath.Join(db, "subscriber"), []byte(sub.String()), 0o644)
+		os.WriteFile(filepath.Join(db, "version"), []byte("table_name(str) table_version(int)\nsubscriber:7\n"), 0o644)
+	}
+	path := filepath.Join(dir, "kamailio.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	rt := filepath.Join(dir, "kamrun")
+	os.MkdirAll(rt, 0o755)
+	p, err := startProc(dir, "kamailio", "kamailio", "-f", path, "-DD", "-E", "-m", "256", "-M", "32", "-Y", rt)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitSIP(fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("kamailio: %w\n%s", err, p.tail())
+	}
+	return p, nil
+}
+
+// rtpengine starts rtpengine 10.5 in userspace with an ng control port.
+func startRtpengine(dir string, ngPort, rtpMin, rtpMax int) (*proc, error) {
+	p, err := startProc(dir, "rtpengine", "rtpengine", "--table=-1", "--interface=127.0.0.1",
+		fmt.Sprintf("--listen-ng=127.0.0.1:%d", ngPort), fmt.Sprintf("--port-min=%d", rtpMin), fmt.Sprintf("--port-max=%d", rtpMax),
+		"--foreground", "--log-stderr", "--log-level=3", "--num-threads=2", "--delete-delay=0")
+	if err != nil {
+		return nil, err
+	}
+	ng := &ngClient{addr: fmt.Sprintf("127.0.0.1:%d", ngPort)}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := ng.call(context.Background(), map[string]any{"command": "ping"}); err == nil {
+			return p, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.stop()
+	return nil, fmt.Errorf("rtpengine did not answer ng ping\n%s", p.tail())
+}

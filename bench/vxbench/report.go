@@ -1,0 +1,144 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+)
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
+func us(d time.Duration) string { return fmt.Sprintf("%d µs", d.Microseconds()) }
+func mib(b int64) string        { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func (b *bench) report(took time.Duration) string {
+	var w strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&w, format+"\n", args...) }
+	p("# voxvisor benchmarks")
+	p("")
+	if b.mode == "smoke" {
+		p("**Smoke run**: every step, briefly, to keep the harness working. These figures mean nothing.")
+		p("")
+	}
+	p("Written by `make bench` (`go run ./bench/vxbench -mode %s`) on %s, in %s.", b.mode, time.Now().UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second))
+	p("")
+	p("| machine | |")
+	p("|---|---|")
+	p("| CPU | %s, %d cores |", cpuModel(), runtime.NumCPU())
+	p("| voxvisor | %s |", version(b.bin, "version"))
+	p("| Kamailio | %s |", version("kamailio", "-v"))
+	p("| rtpengine | %s |", version("rtpengine", "--version"))
+	p("| SIPp | %s |", version("sipp", "-v"))
+	p("| Go | %s |", runtime.Version())
+	p("")
+	p("Everything runs on this one machine over loopback: the load generators compete with the")
+	p("process measured for the same %d cores. CPU is user+system time of the measured process and", runtime.NumCPU())
+	p("all its children (Kamailio's workers) from /proc; memory is PSS, so Kamailio's shared")
+	p("memory is counted once.")
+	p("")
+	v, k := b.rate[0], b.rate[1]
+	p("## Call rate through a record-routing proxy")
+	p("")
+	p("SIPp UAC → proxy → SIPp UAS: INVITE, 180, 200, ACK, BYE; the callee found by registrar")
+	p("lookup, the caller outside the domain (no authentication on either). voxvisor runs with")
+	p("`media.anchor: never` here (media is measured below); Kamailio runs tm + rr + t_relay with")
+	p("`-m 256` and 2 workers (`bench/kamailio/kamailio.cfg`).")
+	p("")
+	p("| figure | voxvisor | Kamailio | voxvisor / Kamailio | target |")
+	p("|---|---|---|---|---|")
+	p("| CPU per call at %d calls/s | %s | %s | %s | ≤ 1.0× |", b.plan.fixedRate, ms(v.cpuPerCall), ms(k.cpuPerCall), ratio(float64(v.cpuPerCall), float64(k.cpuPerCall)))
+	p("| calls at the fixed rate (ok / failed) | %d / %d | %d / %d | | |", v.fixed.Successful, v.fixed.Failed, k.fixed.Successful, k.fixed.Failed)
+	p("| highest rate with < 0.1%% failed, no retransmission storm | %d calls/s | %d calls/s | %s | > 1.0× |", v.maxRate, k.maxRate, ratio(float64(v.maxRate), float64(k.maxRate)))
+	p("| peak memory (PSS) during the run | %s | %s | %s | bounded |", mib(v.peak), mib(k.peak), ratio(float64(v.peak), float64(k.peak)))
+	p("")
+	p("Steps (rate: created / failed / retransmissions / seconds):")
+	p("")
+	for i, name := range []string{"voxvisor", "Kamailio"} {
+		var parts []string
+		for _, s := range b.rate[i].steps {
+			mark := ""
+			if !s.ok {
+				mark = " ✗"
+			}
+			parts = append(parts, fmt.Sprintf("%d: %d/%d/%d/%.1fs%s", s.rate, s.res.Created, s.res.Failed, s.res.Retransmissions, s.res.Elapsed.Seconds(), mark))
+		}
+		p("- %s: %s", name, strings.Join(parts, "; "))
+	}
+	p("")
+	rv, rk := b.reg[0], b.reg[1]
+	p("## Registrations with digest authentication")
+	p("")
+	p("SIPp registers %d users from a CSV once each (REGISTER, 401, REGISTER with credentials,", b.plan.regUsers)
+	p("200) at up to %d/s. Kamailio: auth_db on db_text with `calculate_ha1`, usrloc in memory.", b.plan.regRate)
+	p("voxvisor writes every binding through to bbolt.")
+	p("")
+	p("| figure | voxvisor | Kamailio | voxvisor / Kamailio | target |")
+	p("|---|---|---|---|---|")
+	p("| registrations per CPU second | %.0f | %.0f | %s | ≥ 1.0× |", rv.perCPUSec, rk.perCPUSec, ratio(rv.perCPUSec, rk.perCPUSec))
+	p("| CPU per registration | %s | %s | | |", ms(perOp(rv.cpu, rv.registered)), ms(perOp(rk.cpu, rk.registered)))
+	p("| achieved rate | %.0f/s | %.0f/s | | |", rv.rate, rk.rate)
+	p("| registered (ok / failed) | %d / %d | %d / %d | | |", rv.res.Successful, rv.res.Failed, rk.res.Successful, rk.res.Failed)
+	p("| memory per registration | %.0f B | %.0f B | | |", rv.memPerReg, rk.memPerReg)
+	p("")
+	p("## Anchored media")
+	p("")
+	p("N calls, RTP at 50 packets/s in each direction (2N streams), through the relay for %s.", b.plan.mediaFor)
+	p("voxvisor's calls are set up over SIP; rtpengine 10.5 runs in userspace (`--table=-1`, 2")
+	p("threads) and is driven over ng. Delay is one-way, generator to generator, so it includes the")
+	p("generator's own scheduling: with no relay at all it measured p50 %s, p99 %s.", us(b.base.P50), us(b.base.P99))
+	p("")
+	p("| N calls | relay | loss | p50 | p99 | relay CPU | CPU per stream | per stream vs rtpengine |")
+	p("|---|---|---|---|---|---|---|---|")
+	for i, n := range b.plan.mediaCalls {
+		var cpuPer [2]float64
+		for j, name := range []string{"voxvisor", "rtpengine"} {
+			if i >= len(b.media[j]) {
+				continue
+			}
+			m := b.media[j][i]
+			loss := 0.0
+			if m.Sent > 0 {
+				loss = 100 * float64(int64(m.Sent)-int64(m.Recv)) / float64(m.Sent)
+			}
+			util := m.CPU.Seconds() / m.Window.Seconds()
+			cpuPer[j] = util / float64(2*n)
+			cmp := ""
+			if j == 0 && len(b.media[1]) > i {
+				m2 := b.media[1][i]
+				cmp = ratio(util, m2.CPU.Seconds()/m2.Window.Seconds())
+			}
+			p("| %d | %s | %.3f%% (%d of %d) | %s | %s | %.1f%% of a core | %.4f%% | %s |", n, name, loss, int64(m.Sent)-int64(m.Recv), m.Sent, us(m.P50), us(m.P99), 100*util, 100*cpuPer[j], cmp)
+		}
+	}
+	p("")
+	p("Targets: no loss at 2,000 streams; p99 added latency under 1 ms; CPU per stream ≤ 1.0× rtpengine.")
+	p("")
+	if len(b.notes) > 0 {
+		p("## Memory")
+		p("")
+		for _, n := range b.notes {
+			p("- %s", n)
+		}
+		p("- memory per registration: see the registration table (%d users registered).", b.plan.regUsers)
+		p("")
+	}
+	p("## What limits voxvisor")
+	p("")
+	p("See the closing notes of the issues: each full run is read against a pprof profile of the")
+	p("same load, and what limited the figures above is written down there and in this file.")
+	return w.String()
+}
+
+func perOp(d time.Duration, n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return d / time.Duration(n)
+}
