@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -28,6 +30,19 @@ func main() {
 	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "voxvisor:", err)
 		os.Exit(1)
+	}
+}
+
+// tuneGC trades memory for CPU: SIP messages are short-lived garbage, so
+// the collector runs at a quarter of Go's default frequency, with a soft
+// memory limit that makes it work harder before the heap grows past 1 GiB.
+// GOGC and GOMEMLIMIT in the environment win.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(1 << 30)
 	}
 }
 
@@ -65,6 +80,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			log := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
+			tuneGC()
 			if cfg.Log.TraceSIP {
 				siplib.SIPDebug = true
 				siplib.SIPDebugTracer(logging.NewTracer(stderr))
@@ -74,6 +90,19 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			sw, err := softswitch.New(cfg, log)
 			if err != nil {
 				return err
+			}
+			// VOXVISOR_CPUPROFILE=FILE profiles the whole run, for
+			// reading a bench load with go tool pprof.
+			if path := os.Getenv("VOXVISOR_CPUPROFILE"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return fmt.Errorf("VOXVISOR_CPUPROFILE: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("VOXVISOR_CPUPROFILE: %w", err)
+				}
+				defer pprof.StopCPUProfile()
 			}
 			log.Info("voxvisor starting", "version", version, "config", cfg.Source)
 			err = sw.Serve(ctx)

@@ -32,8 +32,9 @@ type Binding struct {
 
 // Backend persists bindings; bbolt here, a shared store (Redis) later.
 type Backend interface {
-	// Put replaces the bindings of aor; an empty slice deletes it.
-	Put(aor string, bs []Binding) error
+	// Put replaces the bindings of each AOR in one commit; an empty slice
+	// deletes the AOR.
+	Put(changes map[string][]Binding) error
 	// All returns every stored AOR's bindings.
 	All() (map[string][]Binding, error)
 	Close() error
@@ -41,19 +42,32 @@ type Backend interface {
 
 // Store is the in-memory location service with write-through persistence.
 // Safe for concurrent use.
+//
+// Writes are group-committed: Update changes memory under the lock, queues
+// the AOR's new state and waits, outside the lock, for the writer
+// goroutine to commit everything queued in one transaction. So a slow disk
+// delays the REGISTERs waiting on it, never the lookups or other AORs.
 type Store struct {
 	backend Backend // set once; may be nil (memory only)
 	now     func() time.Time
+	kick    chan struct{} // wakes the writer
+	stop    chan struct{}
+	done    chan struct{}
 
-	mu    sync.Mutex
-	byAOR map[string][]Binding // guarded by mu; never holds expired entries after a sweep
+	mu      sync.Mutex
+	byAOR   map[string][]Binding // guarded by mu; never holds expired entries after a sweep
+	pending map[string][]Binding // guarded by mu; queued for the next commit
+	waiters []chan error         // guarded by mu; told when that commit is done
+	closed  bool                 // guarded by mu
 }
 
 // New returns a store over backend (nil for memory only), loading what the
 // backend holds and dropping what has expired.
 func New(backend Backend) (*Store, error) {
-	s := &Store{backend: backend, now: time.Now, byAOR: map[string][]Binding{}}
+	s := &Store{backend: backend, now: time.Now, byAOR: map[string][]Binding{}, pending: map[string][]Binding{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if backend == nil {
+		close(s.done)
 		return s, nil
 	}
 	all, err := backend.All()
@@ -67,12 +81,63 @@ func New(backend Backend) (*Store, error) {
 			s.byAOR[aor] = live
 		}
 		if len(live) != len(bs) {
-			if err := backend.Put(aor, live); err != nil {
-				return nil, fmt.Errorf("drop expired bindings of %s: %w", aor, err)
-			}
+			s.pending[aor] = live
 		}
 	}
+	if len(s.pending) > 0 {
+		if err := backend.Put(s.pending); err != nil {
+			return nil, fmt.Errorf("drop expired bindings: %w", err)
+		}
+		s.pending = map[string][]Binding{}
+	}
+	go s.writer()
 	return s, nil
+}
+
+// writer commits what Update and Sweep queue, in batches, until Close.
+func (s *Store) writer() {
+	defer close(s.done)
+	for {
+		select {
+		case <-s.kick:
+		case <-s.stop:
+			s.flush()
+			return
+		}
+		s.flush()
+	}
+}
+
+func (s *Store) flush() {
+	s.mu.Lock()
+	batch, waiters := s.pending, s.waiters
+	s.pending, s.waiters = map[string][]Binding{}, nil
+	s.mu.Unlock()
+	if len(batch) == 0 && len(waiters) == 0 {
+		return
+	}
+	err := s.backend.Put(batch)
+	for _, w := range waiters {
+		w <- err
+	}
+}
+
+// queue records aor's new state for the writer. Called with mu held.
+func (s *Store) queue(aor string, bs []Binding, wait bool) chan error {
+	if s.backend == nil || s.closed {
+		return nil
+	}
+	s.pending[aor] = bs
+	var ch chan error
+	if wait {
+		ch = make(chan error, 1)
+		s.waiters = append(s.waiters, ch)
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return ch
 }
 
 func live(bs []Binding, now time.Time) []Binding {
@@ -96,24 +161,26 @@ func (s *Store) Lookup(aor string) []Binding {
 
 // Update changes aor's bindings atomically: fn gets the current unexpired
 // bindings and returns the new set, or an error to change nothing. The new
-// set is persisted before Update returns.
+// set is committed to the backend before Update returns.
 func (s *Store) Update(aor string, fn func(cur []Binding) ([]Binding, error)) ([]Binding, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	cur := live(s.byAOR[aor], s.now())
 	next, err := fn(cur)
 	if err != nil {
+		s.mu.Unlock()
 		return cur, err
-	}
-	if s.backend != nil {
-		if err := s.backend.Put(aor, next); err != nil {
-			return cur, fmt.Errorf("persist bindings of %s: %w", aor, err)
-		}
 	}
 	if len(next) == 0 {
 		delete(s.byAOR, aor)
 	} else {
 		s.byAOR[aor] = next
+	}
+	done := s.queue(aor, next, true)
+	s.mu.Unlock()
+	if done != nil {
+		if err := <-done; err != nil {
+			return next, fmt.Errorf("persist bindings of %s: %w", aor, err)
+		}
 	}
 	return next, nil
 }
@@ -131,11 +198,6 @@ func (s *Store) Count() (aors, bindings int) {
 // Sweep removes expired bindings now and returns how many it removed.
 func (s *Store) Sweep() int {
 	now := s.now()
-	type change struct {
-		aor string
-		bs  []Binding
-	}
-	var changes []change
 	removed := 0
 	s.mu.Lock()
 	for aor, bs := range s.byAOR {
@@ -144,19 +206,15 @@ func (s *Store) Sweep() int {
 			continue
 		}
 		removed += len(bs) - len(l)
-		changes = append(changes, change{aor, l})
 		if len(l) == 0 {
 			delete(s.byAOR, aor)
 		} else {
 			s.byAOR[aor] = l
 		}
+		// Best effort: expired entries are dropped again on load.
+		s.queue(aor, l, false)
 	}
 	s.mu.Unlock()
-	if s.backend != nil {
-		for _, c := range changes {
-			s.backend.Put(c.aor, c.bs) // best effort: expired entries are dropped again on load
-		}
-	}
 	return removed
 }
 
@@ -174,11 +232,20 @@ func (s *Store) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Close closes the backend.
+// Close commits what is queued and closes the backend.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
 	if s.backend == nil {
 		return nil
 	}
+	close(s.stop)
+	<-s.done
 	return s.backend.Close()
 }
 
@@ -205,21 +272,34 @@ func OpenBolt(path string) (*Bolt, error) {
 	return &Bolt{db: db}, nil
 }
 
-// Put implements Backend. Concurrent puts are batched into one commit.
-func (b *Bolt) Put(aor string, bs []Binding) error {
-	var val []byte
-	if len(bs) > 0 {
-		var err error
-		if val, err = json.Marshal(bs); err != nil {
+// Put implements Backend: one transaction, one fsync, for every change.
+func (b *Bolt) Put(changes map[string][]Binding) error {
+	vals := make(map[string][]byte, len(changes))
+	for aor, bs := range changes {
+		if len(bs) == 0 {
+			vals[aor] = nil
+			continue
+		}
+		v, err := json.Marshal(bs)
+		if err != nil {
 			return err
 		}
+		vals[aor] = v
 	}
-	return b.db.Batch(func(tx *bolt.Tx) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucket)
-		if val == nil {
-			return bk.Delete([]byte(aor))
+		for aor, v := range vals {
+			var err error
+			if v == nil {
+				err = bk.Delete([]byte(aor))
+			} else {
+				err = bk.Put([]byte(aor), v)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		return bk.Put([]byte(aor), val)
+		return nil
 	})
 }
 

@@ -1,7 +1,9 @@
 package location
 
 import (
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -52,5 +54,38 @@ func TestStorePersistsAndExpires(t *testing.T) {
 	}
 	if a, b := s2.Count(); a != 0 || b != 0 {
 		t.Fatalf("count after sweep = %d/%d", a, b)
+	}
+}
+
+// TestConcurrentUpdatesAreCommitted: many REGISTERs at once are group
+// committed and all survive a reopen.
+func TestConcurrentUpdatesAreCommitted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "loc.db")
+	be, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := New(be)
+	exp := time.Now().Add(time.Hour)
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			aor := fmt.Sprintf("u%d@d", i)
+			if _, err := s.Update(aor, func([]Binding) ([]Binding, error) {
+				return []Binding{{AOR: aor, Contact: "sip:x@1.2.3.4", Expires: exp}}, nil
+			}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	s.Close()
+	be, _ = OpenBolt(path)
+	s2, _ := New(be)
+	defer s2.Close()
+	if a, b := s2.Count(); a != 200 || b != 200 {
+		t.Fatalf("after reopen: %d AORs, %d bindings; want 200", a, b)
 	}
 }

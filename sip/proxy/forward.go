@@ -40,9 +40,13 @@ func newBranchID() string {
 
 // prepare turns fwd into the copy sent to t: Request-URI, Max-Forwards,
 // Record-Route, our Via, destination and local address (RFC 3261 §16.6).
-func (p *Proxy) prepare(r *sip.Request, fwd *siplib.Request, t target, addRR bool) (*siplib.Request, error) {
-	out := fwd.Clone()
-	out.SetBody(fwd.Body())
+func (p *Proxy) prepare(r *sip.Request, fwd *siplib.Request, t target, addRR bool, share bool) (*siplib.Request, error) {
+	out := fwd
+	if share {
+		// Several branches: each gets its own copy.
+		out = fwd.Clone()
+		out.SetBody(fwd.Body())
+	}
 	if t.uri.Host != "" {
 		out.Recipient = t.uri
 	}
@@ -99,7 +103,7 @@ func isDialogCreating(m siplib.RequestMethod) bool {
 
 // forwardStateless sends an ACK (or anything without a transaction) on.
 func (p *Proxy) forwardStateless(r *sip.Request, fwd *siplib.Request, t target) error {
-	out, err := p.prepare(r, fwd, t, false)
+	out, err := p.prepare(r, fwd, t, false, false)
 	if err != nil {
 		return err
 	}
@@ -122,19 +126,16 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 	var branches []*branch
 	var lastErr error
 	for _, t := range targets {
-		out, err := p.prepare(r, fwd, t, rr)
+		if t.transport == "udp" && len(fwd.Body()) > 600 && len(fwd.String())+400 > 1300 {
+			// RFC 3261 §18.1.1: too big for UDP once our headers are in.
+			t.transport = "tcp"
+		}
+		out, err := p.prepare(r, fwd, t, rr, len(targets) > 1)
 		if err != nil {
 			lastErr = err
 			continue
 		}
 		tx, err := p.txl.Request(bctx, out)
-		if err != nil && errors.Is(err, siplib.ErrUDPMTUCongestion) && t.transport == "udp" {
-			// RFC 3261 §18.1.1: too big for UDP, try TCP to the same place.
-			t.transport = "tcp"
-			if out, err = p.prepare(r, fwd, t, rr); err == nil {
-				tx, err = p.txl.Request(bctx, out)
-			}
-		}
 		if err != nil {
 			lastErr = err
 			p.log.Debug("forward failed", "method", string(r.Method), "dest", t.dest, "error", err)
