@@ -45,6 +45,7 @@ func main() {
 	bin := flag.String("bin", "bin/voxvisor", "the voxvisor binary")
 	out := flag.String("out", "BENCHMARKS.md", "where to write the report")
 	root := flag.String("root", ".", "the repository root (for bench/ files)")
+	only := flag.String("only", "rate,reg,media", "which measurements to run")
 	flag.Parse()
 	p, ok := plans[*mode]
 	if !ok {
@@ -57,7 +58,7 @@ func main() {
 	defer os.RemoveAll(dir)
 	absBin, _ := filepath.Abs(*bin)
 	absRoot, _ := filepath.Abs(*root)
-	b := &bench{plan: p, dir: dir, bin: absBin, root: absRoot, mode: *mode}
+	b := &bench{plan: p, dir: dir, bin: absBin, root: absRoot, mode: *mode, only: *only}
 	start := time.Now()
 	if err := b.run(); err != nil {
 		log.Fatalf("bench failed: %v", err)
@@ -71,6 +72,7 @@ func main() {
 type bench struct {
 	plan plan
 	mode string
+	only string
 	dir  string
 	bin  string
 	root string
@@ -109,19 +111,21 @@ type regResult struct {
 func (b *bench) sippDir(name string) string { return filepath.Join(b.root, "bench", "sipp", name) }
 
 func (b *bench) run() error {
-	log.Printf("call rate: voxvisor")
-	if err := b.callRate(0); err != nil {
-		return fmt.Errorf("voxvisor call rate: %w", err)
-	}
-	log.Printf("call rate: kamailio")
-	if err := b.callRate(1); err != nil {
-		return fmt.Errorf("kamailio call rate: %w", err)
-	}
-	for i := range b.reg {
-		log.Printf("registrations: %s", []string{"voxvisor", "kamailio"}[i])
-		if err := b.registrations(i); err != nil {
-			return fmt.Errorf("registrations: %w", err)
+	if strings.Contains(b.only, "rate") {
+		if err := b.rates(); err != nil {
+			return err
 		}
+	}
+	if strings.Contains(b.only, "reg") {
+		for i := range b.reg {
+			log.Printf("registrations: %s", []string{"voxvisor", "kamailio"}[i])
+			if err := b.registrations(i); err != nil {
+				return fmt.Errorf("registrations: %w", err)
+			}
+		}
+	}
+	if !strings.Contains(b.only, "media") {
+		return nil
 	}
 	var err error
 	if b.base, err = baseline(b.plan.mediaCalls[0], b.plan.mediaFor); err != nil {
@@ -132,6 +136,18 @@ func (b *bench) run() error {
 		if err := b.mediaRuns(i); err != nil {
 			return fmt.Errorf("media: %w", err)
 		}
+	}
+	return nil
+}
+
+func (b *bench) rates() error {
+	log.Printf("call rate: voxvisor")
+	if err := b.callRate(0); err != nil {
+		return fmt.Errorf("voxvisor call rate: %w", err)
+	}
+	log.Printf("call rate: kamailio")
+	if err := b.callRate(1); err != nil {
+		return fmt.Errorf("kamailio call rate: %w", err)
 	}
 	return nil
 }
@@ -257,41 +273,49 @@ func (b *bench) mediaRuns(which int) error {
 	for _, n := range b.plan.mediaCalls {
 		var px *proc
 		var err error
-		var setup func(i int) (*call, error)
+		sd, err := newSides()
+		if err != nil {
+			return err
+		}
+		var setup func(sd *sides, i int) (*call, error)
 		var cleanup func()
 		if which == 0 {
 			px, err = b.startProxy(0, 0, "always")
 			if err != nil {
+				sd.close()
 				return err
 			}
 			ua, err := newVoxUA(fmt.Sprintf("127.0.0.1:%d", proxyPort))
 			if err != nil {
 				px.stop()
+				sd.close()
 				return err
 			}
 			setup, cleanup = ua.setup, ua.close
 		} else {
 			px, err = startRtpengine(b.dir, 12223, 30000, 39999)
 			if err != nil {
+				sd.close()
 				return err
 			}
 			ng := &ngClient{addr: "127.0.0.1:12223"}
-			setup = func(i int) (*call, error) { return setupRtpengine(ng, i) }
+			setup = func(sd *sides, i int) (*call, error) { return setupRtpengine(ng, sd, i) }
 			cleanup = func() {}
 		}
 		m0 := pss(px.pid())
 		var calls []*call
 		for i := 0; i < n; i++ {
-			c, err := setup(i)
+			c, err := setup(sd, i)
 			if err != nil {
 				cleanup()
 				px.stop()
+				sd.close()
 				return fmt.Errorf("set up call %d of %d: %w", i+1, n, err)
 			}
 			calls = append(calls, c)
 		}
 		perCall := float64(pss(px.pid())-m0) / float64(n)
-		res := pump(calls, b.plan.mediaFor, func() time.Duration { return cpu(px.pid()) })
+		res := pump(sd, calls, b.plan.mediaFor, func() time.Duration { return cpu(px.pid()) })
 		if which == 0 {
 			b.notes = append(b.notes, fmt.Sprintf("voxvisor memory per active anchored call at %d calls: %.1f KiB (PSS growth during setup / calls)", n, perCall/1024))
 		}

@@ -16,18 +16,42 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"golang.org/x/net/ipv4"
 
 	"github.com/voxvisor/voxvisor/sip/digest"
 )
 
-// call is one relayed call of the media load: A and B endpoints, and the
-// relay ports each sends to.
+// call is one relayed call of the media load: the relay ports its A side
+// and its B side send to. Every call's A side is the one shared A socket,
+// and so for B, so the generator can batch its system calls.
 type call struct {
-	a, b         *net.UDPConn
-	toA, toB     netip.AddrPort // relay ports: A sends to toA... (the leg facing A)
-	seqA, seqB   uint16
-	recvA, recvB atomic.Uint64 // packets received by A (from B) and by B (from A)
+	toA, toB   netip.AddrPort // relay ports: A sends to toA (the leg facing A)
+	seqA, seqB uint16
 }
+
+// sides are the generator's two shared media sockets.
+type sides struct {
+	a, b *net.UDPConn
+}
+
+func newSides() (*sides, error) {
+	a, err := newEndpoint()
+	if err != nil {
+		return nil, err
+	}
+	b, err := newEndpoint()
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	for _, c := range []*net.UDPConn{a, b} {
+		c.SetReadBuffer(8 << 20)
+		c.SetWriteBuffer(8 << 20)
+	}
+	return &sides{a: a, b: b}, nil
+}
+
+func (s *sides) close() { s.a.Close(); s.b.Close() }
 
 func newEndpoint() (*net.UDPConn, error) {
 	return net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -220,11 +244,8 @@ func (u *voxUA) serveUAS() {
 
 // setup places one call through voxvisor and returns it with the relay
 // ports each endpoint must send to.
-func (u *voxUA) setup(i int) (*call, error) {
-	c, err := endpoints()
-	if err != nil {
-		return nil, err
-	}
+func (u *voxUA) setup(sd *sides, i int) (*call, error) {
+	c := &call{}
 	uac, err := newEndpoint()
 	if err != nil {
 		return nil, err
@@ -232,10 +253,10 @@ func (u *voxUA) setup(i int) (*call, error) {
 	defer uac.Close()
 	cid := fmt.Sprintf("bench-%d-%d", i, time.Now().UnixNano())
 	u.mu.Lock()
-	u.bPort[cid] = port(c.b)
+	u.bPort[cid] = port(sd.b)
 	u.mu.Unlock()
 	la := uac.LocalAddr().String()
-	sdp := offerSDP(port(c.a))
+	sdp := offerSDP(port(sd.a))
 	inv := fmt.Sprintf("INVITE sip:1002@voxvisor.local SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKinv%d;rport\r\n"+
 		"From: <sip:load@outside.example>;tag=a%d\r\nTo: <sip:1002@voxvisor.local>\r\nCall-ID: %s\r\nCSeq: 1 INVITE\r\n"+
 		"Contact: <sip:load@%s>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
@@ -255,7 +276,6 @@ func (u *voxUA) setup(i int) (*call, error) {
 				continue
 			}
 			if !strings.HasPrefix(m.start, "SIP/2.0 200") {
-				c.close()
 				return nil, fmt.Errorf("INVITE answered %s", m.start)
 			}
 			ok = m
@@ -263,11 +283,9 @@ func (u *voxUA) setup(i int) (*call, error) {
 		}
 	}
 	if ok.start == "" {
-		c.close()
 		return nil, errors.New("INVITE: no answer")
 	}
 	if c.toA, err = sdpAddr(ok.body); err != nil {
-		c.close()
 		return nil, err
 	}
 	u.mu.Lock()
@@ -290,48 +308,24 @@ func (u *voxUA) setup(i int) (*call, error) {
 	return c, nil
 }
 
-func endpoints() (*call, error) {
-	a, err := newEndpoint()
-	if err != nil {
-		return nil, err
-	}
-	b, err := newEndpoint()
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	return &call{a: a, b: b}, nil
-}
-
-func (c *call) close() {
-	c.a.Close()
-	c.b.Close()
-}
-
 // setupRtpengine creates one call on rtpengine over ng.
-func setupRtpengine(ng *ngClient, i int) (*call, error) {
-	c, err := endpoints()
-	if err != nil {
-		return nil, err
-	}
+func setupRtpengine(ng *ngClient, sd *sides, i int) (*call, error) {
+	c := &call{}
+	var err error
 	cid := fmt.Sprintf("bench-%d-%d", i, time.Now().UnixNano())
 	ctx := context.Background()
-	offer, err := ng.call(ctx, map[string]any{"command": "offer", "call-id": cid, "from-tag": "a", "sdp": offerSDP(port(c.a)), "replace": []string{"origin", "session-connection"}})
+	offer, err := ng.call(ctx, map[string]any{"command": "offer", "call-id": cid, "from-tag": "a", "sdp": offerSDP(port(sd.a)), "replace": []string{"origin", "session-connection"}})
 	if err != nil {
-		c.close()
 		return nil, err
 	}
 	if c.toB, err = sdpAddr(fmt.Sprint(offer["sdp"])); err != nil {
-		c.close()
 		return nil, err
 	}
-	ans, err := ng.call(ctx, map[string]any{"command": "answer", "call-id": cid, "from-tag": "a", "to-tag": "b", "sdp": offerSDP(port(c.b)), "replace": []string{"origin", "session-connection"}})
+	ans, err := ng.call(ctx, map[string]any{"command": "answer", "call-id": cid, "from-tag": "a", "to-tag": "b", "sdp": offerSDP(port(sd.b)), "replace": []string{"origin", "session-connection"}})
 	if err != nil {
-		c.close()
 		return nil, err
 	}
 	if c.toA, err = sdpAddr(fmt.Sprint(ans["sdp"])); err != nil {
-		c.close()
 		return nil, err
 	}
 	return c, nil
@@ -382,116 +376,129 @@ func (l *latencies) quantiles(qs ...float64) []time.Duration {
 }
 
 // pump sends RTP at 50 packets/s in both directions of every call for d
-// and measures loss and one-way delay; cpuOf reads the relay's CPU.
-func pump(calls []*call, d time.Duration, cpuOf func() time.Duration) mediaResult {
+// and measures loss and one-way delay; cpuOf reads the relay's CPU. It
+// sends and receives with sendmmsg/recvmmsg on the two shared sockets, so
+// the generator costs far less than the relay it loads.
+func pump(sd *sides, calls []*call, d time.Duration, cpuOf func() time.Duration) mediaResult {
 	var lat latencies
-	var wg sync.WaitGroup
+	var recvd atomic.Uint64
+	var measuring atomic.Bool
 	epoch := time.Now()
-	recv := func(c *net.UDPConn, n *atomic.Uint64) {
+	var wg sync.WaitGroup
+	recv := func(c *net.UDPConn) {
 		defer wg.Done()
-		buf := make([]byte, 1500)
+		pc := ipv4.NewPacketConn(c)
+		msgs := make([]ipv4.Message, 64)
+		for i := range msgs {
+			msgs[i].Buffers = [][]byte{make([]byte, 1500)}
+		}
 		for {
-			k, _, err := c.ReadFromUDPAddrPort(buf)
+			n, err := pc.ReadBatch(msgs, 0)
 			if err != nil {
 				return
 			}
-			if k >= 20 {
-				sent := int64(binary.BigEndian.Uint64(buf[12:20]))
-				lat.add(time.Since(epoch) - time.Duration(sent))
-				n.Add(1)
+			now := time.Since(epoch)
+			for _, m := range msgs[:n] {
+				b := m.Buffers[0][:m.N]
+				if len(b) < 20 || !measuring.Load() {
+					continue
+				}
+				lat.add(now - time.Duration(binary.BigEndian.Uint64(b[12:20])))
+				recvd.Add(1)
 			}
 		}
 	}
-	for _, c := range calls {
-		wg.Add(2)
-		go recv(c.a, &c.recvA)
-		go recv(c.b, &c.recvB)
+	wg.Add(2)
+	go recv(sd.a)
+	go recv(sd.b)
+
+	// One packet buffer per stream, reused every tick.
+	type stream struct {
+		from *ipv4.PacketConn
+		to   *net.UDPAddr
+		seq  *uint16
+		ssrc uint32
+		pkt  []byte
 	}
-	// Warm up: a few packets each way so both sides latch, not measured.
+	pa, pb := ipv4.NewPacketConn(sd.a), ipv4.NewPacketConn(sd.b)
+	var streams []stream
+	for i, c := range calls {
+		streams = append(streams,
+			stream{from: pa, to: net.UDPAddrFromAddrPort(c.toA), seq: &c.seqA, ssrc: uint32(2 * i), pkt: make([]byte, 12+160)},
+			stream{from: pb, to: net.UDPAddrFromAddrPort(c.toB), seq: &c.seqB, ssrc: uint32(2*i + 1), pkt: make([]byte, 12+160)})
+	}
 	var sent atomic.Uint64
-	send := func(c *call, measure bool) {
-		for _, dir := range []struct {
-			from *net.UDPConn
-			to   netip.AddrPort
-			seq  *uint16
-		}{{c.a, c.toA, &c.seqA}, {c.b, c.toB, &c.seqB}} {
-			*dir.seq++
-			h := rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: *dir.seq, Timestamp: uint32(*dir.seq) * 160, SSRC: uint32(port(dir.from))}
-			pkt := make([]byte, 12+160)
-			h.MarshalTo(pkt)
-			binary.BigEndian.PutUint64(pkt[12:20], uint64(time.Since(epoch)))
-			dir.from.WriteToUDPAddrPort(pkt, dir.to)
-			if measure {
-				sent.Add(1)
+	// tick sends one packet on each stream in part (of parts), batched.
+	tick := func(part, parts int, measure bool) {
+		var batchA, batchB []ipv4.Message
+		for i := part; i < len(streams); i += parts {
+			st := &streams[i]
+			*st.seq++
+			h := rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: *st.seq, Timestamp: uint32(*st.seq) * 160, SSRC: st.ssrc}
+			h.MarshalTo(st.pkt)
+			binary.BigEndian.PutUint64(st.pkt[12:20], uint64(time.Since(epoch)))
+			m := ipv4.Message{Buffers: [][]byte{st.pkt}, Addr: st.to}
+			if st.from == pa {
+				batchA = append(batchA, m)
+			} else {
+				batchB = append(batchB, m)
+			}
+		}
+		for _, b := range []struct {
+			pc   *ipv4.PacketConn
+			msgs []ipv4.Message
+		}{{pa, batchA}, {pb, batchB}} {
+			for len(b.msgs) > 0 {
+				n, err := b.pc.WriteBatch(b.msgs, 0)
+				if err != nil || n == 0 {
+					break
+				}
+				if measure {
+					sent.Add(uint64(n))
+				}
+				b.msgs = b.msgs[n:]
 			}
 		}
 	}
+	// Warm up so both sides latch; not measured.
 	for i := 0; i < 3; i++ {
-		for _, c := range calls {
-			send(c, false)
-		}
+		tick(0, 1, false)
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
-	for _, c := range calls {
-		c.recvA.Store(0)
-		c.recvB.Store(0)
-	}
-	for i := range lat.buckets {
-		lat.buckets[i].Store(0)
-	}
+	measuring.Store(true)
 
-	workers := 4
+	// Spread each 20 ms round over 4 slots of 5 ms, as phones are not in step.
+	const parts = 4
 	cpu0 := cpuOf()
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	var swg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			t := time.NewTicker(20 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					for i := w; i < len(calls); i += workers {
-						send(calls[i], true)
-					}
-				}
-			}
-		}()
+	t := time.NewTicker(20 * time.Millisecond / parts)
+	slot := 0
+	for time.Since(start) < d {
+		<-t.C
+		tick(slot%parts, parts, true)
+		slot++
 	}
-	swg.Wait()
-	cancel()
+	t.Stop()
 	window := time.Since(start)
 	time.Sleep(300 * time.Millisecond) // drain
 	cpu1 := cpuOf()
-	var got uint64
-	for _, c := range calls {
-		got += c.recvA.Load() + c.recvB.Load()
-	}
-	for _, c := range calls {
-		c.close()
-	}
+	measuring.Store(false)
+	sd.close()
 	wg.Wait()
 	q := lat.quantiles(0.5, 0.99, 1.0)
-	return mediaResult{Calls: len(calls), Sent: sent.Load(), Recv: got, P50: q[0], P99: q[1], Max: q[2], CPU: cpu1 - cpu0, Window: window}
+	return mediaResult{Calls: len(calls), Sent: sent.Load(), Recv: recvd.Load(), P50: q[0], P99: q[1], Max: q[2], CPU: cpu1 - cpu0, Window: window}
 }
 
 // baseline measures the generator's own delay with no relay: A sends to B.
 func baseline(n int, d time.Duration) (mediaResult, error) {
-	var calls []*call
-	for i := 0; i < n; i++ {
-		c, err := endpoints()
-		if err != nil {
-			return mediaResult{}, err
-		}
-		c.toA = c.b.LocalAddr().(*net.UDPAddr).AddrPort()
-		c.toB = c.a.LocalAddr().(*net.UDPAddr).AddrPort()
-		calls = append(calls, c)
+	sd, err := newSides()
+	if err != nil {
+		return mediaResult{}, err
 	}
-	return pump(calls, d, func() time.Duration { return 0 }), nil
+	calls := make([]*call, n)
+	for i := range calls {
+		calls[i] = &call{toA: sd.b.LocalAddr().(*net.UDPAddr).AddrPort(), toB: sd.a.LocalAddr().(*net.UDPAddr).AddrPort()}
+	}
+	return pump(sd, calls, d, func() time.Duration { return 0 }), nil
 }

@@ -44,6 +44,10 @@ type SIP struct {
 	MaxHeaders     int           `yaml:"max_headers"`
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
 	RingTimeout    time.Duration `yaml:"ring_timeout"`
+	// TransactionLinger is how long a finished transaction is kept to
+	// absorb retransmissions (RFC 3261 Timers D, J, L, M; 32 s there,
+	// 5 s like Kamailio's tm wait timer here), which bounds memory.
+	TransactionLinger time.Duration `yaml:"transaction_linger"`
 }
 
 // Listener is one SIP socket.
@@ -110,6 +114,7 @@ const (
 	DefaultMaxHeaders     = 128
 	DefaultTCPIdleTimeout = 120 * time.Second
 	DefaultRingTimeout    = 180 * time.Second
+	DefaultTxLinger       = 5 * time.Second
 	DefaultMinExpires     = 60
 	DefaultMaxExpires     = 7200
 	DefaultExpires        = 3600
@@ -160,6 +165,7 @@ func (c *Config) applyDefaults() {
 	defInt(&c.SIP.MaxHeaders, DefaultMaxHeaders)
 	defDur(&c.SIP.TCPIdleTimeout, DefaultTCPIdleTimeout)
 	defDur(&c.SIP.RingTimeout, DefaultRingTimeout)
+	defDur(&c.SIP.TransactionLinger, DefaultTxLinger)
 	defInt(&c.Registrar.MinExpires, DefaultMinExpires)
 	defInt(&c.Registrar.MaxExpires, DefaultMaxExpires)
 	defInt(&c.Registrar.DefaultExpires, DefaultExpires)

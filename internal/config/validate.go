@@ -61,6 +61,9 @@ func (c *Config) validate(d *document) Errors {
 	if c.SIP.TCPIdleTimeout < 0 {
 		bad("sip.tcp_idle_timeout", "must not be negative")
 	}
+	if c.SIP.TransactionLinger < time.Second || c.SIP.TransactionLinger > 32*time.Second {
+		bad("sip.transaction_linger", "must be between 1s and 32s; got %s", c.SIP.TransactionLinger)
+	}
 	if c.SIP.RingTimeout < 0 {
 		bad("sip.ring_timeout", "must not be negative")
 	}

@@ -95,6 +95,7 @@ func (s *Server) Listen() (*sip.Self, error) {
 		ls = append(ls, sip.Listener{Transport: l.Transport, Bound: bound, Host: host, Port: port})
 	}
 	s.self = sip.NewSelf(s.cfg.Domain, ls)
+	lingerTimers(s.cfg.TransactionLinger)
 
 	lib := logging.Library(s.log.With("component", "sipgo"), slog.LevelError+4, &s.Stats.ParseErrors)
 	// sipgo's parser bounds every message, over TCP too.
@@ -119,6 +120,20 @@ func (s *Server) Listen() (*sip.Self, error) {
 	s.ua = ua
 	ua.TransactionLayer().OnRequest(s.onRequest)
 	return s.self, nil
+}
+
+// lingerTimers caps how long sipgo keeps finished transactions. sipgo
+// holds its timers in package variables; they are set here, once, before
+// any transaction exists.
+func lingerTimers(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	for _, t := range []*time.Duration{&siplib.Timer_D, &siplib.Timer_J, &siplib.Timer_L, &siplib.Timer_M} {
+		if *t > d {
+			*t = d
+		}
+	}
 }
 
 // TransactionLayer is the sipgo transaction layer, for handlers that send.
