@@ -30,6 +30,13 @@ type Request struct {
 
 	// User is the authenticated local user, set by the auth handler.
 	User string
+
+	// Set by routing, for CDRs: the call's direction (local, inbound,
+	// outbound, transit), the trunk it came in or went out on, and the
+	// number as normalised by the dial plan.
+	Direction string
+	Trunk     string
+	Dialed    string
 }
 
 // Handler handles a request. It either responds itself (through Respond)

@@ -38,7 +38,7 @@ type Originator interface {
 	Originate(ctx context.Context, req *siplib.Request, dest, transport string) (int, error)
 }
 
-// Anchor implements proxy.Media. Safe for concurrent use.
+// Anchor implements proxy.Hook. Safe for concurrent use.
 type Anchor struct {
 	relay  *media.Relay // set once
 	policy sdp.Policy
@@ -50,7 +50,7 @@ type Anchor struct {
 	calls map[string]*call // guarded by mu; by Call-ID
 }
 
-var _ proxy.Media = (*Anchor)(nil)
+var _ proxy.Hook = (*Anchor)(nil)
 
 // New returns an anchor over relay.
 func New(relay *media.Relay, mode Mode, policy sdp.Policy, log *slog.Logger) *Anchor {
@@ -96,7 +96,7 @@ type call struct {
 	lastOut [2][]byte
 }
 
-// Request implements proxy.Media.
+// Request implements proxy.Hook.
 func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 	id := callID(r.Request)
 	from := tag(r.From().Params)
@@ -135,7 +135,7 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 	return nil
 }
 
-// Response implements proxy.Media. r is the request the response answers;
+// Response implements proxy.Hook. r is the request the response answers;
 // the response comes from the other side than r's sender.
 func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 	id := callID(r.Request)
@@ -170,7 +170,7 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 	return nil
 }
 
-// Done implements proxy.Media: a failed or cancelled initial INVITE, and
+// Done implements proxy.Hook: a failed or cancelled initial INVITE, and
 // any BYE, release the call's media.
 func (a *Anchor) Done(r *sip.Request, status int) {
 	id := callID(r.Request)

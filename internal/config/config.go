@@ -23,6 +23,9 @@ type Config struct {
 	Auth      Auth      `yaml:"auth"`
 	Users     []User    `yaml:"users"`
 	Media     Media     `yaml:"media"`
+	Trunks    []Trunk   `yaml:"trunks"`
+	DialPlan  []Rule    `yaml:"dialplan"`
+	CDR       CDR       `yaml:"cdr"`
 
 	// Source is the name the file was loaded under (a path, or the
 	// embedded default's name). Set by Load.
@@ -75,6 +78,73 @@ type Media struct {
 	Timeout     time.Duration `yaml:"timeout"`      // no RTP: hang up
 	HoldTimeout time.Duration `yaml:"hold_timeout"` // no RTP while on hold: hang up
 	Codecs      []string      `yaml:"codecs"`       // allowed encodings; empty allows all
+}
+
+// Trunk is a SIP trunk to a carrier (or to a trunk's media endpoint).
+type Trunk struct {
+	Name        string      `yaml:"name"`
+	Peers       []Peer      `yaml:"peers"`       // tried in order (failover)
+	Credentials *Credential `yaml:"credentials"` // for the carrier's challenges and REGISTER
+	Register    bool        `yaml:"register"`    // register to the carrier
+	RegExpires  int         `yaml:"register_expires"`
+	Inbound     Inbound     `yaml:"inbound"`
+	DIDs        []DID       `yaml:"dids"`
+	Codecs      []string    `yaml:"codecs"`       // allowed on the trunk; empty: media.codecs
+	MaxChannels int         `yaml:"max_channels"` // 0: unlimited
+	CallerID    CallerID    `yaml:"caller_id"`
+}
+
+// Peer is one carrier address.
+type Peer struct {
+	Host      string `yaml:"host"`
+	Port      int    `yaml:"port"`
+	Transport string `yaml:"transport"` // udp or tcp
+}
+
+// Credential is a trunk account at the carrier. Never logged.
+type Credential struct {
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	Realm    string `yaml:"realm"` // empty: answer any realm
+}
+
+// Inbound says how requests from the carrier are recognised.
+type Inbound struct {
+	CIDRs   []string `yaml:"cidrs"`   // source networks of the carrier
+	Transit bool     `yaml:"transit"` // may its calls leave through another trunk
+}
+
+// DID routes an inbound number. Exactly one of Number and Pattern, and
+// exactly one of User, URI and Trunk.
+type DID struct {
+	Number  string `yaml:"number"`  // exact, after normalisation
+	Pattern string `yaml:"pattern"` // regular expression
+	User    string `yaml:"user"`    // a local user
+	URI     string `yaml:"uri"`     // e.g. sip:{did}@10.10.0.21:5060, the trunk's media endpoint
+	Trunk   string `yaml:"trunk"`   // another trunk (transit)
+}
+
+// CallerID rewrites the caller's identity on calls out of the trunk.
+type CallerID struct {
+	FromUser string `yaml:"from_user"` // replaces the From user part
+	PAI      string `yaml:"pai"`       // adds P-Asserted-Identity with this URI
+}
+
+// Rule is one dial plan entry: the first rule that matches routes the call.
+type Rule struct {
+	Prefix  string   `yaml:"prefix"`  // matches numbers starting with it
+	Match   string   `yaml:"match"`   // or a regular expression
+	Strip   int      `yaml:"strip"`   // digits removed from the front
+	Prepend string   `yaml:"prepend"` // then added in front
+	Replace string   `yaml:"replace"` // with match: the expansion ($1...)
+	Trunks  []string `yaml:"trunks"`  // tried in order
+}
+
+// CDR configures call detail records.
+type CDR struct {
+	Path     string `yaml:"path"`      // JSON lines; empty: data_dir/cdr.jsonl
+	MaxBytes int64  `yaml:"max_bytes"` // rotate past this size
+	Keep     int    `yaml:"keep"`      // rotated files kept
 }
 
 // Registrar configures REGISTER handling (RFC 3261 §10).
@@ -178,6 +248,23 @@ func (c *Config) applyDefaults() {
 	def(&c.Media.Anchor, DefaultAnchor)
 	defDur(&c.Media.Timeout, DefaultMediaTimeout)
 	defDur(&c.Media.HoldTimeout, DefaultHoldTimeout)
+	for i := range c.Trunks {
+		t := &c.Trunks[i]
+		for j := range t.Peers {
+			if t.Peers[j].Port == 0 {
+				t.Peers[j].Port = 5060
+			}
+			if t.Peers[j].Transport == "" {
+				t.Peers[j].Transport = "udp"
+			}
+			t.Peers[j].Transport = strings.ToLower(t.Peers[j].Transport)
+		}
+		defInt(&t.RegExpires, 600)
+	}
+	if c.CDR.MaxBytes == 0 {
+		c.CDR.MaxBytes = 100 << 20
+	}
+	defInt(&c.CDR.Keep, 5)
 	if len(c.Auth.Algorithms) == 0 {
 		c.Auth.Algorithms = append([]string(nil), DefaultAlgorithms...)
 	}

@@ -116,6 +116,8 @@ func (c *Config) validate(d *document) Errors {
 		bad("media.hold_timeout", "must be at least media.timeout (%s); got %s", m.Timeout, m.HoldTimeout)
 	}
 
+	errs = append(errs, c.validateTrunks(d)...)
+
 	users := map[string]bool{}
 	for i, u := range c.Users {
 		key := fmt.Sprintf("users[%d]", i)
@@ -148,4 +150,108 @@ func isHex(s string, n int) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// validateTrunks checks trunks, DIDs and the dial plan.
+func (c *Config) validateTrunks(d *document) Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, d.at(key, format, args...))
+	}
+	names := map[string]bool{}
+	for i, t := range c.Trunks {
+		key := fmt.Sprintf("trunks[%d]", i)
+		if !usernameRE.MatchString(t.Name) {
+			bad(key+".name", "must be 1-64 letters, digits or ._+-; got %q", t.Name)
+		}
+		if names[t.Name] {
+			bad(key+".name", "trunk %q is defined twice", t.Name)
+		}
+		names[t.Name] = true
+		if len(t.Peers) == 0 {
+			bad(key+".peers", "trunk %q needs at least one peer", t.Name)
+		}
+		for j, p := range t.Peers {
+			pk := fmt.Sprintf("%s.peers[%d]", key, j)
+			if p.Host == "" {
+				bad(pk+".host", "is required")
+			}
+			if p.Port < 1 || p.Port > 65535 {
+				bad(pk+".port", "must be 1-65535; got %d", p.Port)
+			}
+			if p.Transport != "udp" && p.Transport != "tcp" {
+				bad(pk+".transport", "must be udp or tcp; got %q", p.Transport)
+			}
+		}
+		if t.Register && (t.Credentials == nil || t.Credentials.Username == "") {
+			bad(key+".register", "registering needs credentials.username and credentials.password")
+		}
+		if t.RegExpires < 60 {
+			bad(key+".register_expires", "must be at least 60 seconds; got %d", t.RegExpires)
+		}
+		for j, cidr := range t.Inbound.CIDRs {
+			if _, err := netip.ParsePrefix(cidr); err != nil {
+				bad(fmt.Sprintf("%s.inbound.cidrs[%d]", key, j), "must be a CIDR such as 192.0.2.0/24; got %q", cidr)
+			}
+		}
+		if t.MaxChannels < 0 {
+			bad(key+".max_channels", "must not be negative")
+		}
+		for j, did := range t.DIDs {
+			dk := fmt.Sprintf("%s.dids[%d]", key, j)
+			if (did.Number == "") == (did.Pattern == "") {
+				bad(dk, "give exactly one of number and pattern")
+			}
+			if did.Pattern != "" {
+				if _, err := regexp.Compile(did.Pattern); err != nil {
+					bad(dk+".pattern", "bad regular expression: %v", err)
+				}
+			}
+			n := 0
+			for _, v := range []string{did.User, did.URI, did.Trunk} {
+				if v != "" {
+					n++
+				}
+			}
+			if n != 1 {
+				bad(dk, "give exactly one of user, uri and trunk")
+			}
+			if did.URI != "" && !strings.HasPrefix(did.URI, "sip:") {
+				bad(dk+".uri", "must be a sip: URI; got %q", did.URI)
+			}
+		}
+	}
+	for i, t := range c.Trunks {
+		for j, did := range t.DIDs {
+			if did.Trunk != "" && !names[did.Trunk] {
+				bad(fmt.Sprintf("trunks[%d].dids[%d].trunk", i, j), "no trunk named %q", did.Trunk)
+			}
+		}
+	}
+	for i, r := range c.DialPlan {
+		key := fmt.Sprintf("dialplan[%d]", i)
+		if (r.Prefix == "") == (r.Match == "") {
+			bad(key, "give exactly one of prefix and match")
+		}
+		if r.Match != "" {
+			if _, err := regexp.Compile(r.Match); err != nil {
+				bad(key+".match", "bad regular expression: %v", err)
+			}
+		}
+		if r.Strip < 0 {
+			bad(key+".strip", "must not be negative")
+		}
+		if len(r.Trunks) == 0 {
+			bad(key+".trunks", "a rule needs at least one trunk")
+		}
+		for j, tn := range r.Trunks {
+			if !names[tn] {
+				bad(fmt.Sprintf("%s.trunks[%d]", key, j), "no trunk named %q", tn)
+			}
+		}
+	}
+	if c.CDR.MaxBytes < 1024 {
+		bad("cdr.max_bytes", "must be at least 1024; got %d", c.CDR.MaxBytes)
+	}
+	return errs
 }

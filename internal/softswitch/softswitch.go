@@ -85,7 +85,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
-	sw.Proxy.SetMedia(an)
+	sw.Proxy.AddHook(an)
 	an.SetOriginator(sw.Proxy)
 	srv.SetHandler(sip.Chain(
 		sip.Sanity(self),

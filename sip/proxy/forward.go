@@ -11,6 +11,7 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
+	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/sip"
 )
 
@@ -116,7 +117,10 @@ func (p *Proxy) forwardStateless(r *sip.Request, fwd *siplib.Request, t target) 
 
 // forward sends fwd to every target on its own client transaction and
 // relays responses upstream until the request is finished (§16.7).
-func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target) (int, error) {
+//
+// With relayFinal false a failed final response is returned rather than
+// sent, so the caller can fail over to the next target.
+func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target, relayFinal bool) (int, *siplib.Response, error) {
 	rr := isDialogCreating(r.Method) && !hasToTag(r.Request)
 	isInvite := r.Method == siplib.INVITE
 	events := make(chan branchEvent, 4*len(targets)+4)
@@ -150,7 +154,7 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 	}
 	p.Forwarded.Add(1)
 	if len(branches) == 0 {
-		return 0, &sip.StatusError{Code: 503, Reason: "Service Unavailable", Err: lastErr}
+		return 503, nil, &sip.StatusError{Code: 503, Reason: "Service Unavailable", Err: lastErr}
 	}
 
 	var (
@@ -235,16 +239,74 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 	}
 	switch {
 	case answered:
-		return 200, nil
+		return 200, nil, nil
 	case cancelledUp:
-		return 487, nil
+		return 487, nil, nil
 	}
 	best := bestResponse(finals)
 	if best == nil || (timedOut && best.StatusCode == 487) {
-		return 408, sip.Status(408, "Request Timeout")
+		return 408, nil, sip.Status(408, "Request Timeout")
 	}
-	p.relay(r, best)
-	return best.StatusCode, nil
+	if relayFinal {
+		p.relay(r, best)
+	}
+	return best.StatusCode, best, nil
+}
+
+// forwardSerial tries targets one after another (trunk failover): on 408,
+// a 5xx or a transport failure it moves to the next; a 2xx, a 6xx, any
+// other 4xx or the caller's CANCEL ends the search. A trunk at its channel
+// limit is skipped; 503 when no target is left.
+func (p *Proxy) forwardSerial(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target) (int, error) {
+	var last *siplib.Response
+	lastStatus := 503
+	var lastErr error = &sip.StatusError{Code: 503, Reason: "All Trunks Busy", Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10")}}
+	for _, t := range targets {
+		if t.trunk != nil && !t.trunk.Acquire() {
+			continue
+		}
+		out := fwd.Clone()
+		out.SetBody(fwd.Body())
+		if t.trunk != nil {
+			callerID(out, t.trunk)
+		}
+		status, best, err := p.forward(ctx, r, out, []target{t}, false)
+		if status >= 200 && status < 300 {
+			if t.trunk != nil {
+				r.Trunk = t.trunk.Name
+			}
+			return status, nil
+		}
+		if t.trunk != nil {
+			t.trunk.Release()
+		}
+		if status == 487 {
+			return status, nil
+		}
+		last, lastStatus, lastErr = best, status, err
+		if !(status == 408 || status >= 500 && status < 600 || status == 0) {
+			break
+		}
+		p.log.Debug("failing over", "status", status, "dest", t.dest)
+	}
+	if last != nil {
+		p.relay(r, last)
+		return lastStatus, nil
+	}
+	return lastStatus, lastErr
+}
+
+// callerID applies a trunk's caller-ID rules to an outgoing INVITE.
+func callerID(out *siplib.Request, t *gateway.Trunk) {
+	if u := t.CallerID.FromUser; u != "" {
+		if from := out.From(); from != nil {
+			from.Address.User = u
+		}
+	}
+	if pai := t.CallerID.PAI; pai != "" {
+		out.RemoveHeader("P-Asserted-Identity")
+		out.AppendHeader(siplib.NewHeader("P-Asserted-Identity", "<"+pai+">"))
+	}
 }
 
 // readBranch passes a branch's responses to the call loop until its final
@@ -344,11 +406,9 @@ func (p *Proxy) upstream(r *sip.Request, res *siplib.Response) *siplib.Response 
 	out := res.Clone()
 	out.SetBody(res.Body())
 	out.RemoveHeader("Via")
-	if p.media != nil {
-		// Still carries the downstream source and transport here.
-		if err := p.media.Response(r, out); err != nil {
-			p.log.Warn("media anchoring failed on a response", "status", res.StatusCode, "error", err)
-		}
+	// Still carries the downstream source and transport here.
+	if err := p.hookResponse(r, out); err != nil {
+		p.log.Warn("a hook failed on a response", "status", res.StatusCode, "error", err)
 	}
 	out.SetDestination(r.Source.String())
 	out.SetTransport(transportUpper(r.Transport))

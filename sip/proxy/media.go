@@ -10,10 +10,10 @@ import (
 	"github.com/voxvisor/voxvisor/sip"
 )
 
-// Media anchors the media of what the proxy forwards. The proxy hands it
-// every message that may carry SDP and never reads a body itself; the
-// implementation (internal/anchor) lives outside sip.
-type Media interface {
+// Hook sees every request the proxy forwards and every response it
+// relays: media anchoring (internal/anchor) rewrites SDP through it, the
+// gateway keeps CDRs and channels with it. The proxy never reads a body.
+type Hook interface {
 	// Request is called once before r is forwarded as out; it may rewrite
 	// out's body (an offer, or the answer in an ACK). A *sip.StatusError
 	// (488, 503) rejects the request.
@@ -26,8 +26,34 @@ type Media interface {
 	Done(r *sip.Request, status int)
 }
 
-// SetMedia installs the media anchor. Call before serving.
-func (p *Proxy) SetMedia(m Media) { p.media = m }
+// AddHook installs a hook. Hooks run in the order added; Done runs in
+// the order added too, so a hook that reads media statistics goes before
+// the anchor that releases them. Call before serving.
+func (p *Proxy) AddHook(h Hook) { p.hooks = append(p.hooks, h) }
+
+func (p *Proxy) hookRequest(r *sip.Request, out *siplib.Request) error {
+	for _, h := range p.hooks {
+		if err := h.Request(r, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) hookResponse(r *sip.Request, res *siplib.Response) error {
+	for _, h := range p.hooks {
+		if err := h.Response(r, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) hookDone(r *sip.Request, status int) {
+	for _, h := range p.hooks {
+		h.Done(r, status)
+	}
+}
 
 // Originate sends a request the proxy itself creates (a BYE ending a
 // dead call) to dest over transport, and waits for its final response.

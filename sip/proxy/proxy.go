@@ -18,6 +18,7 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
+	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
 	"github.com/voxvisor/voxvisor/sip/location"
@@ -39,7 +40,8 @@ type Proxy struct {
 	cfg  Config
 	log  *slog.Logger
 
-	media Media // set once before serving; may be nil
+	hooks []Hook           // set once before serving
+	gw    *gateway.Gateway // set once before serving; nil without trunks
 
 	// Counters for metrics.
 	Forwarded atomic.Uint64 // requests forwarded statefully
@@ -53,11 +55,15 @@ func New(txl *siplib.TransactionLayer, self *sip.Self, loc *location.Store, a *a
 	return &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log}
 }
 
+// SetGateway installs the trunks and dial plan. Call before serving.
+func (p *Proxy) SetGateway(g *gateway.Gateway) { p.gw = g }
+
 // target is one place to send a request.
 type target struct {
 	uri       siplib.Uri // new Request-URI (zero: keep)
 	dest      string     // ip:port or host:port
 	transport string     // udp or tcp
+	trunk     *gateway.Trunk
 }
 
 // ServeSIP routes r and forwards it.
@@ -72,6 +78,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	flow, _ := p.popOwnRoutes(fwd)
 
 	var targets []target
+	serial := false
 	switch {
 	case hasToTag(r.Request):
 		t, err := p.routeInDialog(fwd, flow)
@@ -80,27 +87,34 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 		}
 		targets = []target{t}
 	default:
-		ts, err := p.routeInitial(r, fwd)
+		ts, ser, err := p.routeInitial(r, fwd)
 		if err != nil {
+			p.releaseInbound(r)
 			return err
 		}
-		targets = ts
+		targets, serial = ts, ser
 	}
-	if p.media != nil {
-		if err := p.media.Request(r, fwd); err != nil {
-			return err
-		}
+	if err := p.hookRequest(r, fwd); err != nil {
+		p.releaseInbound(r)
+		return err
 	}
 	if r.Method == siplib.ACK {
 		return p.forwardStateless(r, fwd, targets[0])
 	}
-	status, err := p.forward(ctx, r, fwd, targets)
-	if p.media != nil {
-		if err != nil {
-			status = sip.StatusOf(err).Code
-		}
-		p.media.Done(r, status)
+	var status int
+	var err error
+	if serial {
+		status, err = p.forwardSerial(ctx, r, fwd, targets)
+	} else {
+		status, _, err = p.forward(ctx, r, fwd, targets, true)
 	}
+	if err != nil {
+		status = sip.StatusOf(err).Code
+	}
+	if status < 200 || status >= 300 {
+		p.releaseInbound(r)
+	}
+	p.hookDone(r, status)
 	return err
 }
 
@@ -119,36 +133,53 @@ func (p *Proxy) routeInDialog(fwd *siplib.Request, flow *flowToken) (target, err
 	return uriTarget(fwd.Recipient), nil
 }
 
-// routeInitial finds targets for a request outside a dialog: a local
-// user's contacts. Calls from local users must authenticate first.
-func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, error) {
+// routeInitial finds targets for a request outside a dialog: an inbound
+// carrier's DID, a local user's contacts, or, for authenticated local
+// users, the dial plan's trunks. serial says the targets are tried one
+// after another (trunk failover) rather than in parallel (forking).
+func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, bool, error) {
 	if r.Method == siplib.ACK {
-		return nil, errDrop
+		return nil, false, errDrop
+	}
+	if p.gw != nil && r.Method == siplib.INVITE {
+		if t := p.gw.Identify(r.Source.Addr()); t != nil {
+			return p.routeInbound(r, fwd, t)
+		}
 	}
 	from := r.From()
 	if from != nil && p.self.IsLocal(from.Address.Host) && p.auth.Known(from.Address.User) && r.User == "" {
 		user, err := p.auth.Check(r.Request, from.Address.User, true)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		r.User = user
 		p.auth.StripCredentials(fwd)
 	}
 	ruri := r.Recipient
-	if !p.self.IsLocal(ruri.Host) {
-		// Not our domain: only trunks (the gateway) may take this later.
-		return nil, sip.Status(403, "Relaying Denied")
-	}
-	if ruri.User == "" {
+	if ruri.User == "" && p.self.IsLocal(ruri.Host) {
 		if r.Method == siplib.OPTIONS {
-			return nil, errSelf
+			return nil, false, errSelf
 		}
-		return nil, sip.Status(404, "Not Found")
+		return nil, false, sip.Status(404, "Not Found")
 	}
-	if !p.auth.Known(ruri.User) {
-		return nil, sip.Status(404, "Not Found")
+	if p.self.IsLocal(ruri.Host) && p.auth.Known(ruri.User) {
+		r.Direction = "local"
+		ts, err := p.locate(ruri.User)
+		return ts, false, err
 	}
-	binds := p.loc.Lookup(ruri.User + "@" + p.self.Domain)
+	if p.gw != nil && r.User != "" && r.Method == siplib.INVITE {
+		return p.routeOutbound(r, fwd, ruri.User, nil, "outbound")
+	}
+	if !p.self.IsLocal(ruri.Host) || p.gw != nil {
+		// Not a local user, and not an authenticated caller: no relay.
+		return nil, false, sip.Status(403, "Relaying Denied")
+	}
+	return nil, false, sip.Status(404, "Not Found")
+}
+
+// locate returns the contacts of local user.
+func (p *Proxy) locate(user string) ([]target, error) {
+	binds := p.loc.Lookup(user + "@" + p.self.Domain)
 	if len(binds) == 0 {
 		return nil, sip.Status(480, "Temporarily Unavailable")
 	}
@@ -170,6 +201,83 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, err
 		return nil, sip.Status(480, "Temporarily Unavailable")
 	}
 	return ts, nil
+}
+
+// routeInbound routes a call from carrier trunk t by its DID.
+func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Trunk) ([]target, bool, error) {
+	r.Direction, r.Trunk, r.Dialed = "inbound", t.Name, r.Recipient.User
+	if !t.Acquire() {
+		r.Trunk = ""
+		return nil, false, &sip.StatusError{Code: 503, Reason: "Channel Limit Reached", Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10")}}
+	}
+	dest, err := t.Route(r.Recipient.User)
+	if err != nil {
+		return nil, false, &sip.StatusError{Code: 404, Reason: "Unknown DID", Err: err}
+	}
+	switch {
+	case dest.User != "":
+		ts, err := p.locate(dest.User)
+		return ts, false, err
+	case dest.URI != "":
+		var u siplib.Uri
+		if err := siplib.ParseUri(dest.URI, &u); err != nil {
+			return nil, false, &sip.StatusError{Code: 500, Reason: "Bad DID Destination", Err: err}
+		}
+		tg := uriTarget(u)
+		tg.uri = u
+		return []target{tg}, false, nil
+	default:
+		if !t.Transit {
+			return nil, false, sip.Status(403, "Transit Not Allowed")
+		}
+		next := p.gw.Trunk(dest.Trunk)
+		if next == nil {
+			return nil, false, sip.Status(404, "Unknown Trunk")
+		}
+		return p.routeOutbound(r, fwd, r.Recipient.User, []*gateway.Trunk{next}, "transit")
+	}
+}
+
+// routeOutbound sends number out through the dial plan's trunks (or
+// only), one peer after another.
+func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string, only []*gateway.Trunk, dir string) ([]target, bool, error) {
+	normalised, trunks := number, only
+	if only == nil {
+		var err error
+		normalised, trunks, err = p.gw.Outbound(number)
+		if err != nil {
+			return nil, false, &sip.StatusError{Code: 404, Reason: "No Route", Err: err}
+		}
+	}
+	if dir == "transit" {
+		p.releaseInbound(r)
+	}
+	r.Direction, r.Dialed = dir, normalised
+	var ts []target
+	for _, t := range trunks {
+		for _, peer := range t.Peers {
+			u := siplib.Uri{Scheme: "sip", User: normalised, Host: peer.Host, Port: peer.Port, UriParams: siplib.NewParams()}
+			if peer.Transport != "udp" {
+				u.UriParams.Add("transport", peer.Transport)
+			}
+			tg := uriTarget(u)
+			tg.uri, tg.trunk = u, t
+			ts = append(ts, tg)
+		}
+	}
+	return ts, true, nil
+}
+
+// releaseInbound returns the channel an inbound call took, when the call
+// does not get through.
+func (p *Proxy) releaseInbound(r *sip.Request) {
+	if p.gw == nil || r.Direction != "inbound" || r.Trunk == "" {
+		return
+	}
+	if t := p.gw.Trunk(r.Trunk); t != nil {
+		t.Release()
+	}
+	r.Trunk = ""
 }
 
 // Sentinels the server turns into actions rather than responses.

@@ -1,0 +1,203 @@
+// Package gateway connects voxvisor to carriers over SIP trunks: it
+// identifies inbound carriers by source address and routes their DIDs,
+// routes outbound numbers through the dial plan with number
+// normalisation, enforces per-trunk channel limits and writes a CDR per
+// call attempt. Registration to carriers is in register.go.
+//
+// It decides and records; the proxy forwards. It knows nothing of libvirt.
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"sync/atomic"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+)
+
+// Errors.
+var (
+	// ErrNoRoute means no dial plan rule matches the number: answer 404.
+	ErrNoRoute = errors.New("gateway: no route for the number")
+	// ErrNoDID means the inbound number is not one of the trunk's DIDs.
+	ErrNoDID = errors.New("gateway: number is not a DID of this trunk")
+)
+
+// Trunk is one configured trunk at run time.
+type Trunk struct {
+	Name        string
+	Peers       []config.Peer
+	Credentials *config.Credential
+	CallerID    config.CallerID
+	Codecs      []string
+	MaxChannels int
+	Transit     bool
+
+	cidrs    []netip.Prefix
+	dids     []did
+	channels atomic.Int64
+}
+
+type did struct {
+	number string
+	re     *regexp.Regexp
+	dest   Destination
+}
+
+// Destination is where an inbound DID goes: a local user, a URI (the
+// trunk's media endpoint; "{did}" is replaced by the number), or a trunk.
+type Destination struct {
+	User  string
+	URI   string
+	Trunk string
+}
+
+// Acquire takes one channel; false when the trunk is full.
+func (t *Trunk) Acquire() bool {
+	for {
+		n := t.channels.Load()
+		if t.MaxChannels > 0 && n >= int64(t.MaxChannels) {
+			return false
+		}
+		if t.channels.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Release returns a channel.
+func (t *Trunk) Release() {
+	if t.channels.Add(-1) < 0 {
+		t.channels.Store(0)
+	}
+}
+
+// Channels returns the channels in use.
+func (t *Trunk) Channels() int { return int(t.channels.Load()) }
+
+// Route returns the destination of an inbound number.
+func (t *Trunk) Route(number string) (Destination, error) {
+	for _, d := range t.dids {
+		if d.number != "" && d.number == number || d.re != nil && d.re.MatchString(number) {
+			dest := d.dest
+			dest.URI = strings.ReplaceAll(dest.URI, "{did}", number)
+			return dest, nil
+		}
+	}
+	return Destination{}, fmt.Errorf("%w: %s on %s", ErrNoDID, number, t.Name)
+}
+
+type rule struct {
+	prefix  string
+	re      *regexp.Regexp
+	strip   int
+	prepend string
+	replace string
+	trunks  []*Trunk
+}
+
+// Gateway holds the trunks and the dial plan. Safe for concurrent use.
+type Gateway struct {
+	trunks map[string]*Trunk // set once
+	order  []*Trunk
+	plan   []rule
+}
+
+// New builds the gateway from a validated configuration.
+func New(cfg *config.Config) (*Gateway, error) {
+	g := &Gateway{trunks: map[string]*Trunk{}}
+	for _, tc := range cfg.Trunks {
+		t := &Trunk{Name: tc.Name, Peers: tc.Peers, Credentials: tc.Credentials, CallerID: tc.CallerID,
+			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Inbound.Transit}
+		for _, c := range tc.Inbound.CIDRs {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				return nil, fmt.Errorf("trunk %s: %w", tc.Name, err)
+			}
+			t.cidrs = append(t.cidrs, p.Masked())
+		}
+		for _, d := range tc.DIDs {
+			x := did{number: d.Number, dest: Destination{User: d.User, URI: d.URI, Trunk: d.Trunk}}
+			if d.Pattern != "" {
+				re, err := regexp.Compile(d.Pattern)
+				if err != nil {
+					return nil, fmt.Errorf("trunk %s: DID pattern: %w", tc.Name, err)
+				}
+				x.re = re
+			}
+			t.dids = append(t.dids, x)
+		}
+		g.trunks[t.Name] = t
+		g.order = append(g.order, t)
+	}
+	for _, rc := range cfg.DialPlan {
+		r := rule{prefix: rc.Prefix, strip: rc.Strip, prepend: rc.Prepend, replace: rc.Replace}
+		if rc.Match != "" {
+			re, err := regexp.Compile(rc.Match)
+			if err != nil {
+				return nil, fmt.Errorf("dial plan: %w", err)
+			}
+			r.re = re
+		}
+		for _, name := range rc.Trunks {
+			t, ok := g.trunks[name]
+			if !ok {
+				return nil, fmt.Errorf("dial plan: no trunk %q", name)
+			}
+			r.trunks = append(r.trunks, t)
+		}
+		g.plan = append(g.plan, r)
+	}
+	return g, nil
+}
+
+// Trunk returns the trunk called name, or nil.
+func (g *Gateway) Trunk(name string) *Trunk { return g.trunks[name] }
+
+// Trunks returns every trunk in configuration order.
+func (g *Gateway) Trunks() []*Trunk { return g.order }
+
+// Identify returns the trunk whose inbound networks hold src, or nil.
+func (g *Gateway) Identify(src netip.Addr) *Trunk {
+	src = src.Unmap()
+	for _, t := range g.order {
+		for _, p := range t.cidrs {
+			if p.Contains(src) {
+				return t
+			}
+		}
+	}
+	return nil
+}
+
+// Outbound applies the first matching dial plan rule to number and
+// returns the normalised number and the trunks to try in order.
+func (g *Gateway) Outbound(number string) (string, []*Trunk, error) {
+	for _, r := range g.plan {
+		switch {
+		case r.re != nil:
+			m := r.re.FindStringSubmatchIndex(number)
+			if m == nil {
+				continue
+			}
+			out := number
+			if r.replace != "" {
+				out = string(r.re.ExpandString(nil, r.replace, number, m))
+			}
+			return normalise(out, r.strip, r.prepend), r.trunks, nil
+		case strings.HasPrefix(number, r.prefix):
+			return normalise(number, r.strip, r.prepend), r.trunks, nil
+		}
+	}
+	return "", nil, fmt.Errorf("%w: %s", ErrNoRoute, number)
+}
+
+func normalise(n string, strip int, prepend string) string {
+	if strip > len(n) {
+		strip = len(n)
+	}
+	return prepend + n[strip:]
+}
