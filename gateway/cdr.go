@@ -14,7 +14,7 @@ import (
 type CDR struct {
 	CallID      string     `json:"call_id"`
 	From        string     `json:"from"`
-	To          string     `json:"to"` // normalised for trunk calls
+	To          string     `json:"to"`        // normalised for trunk calls
 	Direction   string     `json:"direction"` // inbound, outbound, local, transit
 	Trunk       string     `json:"trunk,omitempty"`
 	Start       time.Time  `json:"start"`

@@ -154,8 +154,13 @@ func New(cfg *config.Config) (*Gateway, error) {
 	return g, nil
 }
 
-// Trunk returns the trunk called name, or nil.
-func (g *Gateway) Trunk(name string) *Trunk { return g.trunks[name] }
+// Trunk returns the trunk called name, or nil (also on a nil Gateway).
+func (g *Gateway) Trunk(name string) *Trunk {
+	if g == nil {
+		return nil
+	}
+	return g.trunks[name]
+}
 
 // Trunks returns every trunk in configuration order.
 func (g *Gateway) Trunks() []*Trunk { return g.order }

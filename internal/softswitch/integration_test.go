@@ -117,6 +117,13 @@ func freePort(t *testing.T) int {
 // reports a failed call. It returns SIPp's message trace.
 func sipp(t *testing.T, remote, scenario string, port int, transport string, args ...string) string {
 	t.Helper()
+	return sippFrom(t, "127.0.0.1", remote, scenario, port, transport, args...)
+}
+
+// sippFrom is sipp with SIPp bound to local address ip (another loopback
+// address stands for another host: a carrier, an intruder).
+func sippFrom(t *testing.T, ip, remote, scenario string, port int, transport string, args ...string) string {
+	t.Helper()
 	bin := need(t, "sipp")
 	dir := t.TempDir()
 	msgs := filepath.Join(dir, "msgs.log")
@@ -126,7 +133,7 @@ func sipp(t *testing.T, remote, scenario string, port int, transport string, arg
 	}
 	full := append([]string{remote,
 		"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
-		"-t", tp, "-p", fmt.Sprint(port), "-i", "127.0.0.1",
+		"-t", tp, "-p", fmt.Sprint(port), "-i", ip,
 		"-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error",
 		"-trace_msg", "-message_file", msgs,
 		"-trace_err", "-error_file", filepath.Join(dir, "err.log"),

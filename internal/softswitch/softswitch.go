@@ -18,6 +18,7 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
+	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/anchor"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/media"
@@ -41,6 +42,9 @@ type Switch struct {
 	Proxy     *proxy.Proxy
 	Relay     *media.Relay
 	Anchor    *anchor.Anchor
+	Gateway   *gateway.Gateway // nil without trunks
+	Calls     *gateway.Calls
+	CDR       *gateway.CDRWriter
 	log       *slog.Logger
 }
 
@@ -64,27 +68,52 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		return nil, err
 	}
 	var an *anchor.Anchor
+	var calls *gateway.Calls
 	relay, err := media.New(media.Config{
 		Addr:    netip.MustParseAddr(cfg.Media.Address),
 		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
 		Quarantine: media.DefaultQuarantine,
 		Timeout:    cfg.Media.Timeout, HoldTimeout: cfg.Media.HoldTimeout,
 		NAT: cfg.Media.NATLatching,
-	}, log, func(id string) { an.Timeout(id) })
+	}, log, func(id string) {
+		calls.End(id, "system") // reads the media statistics first
+		an.Timeout(id)
+	})
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
+	var gw *gateway.Gateway
+	if len(cfg.Trunks) > 0 {
+		if gw, err = gateway.New(cfg); err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
+	cdrPath := cfg.CDR.Path
+	if cdrPath == "" {
+		cdrPath = filepath.Join(cfg.DataDir, "cdr.jsonl")
+	}
+	cdr, err := gateway.OpenCDR(cdrPath, cfg.CDR.MaxBytes, cfg.CDR.Keep)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	calls = gateway.NewCalls(gw, cdr, mediaStats(relay), log)
 	an = anchor.New(relay, anchor.Mode(cfg.Media.Anchor), sdp.Policy{Allow: cfg.Media.Codecs}, log)
 	srv := server.New(cfg.SIP, log)
 	self, err := srv.Listen()
 	if err != nil {
 		store.Close()
+		cdr.Close()
 		return nil, err
 	}
-	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, log: log}
+	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
+		Gateway: gw, Calls: calls, CDR: cdr, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
+	sw.Proxy.SetGateway(gw)
+	sw.Proxy.AddHook(calls) // before the anchor: it reads media statistics the anchor releases
 	sw.Proxy.AddHook(an)
 	an.SetOriginator(sw.Proxy)
 	srv.SetHandler(sip.Chain(
@@ -150,5 +179,28 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	if cerr := sw.Store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
+	if cerr := sw.CDR.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
 	return err
+}
+
+// mediaStats reads a call's relay statistics for its CDR.
+func mediaStats(relay *media.Relay) func(string) []gateway.Stream {
+	conv := func(s media.LegStats) gateway.LegStats {
+		return gateway.LegStats{Packets: s.Packets, Bytes: s.Bytes, Lost: s.Lost,
+			JitterMS: s.Jitter * 1000, RTTMS: float64(s.RTT) / float64(time.Millisecond)}
+	}
+	return func(id string) []gateway.Stream {
+		sess := relay.Get(id)
+		if sess == nil {
+			return nil
+		}
+		var out []gateway.Stream
+		for i, st := range sess.Streams() {
+			s := st.Stats()
+			out = append(out, gateway.Stream{Index: i, Caller: conv(s[0]), Callee: conv(s[1])})
+		}
+		return out
+	}
 }
