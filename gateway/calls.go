@@ -14,7 +14,7 @@ import (
 // ends and to give its trunk channel back. It is a proxy hook.
 type Calls struct {
 	g     *Gateway
-	cdr   *CDRWriter                       // may be nil: no CDRs
+	cdr   *CDRWriter                   // may be nil: no CDRs
 	media func(callID string) []Stream // the relay's statistics; may be nil
 	log   *slog.Logger
 	now   func() time.Time

@@ -34,7 +34,6 @@ func carriers(down, up, endpoint int, upChannels int) func(*config.Config) {
 	}
 }
 
-
 func readCDRs(t *testing.T, sw *running, want int) []gateway.CDR {
 	t.Helper()
 	path := filepath.Join(sw.Config.DataDir, "cdr.jsonl")
