@@ -10,6 +10,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -35,6 +36,8 @@ type Trunk struct {
 	Codecs      []string
 	MaxChannels int
 	Transit     bool
+	Register    bool
+	RegExpires  int
 
 	cidrs    []netip.Prefix
 	dids     []did
@@ -111,7 +114,8 @@ func New(cfg *config.Config) (*Gateway, error) {
 	g := &Gateway{trunks: map[string]*Trunk{}}
 	for _, tc := range cfg.Trunks {
 		t := &Trunk{Name: tc.Name, Peers: tc.Peers, Credentials: tc.Credentials, CallerID: tc.CallerID,
-			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Inbound.Transit}
+			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Inbound.Transit,
+			Register: tc.Register, RegExpires: tc.RegExpires}
 		for _, c := range tc.Inbound.CIDRs {
 			p, err := netip.ParsePrefix(c)
 			if err != nil {
@@ -206,3 +210,5 @@ func normalise(n string, strip int, prepend string) string {
 	}
 	return prepend + n[strip:]
 }
+
+func parseIP(host string) net.IP { return net.ParseIP(host) }

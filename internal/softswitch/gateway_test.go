@@ -151,3 +151,37 @@ func TestNoOpenRelay(t *testing.T) {
 		t.Errorf("unauthenticated outbound: want 407 then 403\n%s", trace)
 	}
 }
+
+// TestUpstreamRegistration: a trunk registers to a carrier that demands
+// digest, refreshes before the (3 s) expiry, notices the carrier is gone,
+// and registers again once it is back.
+func TestUpstreamRegistration(t *testing.T) {
+	carrier := freePort(t)
+	waitCarrier := sippAsync(t, "carrier_registrar.xml", carrier, "udp")
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Peers: []config.Peer{{Host: "127.0.0.1", Port: carrier, Transport: "udp"}},
+			Credentials: &config.Credential{Username: "acct", Password: "s3cret", Realm: "carrier.example"},
+			Register:    true, RegExpires: 600}}
+	})
+	state := func() gatewayState {
+		st, _ := sw.Registrations.State("carrier")
+		return gatewayState{st.Registered, st.LastError}
+	}
+	waitFor(t, 10*time.Second, "the first registration", func() bool { return state().registered })
+	trace := waitCarrier() // the initial REGISTER and the refresh, each answered after a challenge
+	if n := strings.Count(trace, "Authorization: Digest"); n < 2 {
+		t.Fatalf("want a registration and a refresh with credentials, saw %d:\n%s", n, trace)
+	}
+	if strings.Contains(trace, "s3cret") {
+		t.Fatal("the password went over the wire")
+	}
+	waitFor(t, 15*time.Second, "the registration to fail with the carrier gone", func() bool { return !state().registered && state().lastError != "" })
+	waitCarrier = sippAsync(t, "carrier_registrar1.xml", carrier, "udp")
+	waitFor(t, 20*time.Second, "registration after the carrier came back", func() bool { return state().registered })
+	waitCarrier()
+}
+
+type gatewayState struct {
+	registered bool
+	lastError  string
+}

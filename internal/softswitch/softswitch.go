@@ -45,7 +45,10 @@ type Switch struct {
 	Gateway   *gateway.Gateway // nil without trunks
 	Calls     *gateway.Calls
 	CDR       *gateway.CDRWriter
-	log       *slog.Logger
+	// Registrations keeps trunks registered to their carriers; nil when
+	// no trunk registers.
+	Registrations *gateway.Registrations
+	log           *slog.Logger
 }
 
 // New builds and binds a switch for cfg. Nothing runs until Serve.
@@ -112,6 +115,27 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		Gateway: gw, Calls: calls, CDR: cdr, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
+	if gw != nil {
+		for _, t := range gw.Trunks() {
+			if !t.Register {
+				continue
+			}
+			l, ok := self.Listener("udp")
+			if !ok {
+				srv.Close()
+				store.Close()
+				cdr.Close()
+				return nil, fmt.Errorf("trunk %s registers to its carrier, which needs a udp listener", t.Name)
+			}
+			if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), l.Host, l.Port, log); err != nil {
+				srv.Close()
+				store.Close()
+				cdr.Close()
+				return nil, err
+			}
+			break
+		}
+	}
 	sw.Proxy.SetGateway(gw)
 	sw.Proxy.AddHook(calls) // before the anchor: it reads media statistics the anchor releases
 	sw.Proxy.AddHook(an)
@@ -173,7 +197,32 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	for _, l := range sw.Self.Listeners {
 		sw.log.Info("listening", "transport", l.Transport, "address", l.Bound.String(), "domain", sw.Self.Domain)
 	}
-	err := sw.Server.Serve(ctx)
+	// The listeners outlive the registrations, so trunks can unregister.
+	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
+	served := make(chan error, 1)
+	go func() { served <- sw.Server.Serve(srvCtx) }()
+	if sw.Registrations != nil {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := sw.Server.WaitReady(rctx); err != nil {
+			sw.log.Error("listeners not ready; trunks register anyway", "error", err)
+		}
+		cancel()
+		sw.Registrations.Start(ctx, sw.Gateway)
+	}
+	var err error
+	done := false
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		done = true
+	}
+	if sw.Registrations != nil {
+		sw.Registrations.Wait()
+	}
+	stopServer()
+	if !done {
+		err = <-served
+	}
 	stop()
 	wg.Wait()
 	if cerr := sw.Store.Close(); cerr != nil && err == nil {

@@ -136,6 +136,9 @@ func lingerTimers(d time.Duration) {
 	}
 }
 
+// UA is the sipgo user agent, for clients that share the listeners.
+func (s *Server) UA() *sipgo.UserAgent { return s.ua }
+
 // TransactionLayer is the sipgo transaction layer, for handlers that send.
 func (s *Server) TransactionLayer() *siplib.TransactionLayer { return s.ua.TransactionLayer() }
 
@@ -179,6 +182,35 @@ func (s *Server) Serve(ctx context.Context) error {
 	wg.Wait()
 	s.ua.Close()
 	return err
+}
+
+// WaitReady waits until sipgo serves every UDP listener (it registers a
+// listener's socket for sending only once it starts reading from it).
+func (s *Server) WaitReady(ctx context.Context) error {
+	pool := s.ua.TransportLayer().Pool("udp")
+	for _, c := range s.udp {
+		addr := c.LocalAddr().String()
+		for {
+			if conn := pool.Get(addr); conn != nil {
+				conn.TryClose()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Close releases the listeners of a server that will not Serve.
+func (s *Server) Close() {
+	s.closeSockets()
+	if s.ua != nil {
+		s.ua.Close()
+	}
 }
 
 func (s *Server) closeSockets() {

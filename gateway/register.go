@@ -1,0 +1,201 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	siplib "github.com/emiago/sipgo/sip"
+)
+
+// RegState is a trunk's registration to its carrier, as the logs and the
+// admin API show it.
+type RegState struct {
+	Registered bool      `json:"registered"`
+	Expires    time.Time `json:"expires,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+	Since      time.Time `json:"since"`
+}
+
+// Registrations keeps every trunk with register: true registered: it
+// refreshes at 80% of the granted expiry and retries with exponential
+// backoff (1 s to 60 s, with jitter) when the carrier fails.
+type Registrations struct {
+	client  *sipgo.Client
+	contact siplib.Uri // our address, in Contact
+	laddr   siplib.Addr
+	log     *slog.Logger
+
+	// Timeout bounds one REGISTER transaction (default 8 s).
+	Timeout time.Duration
+
+	wg     sync.WaitGroup
+	states sync.Map // trunk name -> *atomic.Pointer[RegState]
+}
+
+// NewRegistrations prepares registrations sent from our UDP listener at
+// host:port through ua.
+func NewRegistrations(ua *sipgo.UserAgent, host string, port int, log *slog.Logger) (*Registrations, error) {
+	c, err := sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(port))
+	if err != nil {
+		return nil, fmt.Errorf("registration client: %w", err)
+	}
+	return &Registrations{client: c, log: log, Timeout: 8 * time.Second,
+		contact: siplib.Uri{Scheme: "sip", Host: host, Port: port},
+		laddr:   siplib.Addr{IP: parseIP(host), Port: port}}, nil
+}
+
+// Start registers each trunk that asks for it until ctx ends, then
+// unregisters. Wait waits for that.
+func (rg *Registrations) Start(ctx context.Context, g *Gateway) {
+	for _, t := range g.Trunks() {
+		if !t.Register {
+			continue
+		}
+		st := &atomic.Pointer[RegState]{}
+		st.Store(&RegState{Since: time.Now(), LastError: "not yet registered"})
+		rg.states.Store(t.Name, st)
+		rg.wg.Add(1)
+		go func() {
+			defer rg.wg.Done()
+			rg.run(ctx, t, st)
+		}()
+	}
+}
+
+// Wait waits for every registration loop to end.
+func (rg *Registrations) Wait() { rg.wg.Wait() }
+
+// State returns a trunk's registration state.
+func (rg *Registrations) State(trunk string) (RegState, bool) {
+	v, ok := rg.states.Load(trunk)
+	if !ok {
+		return RegState{}, false
+	}
+	return *v.(*atomic.Pointer[RegState]).Load(), true
+}
+
+func (rg *Registrations) run(ctx context.Context, t *Trunk, st *atomic.Pointer[RegState]) {
+	backoff := time.Second
+	callID := fmt.Sprintf("vxreg-%s-%d", t.Name, rand.Int64())
+	cseq := uint32(1)
+	for {
+		granted, err := rg.register(ctx, t, callID, &cseq, t.RegExpires)
+		prev := st.Load()
+		var wait time.Duration
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if prev.Registered || prev.LastError != err.Error() {
+				rg.log.Warn("trunk registration failing", "trunk", t.Name, "error", err, "retry_in", backoff)
+			}
+			st.Store(&RegState{LastError: err.Error(), Since: time.Now()})
+			wait = backoff + time.Duration(rand.Int64N(int64(backoff/4)+1))
+			backoff = min(backoff*2, time.Minute)
+		} else {
+			if !prev.Registered {
+				rg.log.Info("trunk registered", "trunk", t.Name, "expires", granted)
+			}
+			st.Store(&RegState{Registered: true, Expires: time.Now().Add(granted), Since: time.Now()})
+			backoff = time.Second
+			wait = granted * 8 / 10
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+			continue
+		}
+		break
+	}
+	if st.Load().Registered {
+		uctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		rg.register(uctx, t, callID, &cseq, 0)
+		cancel()
+	}
+}
+
+// ErrRegistration wraps a carrier's refusal.
+var ErrRegistration = errors.New("registration refused")
+
+// register sends one REGISTER (answering a digest challenge) and returns
+// the expiry the carrier granted.
+func (rg *Registrations) register(ctx context.Context, t *Trunk, callID string, cseq *uint32, expires int) (time.Duration, error) {
+	if len(t.Peers) == 0 || t.Credentials == nil {
+		return 0, errors.New("trunk has no peer or no credentials")
+	}
+	peer := t.Peers[0]
+	host := peer.Host
+	if t.Credentials.Realm != "" {
+		host = t.Credentials.Realm
+	}
+	aor := siplib.Uri{Scheme: "sip", User: t.Credentials.Username, Host: host}
+	req := siplib.NewRequest(siplib.REGISTER, siplib.Uri{Scheme: "sip", Host: peer.Host, Port: peer.Port})
+	from := &siplib.FromHeader{Address: aor, Params: siplib.NewParams()}
+	from.Params.Add("tag", callID)
+	req.AppendHeader(from)
+	req.AppendHeader(&siplib.ToHeader{Address: aor, Params: siplib.NewParams()})
+	cid := siplib.CallIDHeader(callID)
+	req.AppendHeader(&cid)
+	*cseq++
+	req.AppendHeader(&siplib.CSeqHeader{SeqNo: *cseq, MethodName: siplib.REGISTER})
+	contact := rg.contact
+	contact.User = t.Credentials.Username
+	req.AppendHeader(&siplib.ContactHeader{Address: contact})
+	exp := siplib.ExpiresHeader(expires)
+	req.AppendHeader(&exp)
+	req.SetTransport(strings.ToUpper(peer.Transport))
+	req.SetDestination(fmt.Sprintf("%s:%d", peer.Host, peer.Port))
+	if peer.Transport == "udp" {
+		req.Laddr = rg.laddr
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, rg.Timeout)
+	defer cancel()
+	res, err := rg.client.Do(ctx, req)
+	if err != nil {
+		return 0, fmt.Errorf("REGISTER to %s:%d: %w", peer.Host, peer.Port, err)
+	}
+	if res.StatusCode == 401 || res.StatusCode == 407 {
+		res, err = rg.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Credentials.Username, Password: t.Credentials.Password})
+		if err != nil {
+			return 0, fmt.Errorf("REGISTER to %s:%d with credentials: %w", peer.Host, peer.Port, err)
+		}
+		*cseq = req.CSeq().SeqNo
+	}
+	if res.StatusCode != 200 {
+		return 0, fmt.Errorf("%w: %d %s", ErrRegistration, res.StatusCode, res.Reason)
+	}
+	return grantedExpiry(res, expires), nil
+}
+
+// grantedExpiry reads the expiry the registrar granted our contact.
+func grantedExpiry(res *siplib.Response, asked int) time.Duration {
+	secs := asked
+	if h := res.GetHeader("Expires"); h != nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
+			secs = n
+		}
+	}
+	for _, h := range res.GetHeaders("Contact") {
+		if c, ok := h.(*siplib.ContactHeader); ok {
+			if v, ok := c.Params.Get("expires"); ok {
+				if n, err := strconv.Atoi(v); err == nil {
+					secs = n
+				}
+			}
+		}
+	}
+	if secs < 2 {
+		secs = 2
+	}
+	return time.Duration(secs) * time.Second
+}
