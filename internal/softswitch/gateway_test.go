@@ -9,6 +9,7 @@ import (
 
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/sip/digest"
 )
 
 // carriers configures two trunks on loopback SIPp carriers: "down" (the
@@ -184,4 +185,54 @@ func TestUpstreamRegistration(t *testing.T) {
 type gatewayState struct {
 	registered bool
 	lastError  string
+}
+
+// TestOutboundDigest: the carrier challenges the INVITE (407) and the BYE
+// (401); voxvisor answers with the trunk's credentials, one CSeq higher,
+// and keeps the caller's CSeqs consistent on both sides.
+func TestOutboundDigest(t *testing.T) {
+	carrier := freePort(t)
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Peers: []config.Peer{{Host: "127.0.0.1", Port: carrier, Transport: "udp"}},
+			Credentials: &config.Credential{Username: "acct", Password: "s3cret", Realm: "carrier.example"}, RegExpires: 600}}
+		c.DialPlan = []config.Rule{{Prefix: "0", Strip: 1, Prepend: "+49", Trunks: []string{"carrier"}}}
+	})
+	wait := sippAsync(t, "carrier_auth_uas.xml", carrier, "udp")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(wait())
+		}
+	})
+	caller := sipp(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	carrierTrace := wait()
+	for _, want := range []string{"CSeq: 2 INVITE", "Authorization: Digest username=\"acct\"", "CSeq: 3 INVITE", "CSeq: 3 ACK",
+		"CSeq: 4 BYE", "Proxy-Authorization: Digest username=\"acct\"", "CSeq: 5 BYE"} {
+		if !strings.Contains(carrierTrace, want) {
+			t.Errorf("carrier did not see %q", want)
+		}
+	}
+	if strings.Contains(carrierTrace, "403 Bad Credentials") {
+		t.Error("the carrier refused our credentials")
+	}
+	// The BYE's Proxy-Authorization answers the 407 correctly.
+	i := strings.Index(carrierTrace, "Proxy-Authorization: ")
+	if i < 0 {
+		t.Fatal("no Proxy-Authorization on the BYE")
+	}
+	line, _, _ := strings.Cut(carrierTrace[i+len("Proxy-Authorization: "):], "\n")
+	creds, err := digest.Parse(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha1, _ := digest.HA1(digest.MD5, "acct", "carrier.example", "s3cret")
+	if err := digest.Verify(creds, ha1, "BYE"); err != nil {
+		t.Errorf("BYE credentials do not verify: %v", err)
+	}
+	// The caller sees its own CSeqs in every answer.
+	if !strings.Contains(caller, "CSeq: 2 INVITE") || !strings.Contains(caller, "CSeq: 3 BYE") || strings.Contains(caller, "CSeq: 5") {
+		t.Errorf("caller's CSeqs not restored:\n%s", caller)
+	}
+	if t.Failed() {
+		t.Log(carrierTrace)
+	}
 }

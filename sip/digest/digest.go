@@ -254,3 +254,63 @@ func (n *Nonces) Check(nonce string) error {
 	}
 	return nil
 }
+
+// ServerChallenge is a parsed WWW-Authenticate or Proxy-Authenticate.
+type ServerChallenge struct {
+	Realm, Nonce, Opaque, Algorithm, QOP string
+}
+
+// ParseChallenge parses a "Digest realm=..., nonce=..." challenge.
+func ParseChallenge(v string) (ServerChallenge, error) {
+	var c ServerChallenge
+	scheme, rest, ok := strings.Cut(strings.TrimSpace(v), " ")
+	if !ok || !strings.EqualFold(scheme, "Digest") {
+		return c, ErrMalformed
+	}
+	params, err := parseParams(rest)
+	if err != nil {
+		return c, err
+	}
+	c.Realm, c.Nonce, c.Opaque, c.Algorithm = params["realm"], params["nonce"], params["opaque"], params["algorithm"]
+	for _, q := range strings.Split(params["qop"], ",") {
+		if strings.TrimSpace(q) == "auth" {
+			c.QOP = "auth"
+		}
+	}
+	if c.Nonce == "" {
+		return c, ErrMalformed
+	}
+	return c, nil
+}
+
+// Authorize answers challenge c for method and uri as username/password,
+// returning the header value (RFC 7616 §3.4; qop=auth when offered).
+func Authorize(c ServerChallenge, username, password, method, uri string) (string, error) {
+	alg := c.Algorithm
+	if alg == "" {
+		alg = MD5
+	}
+	ha1, err := HA1(alg, username, c.Realm, password)
+	if err != nil {
+		return "", err
+	}
+	var cn [8]byte
+	rand.Read(cn[:])
+	cnonce, nc := hex.EncodeToString(cn[:]), "00000001"
+	if c.QOP == "" {
+		cnonce, nc = "", ""
+	}
+	resp, err := Response(alg, ha1, method, uri, c.Nonce, nc, cnonce, c.QOP)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `Digest username=%q, realm=%q, nonce=%q, uri=%q, response=%q, algorithm=%s`, username, c.Realm, c.Nonce, uri, resp, alg)
+	if c.QOP != "" {
+		fmt.Fprintf(&b, `, qop=auth, nc=%s, cnonce=%q`, nc, cnonce)
+	}
+	if c.Opaque != "" {
+		fmt.Fprintf(&b, `, opaque=%q`, c.Opaque)
+	}
+	return b.String(), nil
+}

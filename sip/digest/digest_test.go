@@ -97,3 +97,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAuthorizeRoundTrip(t *testing.T) {
+	n := NewNonces(time.Minute)
+	ch := Challenge{Realm: "carrier.example", Nonce: n.New(), Algorithm: SHA256}
+	sc, err := ParseChallenge(ch.String())
+	if err != nil || sc.QOP != "auth" || sc.Algorithm != SHA256 {
+		t.Fatalf("parse challenge: %+v %v", sc, err)
+	}
+	v, err := Authorize(sc, "acct", "s3cret", "INVITE", "sip:+4930@carrier.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := Parse(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha1, _ := HA1(SHA256, "acct", "carrier.example", "s3cret")
+	if err := Verify(creds, ha1, "INVITE"); err != nil {
+		t.Fatalf("our own answer does not verify: %v", err)
+	}
+}

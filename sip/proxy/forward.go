@@ -13,6 +13,7 @@ import (
 
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/digest"
 )
 
 // branchEvent is what a branch's reader reports to the call loop.
@@ -27,6 +28,8 @@ type branchEvent struct {
 type branch struct {
 	req           *siplib.Request
 	tx            siplib.ClientTransaction
+	target        target
+	authed        bool // already answered the next hop's challenge
 	provisional   bool // a 1xx arrived: CANCEL may be sent
 	cancelPending bool // cancel as soon as a 1xx arrives
 	cancelled     bool
@@ -145,7 +148,7 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 			p.log.Debug("forward failed", "method", string(r.Method), "dest", t.dest, "error", err)
 			continue
 		}
-		b := &branch{req: out, tx: tx}
+		b := &branch{req: out, tx: tx, target: t}
 		branches = append(branches, b)
 		if isInvite {
 			tx.OnRetransmission(func(res *siplib.Response) { p.relayStateless(r, res) })
@@ -221,11 +224,17 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 				}
 				continue
 			}
+			if (code == 401 || code == 407) && !b.authed && !cancelledUp && p.authRetry(r, b, ev.res, events) {
+				continue // the branch goes on with credentials
+			}
 			b.done = true
 			pending--
 			if code < 300 {
 				if !cancelledUp || !answered {
 					p.relay(r, ev.res)
+				}
+				if !answered && b.target.trunk != nil && r.Method == siplib.INVITE && !hasToTag(r.Request) {
+					p.rememberTrunkDialog(r, b)
 				}
 				answered = true
 				cancelBranches(b)
@@ -307,6 +316,62 @@ func callerID(out *siplib.Request, t *gateway.Trunk) {
 		out.RemoveHeader("P-Asserted-Identity")
 		out.AppendHeader(siplib.NewHeader("P-Asserted-Identity", "<"+pai+">"))
 	}
+}
+
+// authRetry answers a trunk carrier's 401/407 with the trunk's
+// credentials: the request goes again with one more CSeq, on a new
+// transaction, on the same branch. It reports whether it did.
+func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, events chan<- branchEvent) bool {
+	t := b.target.trunk
+	if t == nil || t.Credentials == nil {
+		return false
+	}
+	hdr, authHdr := "WWW-Authenticate", "Authorization"
+	if res.StatusCode == 407 {
+		hdr, authHdr = "Proxy-Authenticate", "Proxy-Authorization"
+	}
+	retry := b.req.Clone()
+	retry.SetBody(b.req.Body())
+	answered := false
+	for _, h := range res.GetHeaders(hdr) {
+		ch, err := digest.ParseChallenge(h.Value())
+		if err != nil || (t.Credentials.Realm != "" && ch.Realm != t.Credentials.Realm) {
+			continue
+		}
+		v, err := digest.Authorize(ch, t.Credentials.Username, t.Credentials.Password, string(retry.Method), retry.Recipient.String())
+		if err != nil {
+			continue
+		}
+		retry.AppendHeader(siplib.NewHeader(authHdr, v))
+		answered = true
+		break
+	}
+	if !answered {
+		return false
+	}
+	retry.CSeq().SeqNo++
+	if via := retry.Via(); via != nil {
+		via.Params.Add("branch", newBranchID())
+	}
+	retry.SetDestination(b.req.Destination())
+	retry.SetTransport(b.req.Transport())
+	retry.Laddr = b.req.Laddr
+	tx, err := p.txl.Request(context.Background(), retry)
+	if err != nil {
+		p.log.Debug("retry with credentials failed", "trunk", t.Name, "error", err)
+		return false
+	}
+	if hasToTag(r.Request) {
+		if d := p.trunkDialog(r); d != nil {
+			d.shift.Add(1)
+		}
+	}
+	b.req, b.tx, b.authed, b.provisional = retry, tx, true, false
+	if retry.IsInvite() {
+		tx.OnRetransmission(func(res *siplib.Response) { p.relayStateless(r, res) })
+	}
+	go readBranch(b, events)
+	return true
 }
 
 // readBranch passes a branch's responses to the call loop until its final
@@ -401,11 +466,15 @@ func (p *Proxy) relayStateless(r *sip.Request, res *siplib.Response) {
 }
 
 // upstream copies res without our Via, with its body anchored, addressed
-// to where r came from.
+// to where r came from, with r's CSeq (a retry with credentials sent a
+// higher one downstream).
 func (p *Proxy) upstream(r *sip.Request, res *siplib.Response) *siplib.Response {
 	out := res.Clone()
 	out.SetBody(res.Body())
 	out.RemoveHeader("Via")
+	if cs, rcs := out.CSeq(), r.CSeq(); cs != nil && rcs != nil {
+		cs.SeqNo = rcs.SeqNo
+	}
 	// Still carries the downstream source and transport here.
 	if err := p.hookResponse(r, out); err != nil {
 		p.log.Warn("a hook failed on a response", "status", res.StatusCode, "error", err)

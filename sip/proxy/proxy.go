@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,10 @@ type Proxy struct {
 
 	hooks []Hook           // set once before serving
 	gw    *gateway.Gateway // set once before serving; nil without trunks
+
+	// trunkDialogs are answered calls out through a trunk, by Call-ID:
+	// what in-dialog requests from the caller need (CSeq shift, trunk).
+	trunkDialogs sync.Map
 
 	// Counters for metrics.
 	Forwarded atomic.Uint64 // requests forwarded statefully
@@ -85,6 +90,12 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 		if err != nil {
 			return err
 		}
+		if d := p.trunkDialog(r); d != nil {
+			if d.fromCaller(r) {
+				fwd.CSeq().SeqNo += d.shift.Load()
+			}
+			t.trunk = d.trunk
+		}
 		targets = []target{t}
 	default:
 		ts, ser, err := p.routeInitial(r, fwd)
@@ -113,6 +124,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	}
 	if status < 200 || status >= 300 {
 		p.releaseInbound(r)
+	}
+	if r.Method == siplib.BYE {
+		p.trunkDialogs.Delete(r.CallID().Value())
 	}
 	p.hookDone(r, status)
 	return err
@@ -266,6 +280,37 @@ func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string
 		}
 	}
 	return ts, true, nil
+}
+
+// trunkDialog is an answered call out through a trunk.
+type trunkDialog struct {
+	callerTag string
+	trunk     *gateway.Trunk
+	shift     atomic.Uint32 // CSeqs the proxy added on the caller's side (credential retries)
+}
+
+func (d *trunkDialog) fromCaller(r *sip.Request) bool {
+	tag, _ := r.From().Params.Get("tag")
+	return tag == d.callerTag
+}
+
+func (p *Proxy) trunkDialog(r *sip.Request) *trunkDialog {
+	if h := r.CallID(); h != nil {
+		if v, ok := p.trunkDialogs.Load(h.Value()); ok {
+			return v.(*trunkDialog)
+		}
+	}
+	return nil
+}
+
+// rememberTrunkDialog records an answered trunk call: the caller's later
+// requests get the CSeq shift of the credential retries, and the trunk's
+// credentials for the carrier's challenges.
+func (p *Proxy) rememberTrunkDialog(r *sip.Request, b *branch) {
+	tag, _ := r.From().Params.Get("tag")
+	d := &trunkDialog{callerTag: tag, trunk: b.target.trunk}
+	d.shift.Store(b.req.CSeq().SeqNo - r.CSeq().SeqNo)
+	p.trunkDialogs.Store(r.CallID().Value(), d)
 }
 
 // releaseInbound returns the channel an inbound call took, when the call
