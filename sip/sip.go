@@ -37,6 +37,8 @@ type Request struct {
 	Direction string
 	Trunk     string
 	Dialed    string
+	// Codecs is the trunk's codec policy for this call; empty: the global one.
+	Codecs []string
 }
 
 // Handler handles a request. It either responds itself (through Respond)

@@ -82,6 +82,7 @@ type party struct {
 type call struct {
 	id       string
 	anchored bool
+	policy   sdp.Policy // the trunk's codecs, else the global policy
 	origins  [2]sdp.Origin // o= of the SDP delivered to A ([0]) and to B ([1])
 	pending  bool          // an offer awaits its answer
 	offerer  side
@@ -107,7 +108,10 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 		if r.Method != siplib.INVITE || tag(r.To().Params) != "" {
 			return nil // not a call we anchor
 		}
-		c = &call{id: id, anchored: a.shouldAnchor(r)}
+		c = &call{id: id, anchored: a.shouldAnchor(r), policy: a.policy}
+		if len(r.Codecs) > 0 {
+			c.policy = sdp.Policy{Allow: r.Codecs}
+		}
 		c.parties[sideA] = party{tag: from, addr: r.Source.String(), tp: r.Transport, nameHdr: nameOf(r.From().Address, r.From().DisplayName)}
 		if ct := r.Contact(); ct != nil {
 			c.parties[sideA].uri = ct.Address.Clone()
@@ -262,7 +266,7 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final bool) ([]byte, error)
 	} else {
 		c.pending, c.offerer, c.offered = true, s, streams
 	}
-	body, err := sdp.Rewrite(d, eps, a.policy, &c.origins[other])
+	body, err := sdp.Rewrite(d, eps, c.policy, &c.origins[other])
 	if errors.Is(err, sdp.ErrNoCodec) {
 		return nil, &sip.StatusError{Code: 488, Reason: "Not Acceptable Here", Err: err,
 			Headers: []siplib.Header{siplib.NewHeader("Warning", `304 voxvisor "no allowed codec"`)}}

@@ -201,3 +201,17 @@ func TestNATModeAnchorsOnlyNATedCallers(t *testing.T) {
 		t.Fatal("failed call kept its media")
 	}
 }
+
+func TestTrunkCodecPolicy(t *testing.T) {
+	a := newAnchor(t, Always, sdp.Policy{})
+	r, out := request(t, "INVITE", "", "a", 1, body("10.0.0.1", 4000))
+	r.Codecs = []string{"PCMA"}
+	if err := a.Request(r, out); err != nil {
+		t.Fatal(err)
+	}
+	b := string(out.Body())
+	if !strings.Contains(b, "RTP/AVP 8 101") || strings.Contains(b, "PCMU") {
+		t.Fatalf("trunk codecs not applied:\n%s", b)
+	}
+	a.Release("call-1")
+}

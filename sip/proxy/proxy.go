@@ -219,7 +219,7 @@ func (p *Proxy) locate(user string) ([]target, error) {
 
 // routeInbound routes a call from carrier trunk t by its DID.
 func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Trunk) ([]target, bool, error) {
-	r.Direction, r.Trunk, r.Dialed = "inbound", t.Name, r.Recipient.User
+	r.Direction, r.Trunk, r.Dialed, r.Codecs = "inbound", t.Name, r.Recipient.User, t.Codecs
 	if !t.Acquire() {
 		r.Trunk = ""
 		return nil, false, &sip.StatusError{Code: 503, Reason: "Channel Limit Reached", Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10")}}
@@ -267,6 +267,14 @@ func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string
 		p.releaseInbound(r)
 	}
 	r.Direction, r.Dialed = dir, normalised
+	for _, t := range trunks {
+		if len(t.Codecs) > 0 {
+			// The first trunk's policy rules the offer; failover trunks
+			// are expected to take the same codecs.
+			r.Codecs = t.Codecs
+			break
+		}
+	}
 	var ts []target
 	for _, t := range trunks {
 		for _, peer := range t.Peers {
