@@ -82,7 +82,7 @@ type party struct {
 type call struct {
 	id       string
 	anchored bool
-	policy   sdp.Policy // the trunk's codecs, else the global policy
+	policy   sdp.Policy    // the trunk's codecs, else the global policy
 	origins  [2]sdp.Origin // o= of the SDP delivered to A ([0]) and to B ([1])
 	pending  bool          // an offer awaits its answer
 	offerer  side

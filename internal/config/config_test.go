@@ -81,3 +81,13 @@ func TestErrorsGolden(t *testing.T) {
 		})
 	}
 }
+
+func TestGatewayExampleLoads(t *testing.T) {
+	c, err := LoadFile("../../configs/gateway-example.yaml")
+	if err != nil {
+		t.Fatalf("the sample gateway config does not load: %v", err)
+	}
+	if len(c.Trunks) != 2 || len(c.DialPlan) != 4 || c.Trunks[0].Peers[0].Port != 5060 {
+		t.Fatalf("trunks %d, rules %d", len(c.Trunks), len(c.DialPlan))
+	}
+}

@@ -93,6 +93,17 @@ func (d *document) index(f *ast.File) {
 			continue
 		}
 		ast.Walk(visitor(func(n ast.Node) {
+			if seq, ok := n.(*ast.SequenceNode); ok {
+				// List entries have no key of their own: remember their lines.
+				for _, v := range seq.Values {
+					if tok := v.GetToken(); tok != nil && tok.Position != nil {
+						if _, seen := d.lines[keyPath(v.GetPath())]; !seen {
+							d.lines[keyPath(v.GetPath())] = tok.Position.Line
+						}
+					}
+				}
+				return
+			}
 			mv, ok := n.(*ast.MappingValueNode)
 			if !ok {
 				return
