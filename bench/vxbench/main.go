@@ -196,7 +196,7 @@ func (b *bench) callRate(which int) error {
 	calls := int(float64(b.plan.fixedRate) * b.plan.fixedFor.Seconds())
 	c0 := cpu(px.pid())
 	r.fixed, err = runSIPp(b.dir, "fixed", b.plan.fixedFor+60*time.Second, remote, "-sf", b.sippDir("uac.xml"), "-s", "1002",
-		"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.fixedRate), "-m", fmt.Sprint(calls), "-l", "20000", "-max_socket", "60000")
+		"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.fixedRate), "-m", fmt.Sprint(calls), "-l", "20000", "-max_socket", "60000", "-recv_timeout", "5000")
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func (b *bench) callRate(which int) error {
 	for _, rate := range b.plan.steps {
 		n := int(float64(rate) * b.plan.stepFor.Seconds())
 		res, err := runSIPp(b.dir, fmt.Sprintf("step%d", rate), b.plan.stepFor+60*time.Second, remote, "-sf", b.sippDir("uac.xml"), "-s", "1002",
-			"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(rate), "-m", fmt.Sprint(n), "-l", "30000", "-max_socket", "60000")
+			"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(rate), "-m", fmt.Sprint(n), "-l", "30000", "-max_socket", "60000", "-recv_timeout", "5000")
 		if err != nil {
 			return err
 		}

@@ -58,6 +58,9 @@ func (b *bench) report(took time.Duration) string {
 	p("| highest rate with < 0.1%% failed, no retransmission storm | %d calls/s | %d calls/s | %s | > 1.0× |", v.maxRate, k.maxRate, ratio(float64(v.maxRate), float64(k.maxRate)))
 	p("| peak memory (PSS) during the run | %s | %s | %s | bounded |", mib(v.peak), mib(k.peak), ratio(float64(v.peak), float64(k.peak)))
 	p("")
+	p("A call whose next message does not come within 5 s fails (SIPp `-recv_timeout`), so a")
+	p("lost or reordered message costs one call, not the step.")
+	p("")
 	p("Steps (rate: created / failed / retransmissions / seconds):")
 	p("")
 	for i, name := range []string{"voxvisor", "Kamailio"} {
