@@ -19,6 +19,9 @@ type Calls struct {
 	log   *slog.Logger
 	now   func() time.Time
 
+	// OnEnd, when set before serving, sees every finished call (metrics).
+	OnEnd func(CDR)
+
 	mu    sync.Mutex
 	calls map[string]*tracked // guarded by mu; by Call-ID
 }
@@ -133,12 +136,32 @@ func (c *Calls) finish(t *tracked, by string) {
 	if t.trunk != nil {
 		t.trunk.Release()
 	}
+	if c.OnEnd != nil {
+		c.OnEnd(t.cdr)
+	}
 	if c.cdr == nil {
 		return
 	}
 	if err := c.cdr.Write(t.cdr); err != nil {
 		c.log.Error("CDR not written", "call", t.cdr.CallID, "error", err)
 	}
+}
+
+// Snapshot returns the calls in progress, as their CDRs so far, with the
+// relay's statistics now.
+func (c *Calls) Snapshot() []CDR {
+	c.mu.Lock()
+	out := make([]CDR, 0, len(c.calls))
+	for _, t := range c.calls {
+		out = append(out, t.cdr)
+	}
+	c.mu.Unlock()
+	if c.media != nil {
+		for i := range out {
+			out[i].Media = c.media(out[i].CallID)
+		}
+	}
+	return out
 }
 
 // Active returns the number of calls being followed.

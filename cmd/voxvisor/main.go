@@ -132,6 +132,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintln(stdout, "voxvisor", version)
 		},
 	}
-	root.AddCommand(serve, cfgCmd, ver)
+	root.AddCommand(serve, cfgCmd, ver, newCtl(stdout))
 	return root
 }

@@ -10,6 +10,7 @@ package anchor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -324,7 +325,21 @@ func behindNAT(r *sip.Request) bool {
 
 // Timeout ends call id after its media stopped: a BYE to each side, then
 // the media is released. It is the relay's timeout callback.
-func (a *Anchor) Timeout(id string) {
+func (a *Anchor) Timeout(id string) { a.hangup(id, 408, "media timeout") }
+
+// Hangup ends an answered call on an operator's request: a BYE to each
+// side, then the media is released. It reports whether the call existed.
+func (a *Anchor) Hangup(id string) bool {
+	a.mu.Lock()
+	_, ok := a.calls[id]
+	a.mu.Unlock()
+	if ok {
+		a.hangup(id, 200, "hung up by the operator")
+	}
+	return ok
+}
+
+func (a *Anchor) hangup(id string, cause int, text string) {
 	a.mu.Lock()
 	c := a.calls[id]
 	if c == nil || !c.up || a.orig == nil {
@@ -336,7 +351,7 @@ func (a *Anchor) Timeout(id string) {
 		a.mu.Unlock()
 		return
 	}
-	byes := [2]*siplib.Request{a.bye(c, sideA), a.bye(c, sideB)}
+	byes := [2]*siplib.Request{a.bye(c, sideA, cause, text), a.bye(c, sideB, cause, text)}
 	dests := [2]party{c.parties[sideA], c.parties[sideB]}
 	a.dropLocked(c)
 	a.mu.Unlock()
@@ -349,7 +364,7 @@ func (a *Anchor) Timeout(id string) {
 		go func() {
 			defer wg.Done()
 			code, err := a.orig.Originate(context.Background(), b, dests[i].addr, dests[i].tp)
-			a.log.Info("media timeout: BYE sent", "call", id, "to", dests[i].addr, "status", code, "error", err)
+			a.log.Info("call ended by voxvisor: BYE sent", "call", id, "why", text, "to", dests[i].addr, "status", code, "error", err)
 		}()
 	}
 	wg.Wait()
@@ -357,7 +372,7 @@ func (a *Anchor) Timeout(id string) {
 
 // bye builds the BYE that tells side to (A or B) the call is over, as if
 // the other side sent it.
-func (a *Anchor) bye(c *call, to side) *siplib.Request {
+func (a *Anchor) bye(c *call, to side, cause int, text string) *siplib.Request {
 	dst, src := &c.parties[to], &c.parties[1-to]
 	if dst.uri == nil || dst.addr == "" {
 		return nil
@@ -369,7 +384,7 @@ func (a *Anchor) bye(c *call, to side) *siplib.Request {
 	req.AppendHeader(&cid)
 	src.cseq++
 	req.AppendHeader(&siplib.CSeqHeader{SeqNo: src.cseq, MethodName: siplib.BYE})
-	req.AppendHeader(siplib.NewHeader("Reason", `SIP;cause=408;text="media timeout"`))
+	req.AppendHeader(siplib.NewHeader("Reason", fmt.Sprintf("SIP;cause=%d;text=%q", cause, text)))
 	req.SetBody(nil)
 	return req
 }

@@ -26,6 +26,7 @@ type Config struct {
 	Trunks    []Trunk   `yaml:"trunks"`
 	DialPlan  []Rule    `yaml:"dialplan"`
 	CDR       CDR       `yaml:"cdr"`
+	Admin     Admin     `yaml:"admin"`
 
 	// Source is the name the file was loaded under (a path, or the
 	// embedded default's name). Set by Load.
@@ -147,6 +148,12 @@ type CDR struct {
 	Keep     int    `yaml:"keep"`      // rotated files kept
 }
 
+// Admin configures the metrics and admin API listener.
+type Admin struct {
+	Listen string `yaml:"listen"` // host:port; "off" disables it
+	Token  string `yaml:"token"`  // bearer token; required off loopback. Never logged.
+}
+
 // Registrar configures REGISTER handling (RFC 3261 §10).
 type Registrar struct {
 	MinExpires     int `yaml:"min_expires"`
@@ -261,6 +268,7 @@ func (c *Config) applyDefaults() {
 		}
 		defInt(&t.RegExpires, 600)
 	}
+	def(&c.Admin.Listen, "127.0.0.1:8060")
 	if c.CDR.MaxBytes == 0 {
 		c.CDR.MaxBytes = 100 << 20
 	}

@@ -48,6 +48,7 @@ func start(t *testing.T, dir string, mutate func(*config.Config)) *running {
 		t.Fatal(err)
 	}
 	cfg.DataDir = dir
+	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.SIP.Listen = []config.Listener{
 		{Transport: "udp", Address: "127.0.0.1:0"},
 		{Transport: "tcp", Address: "127.0.0.1:0"},

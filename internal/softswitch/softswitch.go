@@ -19,6 +19,7 @@ import (
 	siplib "github.com/emiago/sipgo/sip"
 
 	"github.com/voxvisor/voxvisor/gateway"
+	"github.com/voxvisor/voxvisor/internal/admin"
 	"github.com/voxvisor/voxvisor/internal/anchor"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/media"
@@ -48,7 +49,9 @@ type Switch struct {
 	// Registrations keeps trunks registered to their carriers; nil when
 	// no trunk registers.
 	Registrations *gateway.Registrations
-	log           *slog.Logger
+	// Admin serves /metrics and the JSON API; nil with admin.listen: off.
+	Admin *admin.Server
+	log   *slog.Logger
 }
 
 // New builds and binds a switch for cfg. Nothing runs until Serve.
@@ -140,6 +143,19 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	sw.Proxy.AddHook(calls) // before the anchor: it reads media statistics the anchor releases
 	sw.Proxy.AddHook(an)
 	an.SetOriginator(sw.Proxy)
+	if cfg.Admin.Listen != "off" {
+		adm, err := admin.New(cfg.Admin.Listen, cfg.Admin.Token, backend{sw}, sw.metrics(), log)
+		if err == nil {
+			err = adm.Listen()
+		}
+		if err != nil {
+			srv.Close()
+			store.Close()
+			cdr.Close()
+			return nil, err
+		}
+		sw.Admin = adm
+	}
 	srv.SetHandler(sip.Chain(
 		sip.Sanity(self),
 		sw.options,
@@ -194,6 +210,16 @@ func (sw *Switch) Serve(ctx context.Context) error {
 		defer wg.Done()
 		sw.Relay.Run(sweepCtx, time.Second)
 	}()
+	if sw.Admin != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sw.Admin.Serve(sweepCtx); err != nil {
+				sw.log.Error("admin listener stopped", "error", err)
+			}
+		}()
+		sw.log.Info("admin API and metrics", "address", sw.Admin.Addr())
+	}
 	for _, l := range sw.Self.Listeners {
 		sw.log.Info("listening", "transport", l.Transport, "address", l.Bound.String(), "domain", sw.Self.Domain)
 	}

@@ -185,6 +185,38 @@ func (s *Store) Update(aor string, fn func(cur []Binding) ([]Binding, error)) ([
 	return next, nil
 }
 
+// All returns every unexpired binding, by AOR.
+func (s *Store) All() map[string][]Binding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	out := make(map[string][]Binding, len(s.byAOR))
+	for aor, bs := range s.byAOR {
+		if l := live(bs, now); len(l) > 0 {
+			out[aor] = l
+		}
+	}
+	return out
+}
+
+// Remove deletes aor's binding for contact (every binding when contact is
+// empty) and reports how many went.
+func (s *Store) Remove(aor, contact string) (int, error) {
+	removed := 0
+	_, err := s.Update(aor, func(cur []Binding) ([]Binding, error) {
+		var keep []Binding
+		for _, b := range cur {
+			if contact == "" || b.Contact == contact {
+				removed++
+				continue
+			}
+			keep = append(keep, b)
+		}
+		return keep, nil
+	})
+	return removed, err
+}
+
 // Count returns the number of AORs and bindings held.
 func (s *Store) Count() (aors, bindings int) {
 	s.mu.Lock()

@@ -1,0 +1,195 @@
+// Package admin is voxvisor's operations listener: Prometheus metrics at
+// /metrics and a small JSON API under /api/v1 (registrations, calls,
+// trunks; unregister a contact, hang up a call) that `voxvisor ctl` uses.
+// It answers only on loopback unless a token is configured.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/voxvisor/voxvisor/gateway"
+	"github.com/voxvisor/voxvisor/sip/location"
+)
+
+// Backend is what the API reads and acts on; softswitch provides it.
+type Backend interface {
+	Registrations() map[string][]location.Binding
+	Unregister(aor, contact string) (int, error)
+	Calls() []gateway.CDR
+	Hangup(callID string) bool
+	Trunks() []TrunkInfo
+}
+
+// TrunkInfo is one trunk's state.
+type TrunkInfo struct {
+	Name         string            `json:"name"`
+	Channels     int               `json:"channels"`
+	MaxChannels  int               `json:"max_channels"`
+	Registers    bool              `json:"registers"`
+	Registration *gateway.RegState `json:"registration,omitempty"`
+}
+
+// Binding is one registration as the API shows it.
+type Binding struct {
+	AOR       string `json:"aor"`
+	Contact   string `json:"contact"`
+	Source    string `json:"source"`
+	Transport string `json:"transport"`
+	ExpiresIn int    `json:"expires_in"`
+	UserAgent string `json:"user_agent,omitempty"`
+}
+
+// Server serves metrics and the API.
+type Server struct {
+	addr    string
+	token   string
+	backend Backend
+	reg     *prometheus.Registry
+	log     *slog.Logger
+	ln      net.Listener // set by Listen
+}
+
+// New returns an admin server on addr. A non-loopback addr needs a token.
+func New(addr, token string, b Backend, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && token == "" {
+		return nil, fmt.Errorf("admin listen %s is not loopback: set admin.token, or listen on 127.0.0.1", addr)
+	}
+	return &Server{addr: addr, token: token, backend: b, reg: reg, log: log}, nil
+}
+
+// Listen binds the listener; Addr is valid after it.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", s.addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve serves until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Handler is the HTTP handler, for tests.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/v1/registrations", s.registrations)
+	mux.HandleFunc("DELETE /api/v1/registrations", s.unregister)
+	mux.HandleFunc("GET /api/v1/calls", s.calls)
+	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.hangup)
+	mux.HandleFunc("GET /api/v1/trunks", s.trunks)
+	return s.auth(mux)
+}
+
+// auth admits loopback callers, and anyone with the bearer token when a
+// token is configured.
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.token != "" {
+			got := r.Header.Get("Authorization")
+			if subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+s.token)) != 1 {
+				http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+				return
+			}
+		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err != nil || !net.ParseIP(host).IsLoopback() {
+			http.Error(w, "the admin API answers only on loopback without a token", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func (s *Server) registrations(w http.ResponseWriter, _ *http.Request) {
+	out := []Binding{}
+	now := time.Now()
+	for aor, bs := range s.backend.Registrations() {
+		for _, b := range bs {
+			out = append(out, Binding{AOR: aor, Contact: b.Contact, Source: b.Source, Transport: b.Transport,
+				ExpiresIn: int(b.Expires.Sub(now).Seconds()), UserAgent: b.UserAgent})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].AOR+out[i].Contact < out[j].AOR+out[j].Contact })
+	writeJSON(w, out)
+}
+
+func (s *Server) unregister(w http.ResponseWriter, r *http.Request) {
+	aor := r.URL.Query().Get("aor")
+	if aor == "" {
+		http.Error(w, "give ?aor=user@domain (and optionally &contact=URI)", http.StatusBadRequest)
+		return
+	}
+	n, err := s.backend.Unregister(aor, r.URL.Query().Get("contact"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if n == 0 {
+		http.Error(w, "no such binding", http.StatusNotFound)
+		return
+	}
+	s.log.Info("admin: unregistered", "aor", aor, "bindings", n)
+	writeJSON(w, map[string]int{"removed": n})
+}
+
+func (s *Server) calls(w http.ResponseWriter, _ *http.Request) {
+	out := s.backend.Calls()
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	writeJSON(w, out)
+}
+
+func (s *Server) hangup(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !s.backend.Hangup(id) {
+		http.Error(w, "no such call", http.StatusNotFound)
+		return
+	}
+	s.log.Info("admin: hung up", "call", id)
+	writeJSON(w, map[string]string{"hungup": id})
+}
+
+func (s *Server) trunks(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, s.backend.Trunks())
+}
+
+// Itoa is strconv.Itoa, for label values.
+func Itoa(n int) string { return strconv.Itoa(n) }

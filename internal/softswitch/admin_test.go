@@ -1,0 +1,117 @@
+package softswitch
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func (r *running) api(t *testing.T, method, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+r.Admin.Addr()+path, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestMetricsAfterACall scrapes /metrics after a SIPp call.
+func TestMetricsAfterACall(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	calleePort, callerPort := freePort(t), freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	sw.register(t, "1001", "udp", callerPort)
+	wait := sippAsync(t, "uas.xml", calleePort, "udp")
+	sipp(t, sw.udp, "uac_call.xml", callerPort, "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	wait()
+	readCDRs(t, sw, 1)
+	code, body := sw.api(t, "GET", "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`voxvisor_calls_total{direction="local",status="200"} 1`,
+		"voxvisor_registrations 2",
+		"voxvisor_calls_active 0",
+		"voxvisor_relay_sessions 0",
+		"voxvisor_relay_port_pairs 5000",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if m := metric(body, "voxvisor_sip_requests_total"); m < 8 {
+		t.Errorf("sip requests = %v, want the call's and registrations' (>= 8)", m)
+	}
+	if m := metric(body, "voxvisor_auth_failures_total"); m != 0 {
+		t.Errorf("auth failures = %v", m)
+	}
+}
+
+func metric(body, name string) float64 {
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(l, name+" "), 64)
+			return v
+		}
+	}
+	return -1
+}
+
+// TestAdminAPI lists registrations and a live call, hangs the call up
+// (BYE to both sides), and unregisters a contact.
+func TestAdminAPI(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	rcv := newReceiver(t)
+	calleePort := freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	code, body := sw.api(t, "GET", "/api/v1/registrations")
+	if code != 200 || !strings.Contains(body, `"aor": "1002@voxvisor.local"`) {
+		t.Fatalf("registrations: %d %s", code, body)
+	}
+	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
+	done := make(chan string, 1)
+	go func() {
+		done <- sipp(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
+			"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
+	}()
+	var calls []struct {
+		CallID string `json:"call_id"`
+		Answer *time.Time
+	}
+	waitFor(t, 10*time.Second, "the call to be up", func() bool {
+		_, body := sw.api(t, "GET", "/api/v1/calls")
+		json.Unmarshal([]byte(body), &calls)
+		return len(calls) == 1 && calls[0].Answer != nil
+	})
+	if code, body := sw.api(t, "DELETE", "/api/v1/calls/"+calls[0].CallID); code != 200 {
+		t.Fatalf("hangup: %d %s", code, body)
+	}
+	caller, callee := <-done, wait()
+	for who, tr := range map[string]string{"caller": caller, "callee": callee} {
+		if !strings.Contains(tr, "hung up by the operator") {
+			t.Errorf("%s got no operator BYE:\n%s", who, tr)
+		}
+	}
+	if code, _ := sw.api(t, "DELETE", "/api/v1/calls/nope"); code != 404 {
+		t.Errorf("hangup of an unknown call: %d", code)
+	}
+	if code, body := sw.api(t, "DELETE", "/api/v1/registrations?aor=1002@voxvisor.local"); code != 200 || !strings.Contains(body, `"removed": 1`) {
+		t.Fatalf("unregister: %d %s", code, body)
+	}
+	if n := len(sw.Store.Lookup("1002@voxvisor.local")); n != 0 {
+		t.Fatalf("bindings after unregister: %d", n)
+	}
+	cdrs := readCDRs(t, sw, 1)
+	if cdrs[0].HangupBy != "operator" {
+		t.Errorf("CDR hangup_by = %q, want operator", cdrs[0].HangupBy)
+	}
+	sw.expectNoMedia(t)
+}

@@ -1,0 +1,43 @@
+package softswitch
+
+import (
+	"github.com/voxvisor/voxvisor/gateway"
+	"github.com/voxvisor/voxvisor/internal/admin"
+	"github.com/voxvisor/voxvisor/sip/location"
+)
+
+// backend lets the admin API read and act on the switch.
+type backend struct{ sw *Switch }
+
+var _ admin.Backend = backend{}
+
+func (b backend) Registrations() map[string][]location.Binding { return b.sw.Store.All() }
+
+func (b backend) Unregister(aor, contact string) (int, error) { return b.sw.Store.Remove(aor, contact) }
+
+func (b backend) Calls() []gateway.CDR { return b.sw.Calls.Snapshot() }
+
+func (b backend) Hangup(id string) bool {
+	if !b.sw.Anchor.Hangup(id) {
+		return false
+	}
+	b.sw.Calls.End(id, "operator")
+	return true
+}
+
+func (b backend) Trunks() []admin.TrunkInfo {
+	out := []admin.TrunkInfo{}
+	if b.sw.Gateway == nil {
+		return out
+	}
+	for _, t := range b.sw.Gateway.Trunks() {
+		ti := admin.TrunkInfo{Name: t.Name, Channels: t.Channels(), MaxChannels: t.MaxChannels, Registers: t.Register}
+		if t.Register && b.sw.Registrations != nil {
+			if st, ok := b.sw.Registrations.State(t.Name); ok {
+				ti.Registration = &st
+			}
+		}
+		out = append(out, ti)
+	}
+	return out
+}

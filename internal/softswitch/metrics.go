@@ -1,0 +1,77 @@
+package softswitch
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/voxvisor/voxvisor/gateway"
+)
+
+// metrics registers voxvisor's Prometheus metrics. Most read the
+// components' own counters when scraped; call outcomes are counted as
+// calls end.
+func (sw *Switch) metrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "voxvisor", Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: name, Help: help}, f))
+	}
+	gauge("registrations", "Registered contacts (bindings).", func() float64 { _, b := sw.Store.Count(); return float64(b) })
+	gauge("registered_aors", "Addresses-of-record with at least one binding.", func() float64 { a, _ := sw.Store.Count(); return float64(a) })
+	counter("register_requests_total", "REGISTER requests accepted.", func() float64 { return float64(sw.Registrar.Registered.Load()) })
+	gauge("calls_active", "Calls in progress (ringing or answered).", func() float64 { return float64(sw.Calls.Active()) })
+	counter("sip_requests_total", "SIP requests handed to the pipeline.", func() float64 { return float64(sw.Server.Stats.Requests.Load()) })
+	counter("sip_forwarded_total", "Requests forwarded statefully (transactions created).", func() float64 { return float64(sw.Proxy.Forwarded.Load()) })
+	counter("sip_stateless_total", "ACKs and 2xx retransmissions forwarded statelessly.", func() float64 { return float64(sw.Proxy.Stateless.Load()) })
+	counter("sip_malformed_rejected_total", "Malformed requests answered 400.", func() float64 { return float64(sw.Server.Stats.Rejected.Load()) })
+	counter("sip_malformed_dropped_total", "Malformed datagrams dropped.", func() float64 { return float64(sw.Server.Stats.Dropped.Load()) })
+	counter("sip_parse_errors_total", "Messages sipgo could not parse.", func() float64 { return float64(sw.Server.Stats.ParseErrors.N.Load()) })
+	counter("auth_failures_total", "Digest authentications that failed (wrong password, unknown user).", func() float64 { return float64(sw.Auth.Failures.Load()) })
+	gauge("relay_sessions", "Anchored calls with relay ports.", func() float64 { return float64(sw.Relay.Len()) })
+	gauge("relay_port_pairs_in_use", "RTP/RTCP port pairs allocated.", func() float64 { return float64(sw.Relay.Allocator().InUse()) })
+	gauge("relay_port_pairs", "RTP/RTCP port pairs in the range.", func() float64 { return float64(sw.Relay.Allocator().Pairs()) })
+	relay := func(f func(s gateway.LegStats) float64) func() float64 {
+		return func() float64 {
+			total := 0.0
+			for _, sess := range sw.Relay.Sessions() {
+				for _, st := range mediaStats(sw.Relay)(sess.ID) {
+					total += f(st.Caller) + f(st.Callee)
+				}
+			}
+			return total
+		}
+	}
+	gauge("relay_packets", "RTP packets received by the relay on live calls.", relay(func(s gateway.LegStats) float64 { return float64(s.Packets) }))
+	gauge("relay_bytes", "RTP bytes received by the relay on live calls.", relay(func(s gateway.LegStats) float64 { return float64(s.Bytes) }))
+	gauge("relay_lost_packets", "RTP packets lost before the relay on live calls.", relay(func(s gateway.LegStats) float64 { return float64(s.Lost) }))
+
+	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "voxvisor", Name: "calls_total",
+		Help: "Finished call attempts by final status and direction."}, []string{"status", "direction"})
+	reg.MustRegister(outcomes)
+	sw.Calls.OnEnd = func(c gateway.CDR) {
+		outcomes.WithLabelValues(strconv.Itoa(c.Status), c.Direction).Inc()
+	}
+	if sw.Gateway != nil {
+		for _, t := range sw.Gateway.Trunks() {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "voxvisor", Name: "trunk_channels",
+				Help: "Channels in use on a trunk.", ConstLabels: prometheus.Labels{"trunk": t.Name}},
+				func() float64 { return float64(t.Channels()) }))
+			if t.Register && sw.Registrations != nil {
+				reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "voxvisor", Name: "trunk_registered",
+					Help: "1 when the trunk is registered to its carrier.", ConstLabels: prometheus.Labels{"trunk": t.Name}},
+					func() float64 {
+						if st, _ := sw.Registrations.State(t.Name); st.Registered {
+							return 1
+						}
+						return 0
+					}))
+			}
+		}
+	}
+	return reg
+}
