@@ -83,6 +83,11 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			go func() {
+				// The first signal drains; a second one stops at once.
+				<-ctx.Done()
+				stop()
+			}()
 			sw, err := softswitch.New(cfg, log)
 			if err != nil {
 				return err

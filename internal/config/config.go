@@ -52,6 +52,9 @@ type SIP struct {
 	// absorb retransmissions (RFC 3261 Timers D, J, L, M; 32 s there,
 	// 5 s like Kamailio's tm wait timer here), which bounds memory.
 	TransactionLinger time.Duration `yaml:"transaction_linger"`
+	// DrainTime is how long calls in progress may go on after SIGTERM
+	// while new INVITEs get 503.
+	DrainTime time.Duration `yaml:"drain_time"`
 }
 
 // Listener is one SIP socket.
@@ -243,6 +246,7 @@ func (c *Config) applyDefaults() {
 	defDur(&c.SIP.TCPIdleTimeout, DefaultTCPIdleTimeout)
 	defDur(&c.SIP.RingTimeout, DefaultRingTimeout)
 	defDur(&c.SIP.TransactionLinger, DefaultTxLinger)
+	defDur(&c.SIP.DrainTime, 30*time.Second)
 	defInt(&c.Registrar.MinExpires, DefaultMinExpires)
 	defInt(&c.Registrar.MaxExpires, DefaultMaxExpires)
 	defInt(&c.Registrar.DefaultExpires, DefaultExpires)

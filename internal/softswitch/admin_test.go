@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/voxvisor/voxvisor/internal/config"
 )
 
 func (r *running) api(t *testing.T, method, path string) (int, string) {
@@ -77,11 +79,8 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("registrations: %d %s", code, body)
 	}
 	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
-	done := make(chan string, 1)
-	go func() {
-		done <- sipp(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
-			"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
-	}()
+	done := sippGo(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
 	var calls []struct {
 		CallID string `json:"call_id"`
 		Answer *time.Time
@@ -114,4 +113,34 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("CDR hangup_by = %q, want operator", cdrs[0].HangupBy)
 	}
 	sw.expectNoMedia(t)
+}
+
+// TestDrainOnShutdown: with a call up, stopping refuses new INVITEs with
+// 503 and lets the call finish; then Serve returns.
+func TestDrainOnShutdown(t *testing.T) {
+	sw := start(t, t.TempDir(), func(c *config.Config) { c.SIP.DrainTime = 15 * time.Second })
+	calleePort := freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	wait := sippAsync(t, "uas_slow.xml", calleePort, "udp") // rings 3 s, then answers and takes the BYE
+	first := sippGo(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	waitFor(t, 5*time.Second, "the call to start", func() bool { return sw.Calls.Active() == 1 })
+	stopped := make(chan struct{})
+	go func() { sw.stop(); close(stopped) }()
+	waitFor(t, 2*time.Second, "draining", sw.Draining)
+	second := sipp(t, sw.udp, "uac_503.xml", freePort(t), "udp", "-s", "1002")
+	if !strings.Contains(second, "SIP/2.0 503 Shutting Down") || !strings.Contains(second, "Retry-After") {
+		t.Errorf("new INVITE while draining: want 503 with Retry-After\n%s", second)
+	}
+	if tr := <-first; !strings.Contains(tr, "SIP/2.0 200 OK") {
+		t.Errorf("the call in progress did not complete:\n%s", tr)
+	}
+	wait()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the drain")
+	}
+	if cdrs, _ := gatewayCDRs(sw); len(cdrs) == 0 {
+		t.Error("the drained call's CDR was not flushed")
+	}
 }

@@ -90,10 +90,7 @@ func TestChannelLimit(t *testing.T) {
 		c.DialPlan[0].Trunks = []string{"up"} // only the limited trunk
 	})
 	waitUp := sippAsync(t, "uas_slow.xml", up, "udp")
-	first := make(chan string, 1)
-	go func() {
-		first <- sipp(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
-	}()
+	first := sippGo(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
 	waitFor(t, 5*time.Second, "the first call to take the channel", func() bool { return sw.Gateway.Trunk("up").Channels() == 1 })
 	second := sipp(t, sw.udp, "uac_expect.xml", freePort(t), "udp", "-s", "030555", "-key", "user", "1002", "-au", "1002", "-ap", "demo1002")
 	if !strings.Contains(second, "SIP/2.0 503 ") {
@@ -235,4 +232,8 @@ func TestOutboundDigest(t *testing.T) {
 	if t.Failed() {
 		t.Log(carrierTrace)
 	}
+}
+
+func gatewayCDRs(sw *running) ([]gateway.CDR, error) {
+	return gateway.ReadCDRs(filepath.Join(sw.Config.DataDir, "cdr.jsonl"))
 }

@@ -49,6 +49,7 @@ func start(t *testing.T, dir string, mutate func(*config.Config)) *running {
 	}
 	cfg.DataDir = dir
 	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.SIP.DrainTime = 3 * time.Second
 	cfg.SIP.Listen = []config.Listener{
 		{Transport: "udp", Address: "127.0.0.1:0"},
 		{Transport: "tcp", Address: "127.0.0.1:0"},
@@ -121,10 +122,33 @@ func sipp(t *testing.T, remote, scenario string, port int, transport string, arg
 	return sippFrom(t, "127.0.0.1", remote, scenario, port, transport, args...)
 }
 
+// sippGo runs sipp on its own goroutine: a failure is reported with
+// t.Error, never t.Fatal, so the test goroutine waiting on the result
+// cannot hang. The channel yields the trace ("" on failure).
+func sippGo(t *testing.T, remote, scenario string, port int, transport string, args ...string) <-chan string {
+	out := make(chan string, 1)
+	go func() {
+		trace, err := sippRun(t, "127.0.0.1", remote, scenario, port, transport, args...)
+		if err != nil {
+			t.Error(err)
+		}
+		out <- trace
+	}()
+	return out
+}
+
 // sippFrom is sipp with SIPp bound to local address ip (another loopback
 // address stands for another host: a carrier, an intruder).
 func sippFrom(t *testing.T, ip, remote, scenario string, port int, transport string, args ...string) string {
 	t.Helper()
+	trace, err := sippRun(t, ip, remote, scenario, port, transport, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return trace
+}
+
+func sippRun(t *testing.T, ip, remote, scenario string, port int, transport string, args ...string) (string, error) {
 	bin := need(t, "sipp")
 	dir := t.TempDir()
 	msgs := filepath.Join(dir, "msgs.log")
@@ -147,9 +171,9 @@ func sippFrom(t *testing.T, ip, remote, scenario string, port int, transport str
 	trace, _ := os.ReadFile(msgs)
 	if err != nil {
 		errs, _ := os.ReadFile(filepath.Join(dir, "err.log"))
-		t.Fatalf("sipp %s failed: %v\n%s\nerrors:\n%s\ntrace:\n%s", scenario, err, tail(out, 20), errs, trace)
+		return string(trace), fmt.Errorf("sipp %s failed: %v\n%s\nerrors:\n%s\ntrace:\n%s", scenario, err, tail(out, 20), errs, trace)
 	}
-	return string(trace)
+	return string(trace), nil
 }
 
 // sippAsync starts a SIPp UAS and returns a wait function for its result,

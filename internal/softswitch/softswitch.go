@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -51,6 +52,8 @@ type Switch struct {
 	Registrations *gateway.Registrations
 	// Admin serves /metrics and the JSON API; nil with admin.listen: off.
 	Admin *admin.Server
+
+	draining atomic.Bool
 	log   *slog.Logger
 }
 
@@ -166,6 +169,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 
 // route runs the proxy and answers requests that turn out to be for us.
 func (sw *Switch) route(ctx context.Context, r *sip.Request) error {
+	if sw.draining.Load() && r.Method == siplib.INVITE && r.To() != nil && !r.To().Params.Has("tag") {
+		return sip.Status(503, "Shutting Down", siplib.NewHeader("Retry-After", "60"))
+	}
 	err := sw.Proxy.ServeSIP(ctx, r)
 	if proxy.IsSelf(err) {
 		return sw.answerOptions(r)
@@ -198,9 +204,13 @@ func (sw *Switch) answerOptions(r *sip.Request) error {
 
 // Serve runs until ctx ends, then stops the listeners and flushes the
 // location store.
+//
+// When ctx ends it drains first: new INVITEs get 503 with Retry-After,
+// calls in progress may finish for up to sip.drain_time; then the
+// listeners close and the CDRs and the location store are flushed.
 func (sw *Switch) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
-	sweepCtx, stop := context.WithCancel(ctx)
+	sweepCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -242,6 +252,9 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	case err = <-served:
 		done = true
 	}
+	if !done {
+		sw.drain()
+	}
 	if sw.Registrations != nil {
 		sw.Registrations.Wait()
 	}
@@ -259,6 +272,27 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	}
 	return err
 }
+
+// drain refuses new calls and waits, up to sip.drain_time, for the calls
+// in progress to end.
+func (sw *Switch) drain() {
+	sw.draining.Store(true)
+	n := sw.Calls.Active()
+	if n == 0 || sw.Config.SIP.DrainTime <= 0 {
+		return
+	}
+	sw.log.Info("draining: new calls get 503", "calls", n, "for_at_most", sw.Config.SIP.DrainTime)
+	deadline := time.Now().Add(sw.Config.SIP.DrainTime)
+	for time.Now().Before(deadline) && sw.Calls.Active() > 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := sw.Calls.Active(); n > 0 {
+		sw.log.Warn("drain time over: stopping with calls up", "calls", n)
+	}
+}
+
+// Draining reports whether the switch is refusing new calls to stop.
+func (sw *Switch) Draining() bool { return sw.draining.Load() }
 
 // mediaStats reads a call's relay statistics for its CDR.
 func mediaStats(relay *media.Relay) func(string) []gateway.Stream {
