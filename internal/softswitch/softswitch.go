@@ -54,7 +54,7 @@ type Switch struct {
 	Admin *admin.Server
 
 	draining atomic.Bool
-	log   *slog.Logger
+	log      *slog.Logger
 }
 
 // New builds and binds a switch for cfg. Nothing runs until Serve.
