@@ -3,6 +3,7 @@ package gateway
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -13,7 +14,7 @@ import (
 // Calls follows each call the proxy forwards, to write its CDR when it
 // ends and to give its trunk channel back. It is a proxy hook.
 type Calls struct {
-	g     *Gateway
+	g     atomic.Pointer[Gateway]
 	cdr   *CDRWriter                   // may be nil: no CDRs
 	media func(callID string) []Stream // the relay's statistics; may be nil
 	log   *slog.Logger
@@ -34,8 +35,13 @@ type tracked struct {
 
 // NewCalls returns a call tracker writing to cdr.
 func NewCalls(g *Gateway, cdr *CDRWriter, media func(string) []Stream, log *slog.Logger) *Calls {
-	return &Calls{g: g, cdr: cdr, media: media, log: log, now: time.Now, calls: map[string]*tracked{}}
+	c := &Calls{cdr: cdr, media: media, log: log, now: time.Now, calls: map[string]*tracked{}}
+	c.g.Store(g)
+	return c
 }
+
+// SetGateway replaces the gateway on reload.
+func (c *Calls) SetGateway(g *Gateway) { c.g.Store(g) }
 
 // Request starts a record for each new INVITE.
 func (c *Calls) Request(r *sip.Request, _ *siplib.Request) error {
@@ -92,7 +98,7 @@ func (c *Calls) Done(r *sip.Request, status int) {
 			t.cdr.Trunk = r.Trunk
 		}
 		if status >= 200 && status < 300 {
-			t.trunk = c.g.Trunk(r.Trunk)
+			t.trunk = c.g.Load().Trunk(r.Trunk)
 			c.mu.Unlock()
 			return
 		}

@@ -41,7 +41,7 @@ type Trunk struct {
 
 	cidrs    []netip.Prefix
 	dids     []did
-	channels atomic.Int64
+	channels *atomic.Int64 // shared with the same trunk across reloads
 }
 
 type did struct {
@@ -109,13 +109,18 @@ type Gateway struct {
 	plan   []rule
 }
 
-// New builds the gateway from a validated configuration.
-func New(cfg *config.Config) (*Gateway, error) {
+// New builds the gateway from a validated configuration. On a reload,
+// prev is the gateway it replaces: a trunk that keeps its name keeps its
+// channel count, so calls up across the reload are still counted.
+func New(cfg *config.Config, prev *Gateway) (*Gateway, error) {
 	g := &Gateway{trunks: map[string]*Trunk{}}
 	for _, tc := range cfg.Trunks {
 		t := &Trunk{Name: tc.Name, Peers: tc.Peers, Credentials: tc.Credentials, CallerID: tc.CallerID,
 			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Inbound.Transit,
-			Register: tc.Register, RegExpires: tc.RegExpires}
+			Register: tc.Register, RegExpires: tc.RegExpires, channels: new(atomic.Int64)}
+		if old := prev.Trunk(tc.Name); old != nil {
+			t.channels = old.channels
+		}
 		for _, c := range tc.Inbound.CIDRs {
 			p, err := netip.ParsePrefix(c)
 			if err != nil {

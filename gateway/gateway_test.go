@@ -30,7 +30,7 @@ func testGateway(t *testing.T) *Gateway {
 			{Match: `^0([1-9]\d+)$`, Replace: "+49$1", Trunks: []string{"a"}},
 			{Prefix: "+", Trunks: []string{"a", "b"}},
 		},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,6 +149,20 @@ func newCtl(stdout io.Writer) *cobra.Command {
 		},
 	})
 	ctl.AddCommand(&cobra.Command{
+		Use:   "reload",
+		Short: "Reload users, dial plan and trunks from the configuration file",
+		RunE: func(*cobra.Command, []string) error {
+			var out map[string]string
+			if err := call("POST", "/api/v1/reload", &out); err != nil {
+				return err
+			}
+			if output != "json" {
+				fmt.Fprintln(stdout, "reloaded")
+			}
+			return nil
+		},
+	})
+	ctl.AddCommand(&cobra.Command{
 		Use:   "hangup CALL-ID",
 		Short: "End an answered call with a BYE to both sides",
 		Args:  cobra.ExactArgs(1),

@@ -105,6 +105,26 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			sw.Reloader = func() (*config.Config, error) {
+				c, err := load()
+				if err == nil {
+					err = c.CheckExposure()
+				}
+				return c, err
+			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						sw.ReloadNow() // logs its own outcome
+					}
+				}
+			}()
 			log.Info("voxvisor starting", "version", version, "config", cfg.Source)
 			err = sw.Serve(ctx)
 			log.Info("voxvisor stopped")

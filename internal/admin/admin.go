@@ -31,6 +31,7 @@ type Backend interface {
 	Calls() []gateway.CDR
 	Hangup(callID string) bool
 	Trunks() []TrunkInfo
+	Reload() error
 }
 
 // TrunkInfo is one trunk's state.
@@ -111,6 +112,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/calls", s.calls)
 	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.hangup)
 	mux.HandleFunc("GET /api/v1/trunks", s.trunks)
+	mux.HandleFunc("POST /api/v1/reload", s.reload)
 	return s.auth(mux)
 }
 
@@ -189,6 +191,14 @@ func (s *Server) hangup(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) trunks(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, s.backend.Trunks())
+}
+
+func (s *Server) reload(w http.ResponseWriter, _ *http.Request) {
+	if err := s.backend.Reload(); err != nil {
+		http.Error(w, "reload rejected, running configuration kept: "+err.Error(), http.StatusUnprocessableEntity)
+		return
+	}
+	writeJSON(w, map[string]string{"reloaded": "ok"})
 }
 
 // Itoa is strconv.Itoa, for label values.

@@ -144,3 +144,47 @@ func TestDrainOnShutdown(t *testing.T) {
 		t.Error("the drained call's CDR was not flushed")
 	}
 }
+
+// TestReloadUnderLoad: SIPp places calls across a reload that adds a user
+// and a trunk; none fails. A broken configuration is rejected and the
+// running one kept.
+func TestReloadUnderLoad(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	next := func() (*config.Config, error) {
+		c := *sw.Config
+		c.Users = append(append([]config.User(nil), c.Users...), config.User{Username: "1004", Password: "demo1004"})
+		c.Trunks = []config.Trunk{{Name: "late", Peers: []config.Peer{{Host: "127.0.0.1", Port: 9, Transport: "udp"}}, RegExpires: 600}}
+		c.DialPlan = []config.Rule{{Prefix: "0", Trunks: []string{"late"}}}
+		return &c, nil
+	}
+	sw.Reloader = next
+	calleePort := freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	wait := sippAsync(t, "uas.xml", calleePort, "udp", "-m", "30")
+	calls := sippGo(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
+		"-au", "1001", "-ap", "demo1001", "-m", "30", "-r", "10")
+	time.Sleep(1500 * time.Millisecond)
+	if err := sw.ReloadNow(); err != nil {
+		t.Fatal(err)
+	}
+	<-calls // fails the test if any of the 30 calls failed
+	wait()
+	if !sw.Auth.Known("1004") || sw.gateway().Trunk("late") == nil {
+		t.Fatal("reload did not apply the new user and trunk")
+	}
+	sw.register(t, "1004", "udp", freePort(t))
+
+	sw.Reloader = func() (*config.Config, error) {
+		return config.Load("broken.yaml", []byte("users:\n  - {username: \"1005\"}\n"))
+	}
+	code, body := sw.api(t, "POST", "/api/v1/reload")
+	if code != 422 || !strings.Contains(body, "broken.yaml:2") {
+		t.Fatalf("broken reload: %d %s", code, body)
+	}
+	if !sw.Auth.Known("1004") {
+		t.Fatal("a rejected reload changed the running configuration")
+	}
+	if n := len(sw.Store.Lookup("1002@voxvisor.local")); n != 1 {
+		t.Fatalf("registrations lost across reloads: %d", n)
+	}
+}

@@ -27,10 +27,11 @@ func (b backend) Hangup(id string) bool {
 
 func (b backend) Trunks() []admin.TrunkInfo {
 	out := []admin.TrunkInfo{}
-	if b.sw.Gateway == nil {
+	gw := b.sw.gateway()
+	if gw == nil {
 		return out
 	}
-	for _, t := range b.sw.Gateway.Trunks() {
+	for _, t := range gw.Trunks() {
 		ti := admin.TrunkInfo{Name: t.Name, Channels: t.Channels(), MaxChannels: t.MaxChannels, Registers: t.Register}
 		if t.Register && b.sw.Registrations != nil {
 			if st, ok := b.sw.Registrations.State(t.Name); ok {
@@ -41,3 +42,5 @@ func (b backend) Trunks() []admin.TrunkInfo {
 	}
 	return out
 }
+
+func (b backend) Reload() error { return b.sw.ReloadNow() }

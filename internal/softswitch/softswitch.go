@@ -53,7 +53,12 @@ type Switch struct {
 	// Admin serves /metrics and the JSON API; nil with admin.listen: off.
 	Admin *admin.Server
 
+	// Reloader reads the configuration again for SIGHUP and the admin API
+	// (set by the command before serving); nil: reload unavailable.
+	Reloader func() (*config.Config, error)
+
 	draining atomic.Bool
+	gw       atomic.Pointer[gateway.Gateway] // the current one (Gateway is the start-up one)
 	log      *slog.Logger
 }
 
@@ -94,7 +99,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	}
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
-		if gw, err = gateway.New(cfg); err != nil {
+		if gw, err = gateway.New(cfg, nil); err != nil {
 			store.Close()
 			return nil, err
 		}
@@ -143,6 +148,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		}
 	}
 	sw.Proxy.SetGateway(gw)
+	sw.gw.Store(gw)
 	sw.Proxy.AddHook(calls) // before the anchor: it reads media statistics the anchor releases
 	sw.Proxy.AddHook(an)
 	an.SetOriginator(sw.Proxy)
@@ -289,6 +295,45 @@ func (sw *Switch) drain() {
 	if n := sw.Calls.Active(); n > 0 {
 		sw.log.Warn("drain time over: stopping with calls up", "calls", n)
 	}
+}
+
+// Reload applies a new configuration's users, registrar rules, trunks and
+// dial plan without dropping registrations or calls. Listeners, media and
+// the trunks' registrations keep their start-up settings. The caller has
+// validated cfg (a bad file never gets here).
+func (sw *Switch) Reload(cfg *config.Config) error {
+	if err := sw.Auth.SetUsers(cfg.Users); err != nil {
+		return fmt.Errorf("reload users: %w", err)
+	}
+	sw.Registrar.SetRules(cfg.Registrar)
+	var gw *gateway.Gateway
+	if len(cfg.Trunks) > 0 {
+		var err error
+		if gw, err = gateway.New(cfg, sw.gateway()); err != nil {
+			return fmt.Errorf("reload trunks: %w", err)
+		}
+	}
+	sw.Proxy.SetGateway(gw)
+	sw.Calls.SetGateway(gw)
+	sw.gw.Store(gw)
+	sw.log.Info("configuration reloaded", "config", cfg.Source, "users", len(cfg.Users), "trunks", len(cfg.Trunks), "rules", len(cfg.DialPlan))
+	return nil
+}
+
+func (sw *Switch) gateway() *gateway.Gateway { return sw.gw.Load() }
+
+// ReloadNow reads the configuration with Reloader and applies it. A bad
+// file is rejected with its file:line error and the running one is kept.
+func (sw *Switch) ReloadNow() error {
+	if sw.Reloader == nil {
+		return fmt.Errorf("reload: no configuration source")
+	}
+	cfg, err := sw.Reloader()
+	if err != nil {
+		sw.log.Error("reload rejected; the running configuration is kept", "error", err)
+		return err
+	}
+	return sw.Reload(cfg)
 }
 
 // Draining reports whether the switch is refusing new calls to stop.

@@ -42,7 +42,7 @@ type Proxy struct {
 	log  *slog.Logger
 
 	hooks []Hook           // set once before serving
-	gw    *gateway.Gateway // set once before serving; nil without trunks
+	gwp   atomic.Pointer[gateway.Gateway] // replaced on reload; nil without trunks
 
 	// trunkDialogs are answered calls out through a trunk, by Call-ID:
 	// what in-dialog requests from the caller need (CSeq shift, trunk).
@@ -60,8 +60,8 @@ func New(txl *siplib.TransactionLayer, self *sip.Self, loc *location.Store, a *a
 	return &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log}
 }
 
-// SetGateway installs the trunks and dial plan. Call before serving.
-func (p *Proxy) SetGateway(g *gateway.Gateway) { p.gw = g }
+// SetGateway installs (or, on reload, replaces) the trunks and dial plan.
+func (p *Proxy) SetGateway(g *gateway.Gateway) { p.gwp.Store(g) }
 
 // target is one place to send a request.
 type target struct {
@@ -155,8 +155,9 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 	if r.Method == siplib.ACK {
 		return nil, false, errDrop
 	}
-	if p.gw != nil && r.Method == siplib.INVITE {
-		if t := p.gw.Identify(r.Source.Addr()); t != nil {
+	gw := p.gwp.Load()
+	if gw != nil && r.Method == siplib.INVITE {
+		if t := gw.Identify(r.Source.Addr()); t != nil {
 			return p.routeInbound(r, fwd, t)
 		}
 	}
@@ -181,10 +182,10 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 		ts, err := p.locate(ruri.User)
 		return ts, false, err
 	}
-	if p.gw != nil && r.User != "" && r.Method == siplib.INVITE {
+	if gw != nil && r.User != "" && r.Method == siplib.INVITE {
 		return p.routeOutbound(r, fwd, ruri.User, nil, "outbound")
 	}
-	if !p.self.IsLocal(ruri.Host) || p.gw != nil {
+	if !p.self.IsLocal(ruri.Host) || gw != nil {
 		// Not a local user, and not an authenticated caller: no relay.
 		return nil, false, sip.Status(403, "Relaying Denied")
 	}
@@ -244,7 +245,7 @@ func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Tru
 		if !t.Transit {
 			return nil, false, sip.Status(403, "Transit Not Allowed")
 		}
-		next := p.gw.Trunk(dest.Trunk)
+		next := p.gwp.Load().Trunk(dest.Trunk)
 		if next == nil {
 			return nil, false, sip.Status(404, "Unknown Trunk")
 		}
@@ -258,7 +259,7 @@ func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string
 	normalised, trunks := number, only
 	if only == nil {
 		var err error
-		normalised, trunks, err = p.gw.Outbound(number)
+		normalised, trunks, err = p.gwp.Load().Outbound(number)
 		if err != nil {
 			return nil, false, &sip.StatusError{Code: 404, Reason: "No Route", Err: err}
 		}
@@ -324,10 +325,11 @@ func (p *Proxy) rememberTrunkDialog(r *sip.Request, b *branch) {
 // releaseInbound returns the channel an inbound call took, when the call
 // does not get through.
 func (p *Proxy) releaseInbound(r *sip.Request) {
-	if p.gw == nil || r.Direction != "inbound" || r.Trunk == "" {
+	gw := p.gwp.Load()
+	if gw == nil || r.Direction != "inbound" || r.Trunk == "" {
 		return
 	}
-	if t := p.gw.Trunk(r.Trunk); t != nil {
+	if t := gw.Trunk(r.Trunk); t != nil {
 		t.Release()
 	}
 	r.Trunk = ""
