@@ -41,7 +41,7 @@ type Proxy struct {
 	cfg  Config
 	log  *slog.Logger
 
-	hooks []Hook           // set once before serving
+	hooks []Hook                          // set once before serving
 	gwp   atomic.Pointer[gateway.Gateway] // replaced on reload; nil without trunks
 
 	// trunkDialogs are answered calls out through a trunk, by Call-ID:
