@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -77,9 +78,26 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			}
 			log := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
 			tuneGC()
+			var trace io.Writer = stderr
+			if sl := cfg.Log.Syslog; sl.Enabled {
+				w, err := logging.Syslog(sl.Network, sl.Address, sl.Facility, sl.Tag)
+				if err != nil {
+					return err
+				}
+				defer w.Close()
+				log = slog.New(logging.Fanout(log.Handler(), logging.NewSyslogHandler(w, logging.ParseLevel(cfg.Log.Level))))
+				if cfg.Log.TraceSIP {
+					tw, err := logging.Syslog(sl.Network, sl.Address, sl.Facility, sl.Tag+"-trace")
+					if err != nil {
+						return err
+					}
+					defer tw.Close()
+					trace = tw
+				}
+			}
 			if cfg.Log.TraceSIP {
 				siplib.SIPDebug = true
-				siplib.SIPDebugTracer(logging.NewTracer(stderr))
+				siplib.SIPDebugTracer(logging.NewTracer(trace))
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

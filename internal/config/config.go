@@ -38,6 +38,16 @@ type Log struct {
 	Level    string `yaml:"level"`     // debug, info, warn, error
 	Format   string `yaml:"format"`    // text or json
 	TraceSIP bool   `yaml:"trace_sip"` // trace every SIP message, apart from the log
+	Syslog   Syslog `yaml:"syslog"`
+}
+
+// Syslog sends the log (and the SIP trace, tagged apart) to syslog.
+type Syslog struct {
+	Enabled  bool   `yaml:"enabled"`
+	Network  string `yaml:"network"`  // "" for the local socket, udp or tcp
+	Address  string `yaml:"address"`  // host:port with udp or tcp
+	Facility string `yaml:"facility"` // default local5
+	Tag      string `yaml:"tag"`      // default voxvisor; the trace uses TAG-trace
 }
 
 // SIP configures the listeners and the proxy core.
@@ -230,6 +240,8 @@ func (c *Config) applyDefaults() {
 	}
 	def(&c.Log.Level, DefaultLogLevel)
 	def(&c.Log.Format, DefaultLogFormat)
+	def(&c.Log.Syslog.Facility, "local5")
+	def(&c.Log.Syslog.Tag, "voxvisor")
 	def(&c.DataDir, DefaultDataDir)
 	def(&c.SIP.Domain, DefaultDomain)
 	if len(c.SIP.Listen) == 0 {

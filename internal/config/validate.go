@@ -30,6 +30,17 @@ func (c *Config) validate(d *document) Errors {
 	default:
 		bad("log.format", "must be text or json; got %q", c.Log.Format)
 	}
+	switch sl := c.Log.Syslog; {
+	case sl.Network != "" && sl.Network != "udp" && sl.Network != "tcp" && sl.Network != "unixgram" && sl.Network != "unix":
+		bad("log.syslog.network", "must be empty (the local socket), udp or tcp; got %q", sl.Network)
+	case (sl.Network == "udp" || sl.Network == "tcp") && sl.Address == "":
+		bad("log.syslog.address", "needed with network %s, e.g. 192.0.2.50:514", sl.Network)
+	}
+	switch c.Log.Syslog.Facility {
+	case "kern", "user", "daemon", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7":
+	default:
+		bad("log.syslog.facility", "must be kern, user, daemon or local0..local7; got %q", c.Log.Syslog.Facility)
+	}
 	if !domainRE.MatchString(c.SIP.Domain) {
 		bad("sip.domain", "%q is not a host name", c.SIP.Domain)
 	}
