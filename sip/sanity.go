@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -17,7 +18,6 @@ func Sanity(self *Self) Middleware {
 			if err := checkRequired(r.Request); err != nil {
 				return err
 			}
-			markReceived(r)
 			if mf := r.MaxForwards(); mf != nil && mf.Val() == 0 && r.Method != siplib.ACK {
 				// sipgo's own helper would wrap 0 to 4294967295: check here.
 				if !(r.Method == siplib.OPTIONS && r.Recipient.User == "" && self.IsLocal(r.Recipient.Host)) {
@@ -62,16 +62,17 @@ func checkRequired(r *siplib.Request) error {
 	return nil
 }
 
-// markReceived adds received and rport to the top Via (RFC 3581 §4) so
-// responses return to the address the request really came from.
-func markReceived(r *Request) {
-	via := r.Via()
-	if via == nil || !r.Source.IsValid() {
+// MarkReceived adds received and rport to via, the top Via of a request
+// that came from source (RFC 3581 §4), so responses find their way back.
+// It is applied to the copy a proxy forwards, never to the request a
+// server transaction holds (sipgo reads that one from its own timers).
+func MarkReceived(via *siplib.ViaHeader, source netip.AddrPort) {
+	if via == nil || !source.IsValid() {
 		return
 	}
-	src := r.Source.Addr().String()
+	src := source.Addr().String()
 	if _, ok := via.Params.Get("rport"); ok {
-		via.Params.Add("rport", strconv.Itoa(int(r.Source.Port())))
+		via.Params.Add("rport", strconv.Itoa(int(source.Port())))
 		via.Params.Add("received", src)
 		return
 	}

@@ -61,7 +61,8 @@ func TestSanity(t *testing.T) {
 				if err != nil || !reached {
 					t.Fatalf("not passed on: %v", err)
 				}
-				v := r.Via()
+				v := r.Via().Clone()
+				sip.MarkReceived(v, r.Source)
 				if rp, _ := v.Params.Get("rport"); rp != "40000" {
 					t.Errorf("rport = %q, want the source port", rp)
 				}

@@ -27,6 +27,7 @@ type Config struct {
 	DialPlan  []Rule    `yaml:"dialplan"`
 	CDR       CDR       `yaml:"cdr"`
 	Admin     Admin     `yaml:"admin"`
+	Limits    Limits    `yaml:"limits"`
 
 	// Source is the name the file was loaded under (a path, or the
 	// embedded default's name). Set by Load.
@@ -161,6 +162,16 @@ type CDR struct {
 	Keep     int    `yaml:"keep"`      // rotated files kept
 }
 
+// Limits protect against floods and brute force.
+type Limits struct {
+	Rate         float64       `yaml:"rate"`          // requests/s per source IP; 0 disables
+	Burst        float64       `yaml:"burst"`         // requests a source may send at once
+	Block        time.Duration `yaml:"block"`         // how long a flooding source is ignored
+	AuthFailures int           `yaml:"auth_failures"` // failed logins that lock out (user and source); 0 disables
+	AuthWindow   time.Duration `yaml:"auth_window"`
+	Lockout      time.Duration `yaml:"lockout"`
+}
+
 // Admin configures the metrics and admin API listener.
 type Admin struct {
 	Listen string `yaml:"listen"` // host:port; "off" disables it
@@ -285,6 +296,12 @@ func (c *Config) applyDefaults() {
 		defInt(&t.RegExpires, 600)
 	}
 	def(&c.Admin.Listen, "127.0.0.1:8060")
+	if c.Limits.Burst == 0 {
+		c.Limits.Burst = 2 * c.Limits.Rate
+	}
+	defDur(&c.Limits.Block, time.Minute)
+	defDur(&c.Limits.AuthWindow, time.Minute)
+	defDur(&c.Limits.Lockout, 5*time.Minute)
 	if c.CDR.MaxBytes == 0 {
 		c.CDR.MaxBytes = 100 << 20
 	}

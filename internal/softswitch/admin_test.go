@@ -3,6 +3,7 @@ package softswitch
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -187,4 +188,69 @@ func TestReloadUnderLoad(t *testing.T) {
 	if n := len(sw.Store.Lookup("1002@voxvisor.local")); n != 1 {
 		t.Fatalf("registrations lost across reloads: %d", n)
 	}
+}
+
+// TestFloodAndBruteForce: a flood from one source is blocked while
+// another still registers and calls; an auth brute force is locked out.
+func TestFloodAndBruteForce(t *testing.T) {
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Limits = config.Limits{Rate: 20, Burst: 40, Block: 30 * time.Second, AuthFailures: 3, AuthWindow: time.Minute, Lockout: time.Minute}
+	})
+	// 500 OPTIONS as fast as 127.0.0.2 can send them.
+	fl, err := net.ListenPacket("udp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	dst, _ := net.ResolveUDPAddr("udp", sw.udp)
+	for i := 0; i < 500; i++ {
+		msg := "OPTIONS sip:voxvisor.local SIP/2.0\r\nVia: SIP/2.0/UDP " + fl.LocalAddr().String() + ";branch=z9hG4bKflood" + strconv.Itoa(i) + "\r\n" +
+			"From: <sip:x@flood>;tag=1\r\nTo: <sip:voxvisor.local>\r\nCall-ID: flood" + strconv.Itoa(i) + "\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+		fl.WriteTo([]byte(msg), dst)
+	}
+	waitFor(t, 3*time.Second, "the flooding source to be blocked", func() bool { return sw.Guard.Blocks.Load() == 1 })
+	// The blocked source gets no more answers; the answers to its first
+	// burst are drained first.
+	buf := make([]byte, 4096)
+	for {
+		fl.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, _, err := fl.ReadFrom(buf); err != nil {
+			break
+		}
+	}
+	probe := "OPTIONS sip:voxvisor.local SIP/2.0\r\nVia: SIP/2.0/UDP " + fl.LocalAddr().String() + ";branch=z9hG4bKprobe\r\n" +
+		"From: <sip:x@flood>;tag=1\r\nTo: <sip:voxvisor.local>\r\nCall-ID: probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	fl.WriteTo([]byte(probe), dst)
+	fl.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, _, err := fl.ReadFrom(buf); err == nil {
+		t.Error("the blocked source was answered")
+	}
+	if got := options(t, sw.udp, "sip:voxvisor.local"); got != "200" {
+		t.Errorf("another source not served during the block: %q", got)
+	}
+	// Another source is served: it registers and calls.
+	calleePort, callerPort := freePort(t), freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	wait := sippAsync(t, "uas.xml", calleePort, "udp")
+	sipp(t, sw.udp, "uac_call.xml", callerPort, "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	wait()
+
+	// Brute force on 1003 from 127.0.0.3: three wrong passwords lock out.
+	for i := 0; i < 3; i++ {
+		sippFrom(t, "127.0.0.3", sw.udp, "register_forbidden.xml", freePort(t), "udp", "-key", "user", "1003", "-au", "1003", "-ap", "guess"+strconv.Itoa(i))
+	}
+	if sw.Guard.Lockouts.Load() == 0 {
+		t.Fatal("no lockout after three failures")
+	}
+	// Now even the right password fails, from that source and for that user.
+	trace := sippFrom(t, "127.0.0.3", sw.udp, "register_forbidden.xml", freePort(t), "udp", "-key", "user", "1003", "-au", "1003", "-ap", "demo1003")
+	if !strings.Contains(trace, "403 Locked Out") {
+		t.Errorf("locked-out source and user not refused:\n%s", trace)
+	}
+	trace = sipp(t, sw.udp, "register_forbidden.xml", freePort(t), "udp", "-key", "user", "1003", "-au", "1003", "-ap", "demo1003")
+	if !strings.Contains(trace, "403 Locked Out") {
+		t.Errorf("locked-out user registered from elsewhere:\n%s", trace)
+	}
+	// An innocent user from an innocent source is not affected.
+	sw.register(t, "1001", "udp", freePort(t))
 }

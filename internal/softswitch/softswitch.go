@@ -27,6 +27,7 @@ import (
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
+	"github.com/voxvisor/voxvisor/sip/guard"
 	"github.com/voxvisor/voxvisor/sip/location"
 	"github.com/voxvisor/voxvisor/sip/proxy"
 	"github.com/voxvisor/voxvisor/sip/registrar"
@@ -45,6 +46,7 @@ type Switch struct {
 	Relay     *media.Relay
 	Anchor    *anchor.Anchor
 	Gateway   *gateway.Gateway // nil without trunks
+	Guard     *guard.Guard
 	Calls     *gateway.Calls
 	CDR       *gateway.CDRWriter
 	// Registrations keeps trunks registered to their carriers; nil when
@@ -116,6 +118,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	calls = gateway.NewCalls(gw, cdr, mediaStats(relay), log)
 	an = anchor.New(relay, anchor.Mode(cfg.Media.Anchor), sdp.Policy{Allow: cfg.Media.Codecs}, log)
 	srv := server.New(cfg.SIP, log)
+	g := guard.New(guard.Config{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, Block: cfg.Limits.Block,
+		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout})
+	srv.SetGuard(g)
+	a.SetGuard(g)
 	self, err := srv.Listen()
 	if err != nil {
 		store.Close()
@@ -123,7 +129,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		return nil, err
 	}
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
-		Gateway: gw, Calls: calls, CDR: cdr, log: log}
+		Gateway: gw, Calls: calls, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
 	if gw != nil {
@@ -166,11 +172,28 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		sw.Admin = adm
 	}
 	srv.SetHandler(sip.Chain(
+		sw.streamGuard,
 		sip.Sanity(self),
 		sw.options,
 		sw.Registrar.Middleware,
 	)(sip.HandlerFunc(sw.route)))
 	return sw, nil
+}
+
+// streamGuard rate-limits requests over TCP (UDP datagrams are limited
+// before parsing, in the server).
+func (sw *Switch) streamGuard(next sip.Handler) sip.Handler {
+	return sip.HandlerFunc(func(ctx context.Context, r *sip.Request) error {
+		if r.Transport != "udp" && r.Source.IsValid() {
+			if ok, blocked := sw.Guard.Allow(r.Source.Addr()); !ok {
+				if blocked {
+					sw.log.Warn("source blocked for flooding", "source", r.Source.Addr().String(), "transport", r.Transport)
+				}
+				return proxy.Drop()
+			}
+		}
+		return next.ServeSIP(ctx, r)
+	})
 }
 
 // route runs the proxy and answers requests that turn out to be for us.
@@ -225,6 +248,20 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		sw.Relay.Run(sweepCtx, time.Second)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-sweepCtx.Done():
+				return
+			case <-t.C:
+				sw.Guard.Sweep()
+			}
+		}
 	}()
 	if sw.Admin != nil {
 		wg.Add(1)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/digest"
+	"github.com/voxvisor/voxvisor/sip/guard"
 )
 
 // secrets holds a user's HA1 per algorithm. It never leaves this package.
@@ -31,6 +33,7 @@ type Authenticator struct {
 	log    *slog.Logger   // set once
 
 	users atomic.Pointer[map[string]secrets]
+	guard *guard.Guard // set once before serving; may be nil
 
 	// Failures counts rejected credentials (wrong password, unknown user).
 	Failures atomic.Uint64
@@ -69,6 +72,20 @@ func (a *Authenticator) SetUsers(users []config.User) error {
 	}
 	a.users.Store(&m)
 	return nil
+}
+
+// SetGuard enables the failed-login lockout. Call before serving.
+func (a *Authenticator) SetGuard(g *guard.Guard) { a.guard = g }
+
+// fail records a failed login and builds the 403.
+func (a *Authenticator) fail(r *siplib.Request, user string, err error) error {
+	a.Failures.Add(1)
+	if a.guard != nil {
+		if src, perr := netip.ParseAddrPort(r.Source()); perr == nil && a.guard.AuthFailed(user, src.Addr().Unmap()) {
+			a.log.Warn("locked out after failed logins", "user", user, "source", src.Addr().Unmap().String())
+		}
+	}
+	return &sip.StatusError{Code: 403, Reason: "Forbidden", Err: err}
 }
 
 // Known reports whether username is a local user.
@@ -112,6 +129,11 @@ func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (s
 	if !found {
 		return "", a.challenge(code, reason, chName, false, ErrNoCredential)
 	}
+	if a.guard != nil {
+		if src, err := netip.ParseAddrPort(r.Source()); err == nil && a.guard.Locked(creds.Username, src.Addr().Unmap()) {
+			return "", &sip.StatusError{Code: 403, Reason: "Locked Out", Err: fmt.Errorf("user %s or its source is locked out", creds.Username)}
+		}
+	}
 	switch err := a.nonces.Check(creds.Nonce); {
 	case errors.Is(err, digest.ErrStaleNonce):
 		return "", a.challenge(code, reason, chName, true, err)
@@ -120,8 +142,7 @@ func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (s
 	}
 	sec, ok := (*a.users.Load())[creds.Username]
 	if !ok {
-		a.Failures.Add(1)
-		return "", &sip.StatusError{Code: 403, Reason: "Forbidden", Err: fmt.Errorf("%w %q", ErrUnknownUser, creds.Username)}
+		return "", a.fail(r, creds.Username, fmt.Errorf("%w %q", ErrUnknownUser, creds.Username))
 	}
 	alg := strings.ToUpper(creds.Algorithm)
 	if alg == "" {
@@ -129,12 +150,10 @@ func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (s
 	}
 	ha1, ok := sec[alg]
 	if !ok {
-		a.Failures.Add(1)
-		return "", &sip.StatusError{Code: 403, Reason: "Forbidden", Err: fmt.Errorf("user %s: %w %s", creds.Username, ErrNoAlgorithm, alg)}
+		return "", a.fail(r, creds.Username, fmt.Errorf("user %s: %w %s", creds.Username, ErrNoAlgorithm, alg))
 	}
 	if err := digest.Verify(creds, ha1, string(r.Method)); err != nil {
-		a.Failures.Add(1)
-		return "", &sip.StatusError{Code: 403, Reason: "Forbidden", Err: fmt.Errorf("user %s: %w", creds.Username, err)}
+		return "", a.fail(r, creds.Username, fmt.Errorf("user %s: %w", creds.Username, err))
 	}
 	if identity != "" && identity != creds.Username {
 		a.Failures.Add(1)

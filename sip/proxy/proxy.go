@@ -80,6 +80,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	}
 	fwd := r.Request.Clone()
 	fwd.SetBody(r.Body())
+	sip.MarkReceived(fwd.Via(), r.Source)
 	flow, _ := p.popOwnRoutes(fwd)
 
 	var targets []target
@@ -340,6 +341,9 @@ var (
 	errDrop = &sip.StatusError{Code: 0, Reason: "drop"}
 	errSelf = &sip.StatusError{Code: 0, Reason: "self"}
 )
+
+// Drop returns the error that asks the server to drop a request silently.
+func Drop() error { return errDrop }
 
 // IsDrop reports whether err asks the server to drop the request silently.
 func IsDrop(err error) bool { return err == errDrop }

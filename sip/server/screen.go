@@ -17,6 +17,17 @@ func (s *Server) screen(p siplib.TransportReadProps, data []byte) ([]byte, error
 	if p.Transport != "UDP" {
 		return data, nil
 	}
+	if s.guard != nil && !bytes.HasPrefix(data, sipVer) {
+		if ua, ok := p.RemoteAddr.(*net.UDPAddr); ok {
+			src := ua.AddrPort().Addr().Unmap()
+			if ok, blocked := s.guard.Allow(src); !ok {
+				if blocked {
+					s.log.Warn("source blocked for flooding", "source", src.String(), "transport", "udp")
+				}
+				return nil, nil
+			}
+		}
+	}
 	if reason := s.check(data); reason != "" {
 		if s.reject(p, data, reason) {
 			s.Stats.Rejected.Add(1)

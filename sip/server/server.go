@@ -23,6 +23,7 @@ import (
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/guard"
 )
 
 // Stats are the server's counters.
@@ -43,11 +44,16 @@ type Server struct {
 	udp []net.PacketConn // set in Listen
 	tcp []net.Listener   // set in Listen
 
+	guard *guard.Guard // set once, may be nil
+
 	mu      sync.Mutex
 	handler sip.Handler // guarded by mu
 
 	Stats Stats
 }
+
+// SetGuard installs flood protection. Call before Serve.
+func (s *Server) SetGuard(g *guard.Guard) { s.guard = g }
 
 // New returns a server for cfg. Call Listen, SetHandler, then Serve.
 func New(cfg config.SIP, log *slog.Logger) *Server {
