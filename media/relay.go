@@ -3,7 +3,6 @@ package media
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -454,6 +453,3 @@ func (l *Leg) serve(c *net.UDPConn, rtcpSock bool) {
 		}
 	}
 }
-
-// String describes the leg for logs.
-func (l *Leg) String() string { return fmt.Sprintf("%s:%d", l.cfg.Addr, l.port) }

@@ -109,21 +109,29 @@ func newRelay(t *testing.T, cfg Config, onTimeout func(string)) *Relay {
 	return r
 }
 
-func TestRelayForwardsBothWays(t *testing.T) {
-	before := runtime.NumGoroutine()
-	r := newRelay(t, Config{}, nil)
-	s, err := r.Open("call-1", 1)
+// connected opens session id with one stream whose legs face two loopback
+// phones that announced their own addresses, and returns where each
+// phone sends its RTP.
+func connected(t *testing.T, r *Relay, id string) (st *Stream, a, b *phone, legA, legB netip.AddrPort) {
+	t.Helper()
+	s, err := r.Open(id, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := s.Stream(0)
-	a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	t.Cleanup(func() { r.Release(id) })
+	st = s.Stream(0)
+	a, b = newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
 	ar, ac := a.addrs()
 	br, bc := b.addrs()
 	st.Legs[0].SetRemote(ar, ac, false, false)
 	st.Legs[1].SetRemote(br, bc, false, false)
-	legA := netip.AddrPortFrom(lo, uint16(st.Legs[0].Port()))
-	legB := netip.AddrPortFrom(lo, uint16(st.Legs[1].Port()))
+	return st, a, b, netip.AddrPortFrom(lo, uint16(st.Legs[0].Port())), netip.AddrPortFrom(lo, uint16(st.Legs[1].Port()))
+}
+
+func TestRelayForwardsBothWays(t *testing.T) {
+	before := runtime.NumGoroutine()
+	r := newRelay(t, Config{}, nil)
+	st, a, b, legA, legB := connected(t, r, "call-1")
 	if legA.Port()%2 != 0 || legB.Port()%2 != 0 {
 		t.Fatalf("RTP ports not even: %v %v", legA, legB)
 	}
@@ -181,15 +189,7 @@ func waitGoroutines(t *testing.T, want int) {
 
 func TestLossCounted(t *testing.T) {
 	r := newRelay(t, Config{}, nil)
-	s, _ := r.Open("loss", 1)
-	defer r.Release("loss")
-	st := s.Stream(0)
-	a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
-	ar, ac := a.addrs()
-	br, bc := b.addrs()
-	st.Legs[0].SetRemote(ar, ac, false, false)
-	st.Legs[1].SetRemote(br, bc, false, false)
-	legA := netip.AddrPortFrom(lo, uint16(st.Legs[0].Port()))
+	st, a, b, legA, _ := connected(t, r, "loss")
 	for _, seq := range []uint16{65530, 65531, 65533, 65535, 1, 2} { // 4 gaps across the wrap
 		a.rtp.WriteToUDPAddrPort(rtpPacket(seq, uint32(seq)*160), legA)
 		recv(t, b.rtp)
@@ -201,16 +201,8 @@ func TestLossCounted(t *testing.T) {
 
 func TestStrictLatchRejectsStrangers(t *testing.T) {
 	r := newRelay(t, Config{LockAfter: 3}, nil)
-	s, _ := r.Open("strict", 1)
-	defer r.Release("strict")
-	st := s.Stream(0)
-	a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
+	st, a, b, legA, _ := connected(t, r, "strict")
 	stranger := newPhone(t, "127.0.0.2")
-	ar, ac := a.addrs()
-	br, bc := b.addrs()
-	st.Legs[0].SetRemote(ar, ac, false, false)
-	st.Legs[1].SetRemote(br, bc, false, false)
-	legA := netip.AddrPortFrom(lo, uint16(st.Legs[0].Port()))
 	// A stranger (another IP) injecting into A's leg is dropped.
 	stranger.rtp.WriteToUDPAddrPort(rtpPacket(1, 0), legA)
 	for i := 0; i < 3; i++ {

@@ -18,6 +18,10 @@ import (
 	siplib "github.com/emiago/sipgo/sip"
 )
 
+// BranchPrefix starts the Via branch of every request this server
+// forwards or originates, so stray responses to them can be recognised.
+const BranchPrefix = siplib.RFC3261BranchMagicCookie + "vx"
+
 // Request is one inbound request with its server transaction and what the
 // pipeline has learnt about it so far.
 type Request struct {

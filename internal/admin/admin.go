@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -200,6 +199,3 @@ func (s *Server) reload(w http.ResponseWriter, _ *http.Request) {
 	}
 	writeJSON(w, map[string]string{"reloaded": "ok"})
 }
-
-// Itoa is strconv.Itoa, for label values.
-func Itoa(n int) string { return strconv.Itoa(n) }

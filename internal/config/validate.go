@@ -127,7 +127,7 @@ func (c *Config) validate(d *document) Errors {
 		bad("media.hold_timeout", "must be at least media.timeout (%s); got %s", m.Timeout, m.HoldTimeout)
 	}
 
-	errs = append(errs, c.validateTrunks(d)...)
+	c.validateTrunks(bad)
 
 	users := map[string]bool{}
 	for i, u := range c.Users {
@@ -163,12 +163,9 @@ func isHex(s string, n int) bool {
 	return err == nil
 }
 
-// validateTrunks checks trunks, DIDs and the dial plan.
-func (c *Config) validateTrunks(d *document) Errors {
-	var errs Errors
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, d.at(key, format, args...))
-	}
+// validateTrunks checks trunks, DIDs and the dial plan, reporting each
+// problem through bad.
+func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 	names := map[string]bool{}
 	for i, t := range c.Trunks {
 		key := fmt.Sprintf("trunks[%d]", i)
@@ -264,5 +261,4 @@ func (c *Config) validateTrunks(d *document) Errors {
 	if c.CDR.MaxBytes < 1024 {
 		bad("cdr.max_bytes", "must be at least 1024; got %d", c.CDR.MaxBytes)
 	}
-	return errs
 }

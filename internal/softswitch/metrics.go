@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/voxvisor/voxvisor/gateway"
+	"github.com/voxvisor/voxvisor/media"
 )
 
 // metrics registers voxvisor's Prometheus metrics. Most read the
@@ -38,20 +39,21 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	gauge("relay_sessions", "Anchored calls with relay ports.", func() float64 { return float64(sw.Relay.Len()) })
 	gauge("relay_port_pairs_in_use", "RTP/RTCP port pairs allocated.", func() float64 { return float64(sw.Relay.Allocator().InUse()) })
 	gauge("relay_port_pairs", "RTP/RTCP port pairs in the range.", func() float64 { return float64(sw.Relay.Allocator().Pairs()) })
-	relay := func(f func(s gateway.LegStats) float64) func() float64 {
+	relay := func(f func(s media.LegStats) float64) func() float64 {
 		return func() float64 {
 			total := 0.0
 			for _, sess := range sw.Relay.Sessions() {
-				for _, st := range mediaStats(sw.Relay)(sess.ID) {
-					total += f(st.Caller) + f(st.Callee)
+				for _, st := range sess.Streams() {
+					legs := st.Stats()
+					total += f(legs[0]) + f(legs[1])
 				}
 			}
 			return total
 		}
 	}
-	gauge("relay_packets", "RTP packets received by the relay on live calls.", relay(func(s gateway.LegStats) float64 { return float64(s.Packets) }))
-	gauge("relay_bytes", "RTP bytes received by the relay on live calls.", relay(func(s gateway.LegStats) float64 { return float64(s.Bytes) }))
-	gauge("relay_lost_packets", "RTP packets lost before the relay on live calls.", relay(func(s gateway.LegStats) float64 { return float64(s.Lost) }))
+	gauge("relay_packets", "RTP packets received by the relay on live calls.", relay(func(s media.LegStats) float64 { return float64(s.Packets) }))
+	gauge("relay_bytes", "RTP bytes received by the relay on live calls.", relay(func(s media.LegStats) float64 { return float64(s.Bytes) }))
+	gauge("relay_lost_packets", "RTP packets lost before the relay on live calls.", relay(func(s media.LegStats) float64 { return float64(s.Lost) }))
 
 	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "voxvisor", Name: "calls_total",
 		Help: "Finished call attempts by final status and direction."}, []string{"status", "direction"})

@@ -35,8 +35,6 @@ var (
 	ErrStaleNonce   = errors.New("digest: nonce expired")
 	ErrBadNonce     = errors.New("digest: nonce not issued by this server")
 	ErrWrongAnswer  = errors.New("digest: wrong response")
-	ErrRealm        = errors.New("digest: wrong realm")
-	ErrURIMismatch  = errors.New("digest: uri does not match the request")
 	ErrQOPMalformed = errors.New("digest: qop=auth without cnonce or nc")
 )
 
@@ -84,12 +82,15 @@ func Response(alg, ha1, method, uri, nonce, nc, cnonce, qop string) (string, err
 	return h(nh, ha1, nonce, nc, cnonce, qop, ha2), nil
 }
 
-// Challenge is one WWW-Authenticate or Proxy-Authenticate value.
+// Challenge is one WWW-Authenticate or Proxy-Authenticate value: the one
+// this server sends (always offering qop=auth), or one parsed from a next
+// hop (QOP is "auth" when offered, else empty).
 type Challenge struct {
 	Realm     string
 	Nonce     string
 	Opaque    string
 	Algorithm string
+	QOP       string
 	Stale     bool
 }
 
@@ -255,14 +256,9 @@ func (n *Nonces) Check(nonce string) error {
 	return nil
 }
 
-// ServerChallenge is a parsed WWW-Authenticate or Proxy-Authenticate.
-type ServerChallenge struct {
-	Realm, Nonce, Opaque, Algorithm, QOP string
-}
-
 // ParseChallenge parses a "Digest realm=..., nonce=..." challenge.
-func ParseChallenge(v string) (ServerChallenge, error) {
-	var c ServerChallenge
+func ParseChallenge(v string) (Challenge, error) {
+	var c Challenge
 	scheme, rest, ok := strings.Cut(strings.TrimSpace(v), " ")
 	if !ok || !strings.EqualFold(scheme, "Digest") {
 		return c, ErrMalformed
@@ -272,6 +268,7 @@ func ParseChallenge(v string) (ServerChallenge, error) {
 		return c, err
 	}
 	c.Realm, c.Nonce, c.Opaque, c.Algorithm = params["realm"], params["nonce"], params["opaque"], params["algorithm"]
+	c.Stale = strings.EqualFold(params["stale"], "true")
 	for _, q := range strings.Split(params["qop"], ",") {
 		if strings.TrimSpace(q) == "auth" {
 			c.QOP = "auth"
@@ -285,7 +282,7 @@ func ParseChallenge(v string) (ServerChallenge, error) {
 
 // Authorize answers challenge c for method and uri as username/password,
 // returning the header value (RFC 7616 §3.4; qop=auth when offered).
-func Authorize(c ServerChallenge, username, password, method, uri string) (string, error) {
+func Authorize(c Challenge, username, password, method, uri string) (string, error) {
 	alg := c.Algorithm
 	if alg == "" {
 		alg = MD5

@@ -97,7 +97,7 @@ func (g *Guard) Locked(user string, src netip.Addr) bool {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, k := range []string{"user:" + user, "src:" + src.String()} {
+	for _, k := range failureKeys(user, src) {
 		if f := g.failures[k]; f != nil && now.Before(f.locked) {
 			return true
 		}
@@ -114,7 +114,7 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, k := range []string{"user:" + user, "src:" + src.String()} {
+	for _, k := range failureKeys(user, src) {
 		f := g.failures[k]
 		if f == nil || now.Sub(f.first) > g.cfg.AuthWindow {
 			f = &failureCount{first: now}
@@ -128,6 +128,11 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 		}
 	}
 	return lockedNow
+}
+
+// failureKeys are the two things a failed login counts against.
+func failureKeys(user string, src netip.Addr) [2]string {
+	return [2]string{"user:" + user, "src:" + src.String()}
 }
 
 // Sweep forgets idle sources and expired failures.

@@ -39,7 +39,7 @@ type branch struct {
 func newBranchID() string {
 	var b [10]byte
 	rand.Read(b[:])
-	return siplib.RFC3261BranchMagicCookie + "vx" + hex.EncodeToString(b[:])
+	return sip.BranchPrefix + hex.EncodeToString(b[:])
 }
 
 // prepare turns fwd into the copy sent to t: Request-URI, Max-Forwards,

@@ -345,9 +345,6 @@ var (
 // Drop returns the error that asks the server to drop a request silently.
 func Drop() error { return errDrop }
 
-// IsDrop reports whether err asks the server to drop the request silently.
-func IsDrop(err error) bool { return err == errDrop }
-
 // IsSelf reports whether err says the request is for this server itself.
 func IsSelf(err error) bool { return err == errSelf }
 

@@ -9,10 +9,11 @@ import (
 )
 
 // screen runs on every datagram (and TCP read) before sipgo parses it. A
-// UDP datagram that is too large, has too many headers or lacks what a
-// request needs is answered 400 when a response can be formed and dropped
-// otherwise; either way it is counted and the listener keeps serving
-// (returning an empty slice, never an error, which would stop it).
+// UDP datagram from a blocked source is dropped; one that is too large,
+// has too many headers or lacks what a request needs is answered 400 when
+// a response can be formed and dropped otherwise; either way it is counted
+// and the listener keeps serving (returning an empty slice, never an
+// error, which would stop it). It allocates nothing for a good message.
 func (s *Server) screen(p siplib.TransportReadProps, data []byte) ([]byte, error) {
 	if p.Transport != "UDP" {
 		return data, nil
@@ -40,11 +41,76 @@ func (s *Server) screen(p siplib.TransportReadProps, data []byte) ([]byte, error
 }
 
 var (
-	crlf     = []byte("\r\n")
-	sipVer   = []byte("SIP/2.0")
-	required = [][]byte{[]byte("via"), []byte("from"), []byte("to"), []byte("call-id"), []byte("cseq")}
-	compact  = map[string]string{"v": "via", "f": "from", "t": "to", "i": "call-id", "l": "content-length", "m": "contact"}
+	crlf   = []byte("\r\n")
+	sipVer = []byte("SIP/2.0")
 )
+
+// Headers the screen looks at, as bits.
+const (
+	hVia = 1 << iota
+	hFrom
+	hTo
+	hCallID
+	hCSeq
+	hContentLength
+	hMaxForwards
+
+	hRequired = hVia | hFrom | hTo | hCallID | hCSeq
+)
+
+// headerKind names a header by its full or compact name, case-insensitively.
+func headerKind(name []byte) int {
+	name = bytes.TrimSpace(name)
+	if len(name) == 1 {
+		switch name[0] | 0x20 {
+		case 'v':
+			return hVia
+		case 'f':
+			return hFrom
+		case 't':
+			return hTo
+		case 'i':
+			return hCallID
+		case 'l':
+			return hContentLength
+		}
+		return 0
+	}
+	for _, k := range headerNames {
+		if len(name) == len(k.name) && bytes.EqualFold(name, k.name) {
+			return k.kind
+		}
+	}
+	return 0
+}
+
+var headerNames = []struct {
+	name []byte
+	kind int
+}{{[]byte("via"), hVia}, {[]byte("from"), hFrom}, {[]byte("to"), hTo}, {[]byte("call-id"), hCallID},
+	{[]byte("cseq"), hCSeq}, {[]byte("content-length"), hContentLength}, {[]byte("max-forwards"), hMaxForwards}}
+
+// eachHeader calls fn for each header line of head (after the start
+// line), skipping folded continuations, until fn returns false.
+// malformed reports a line that is not a header.
+func eachHeader(head []byte, fn func(kind int, val, line []byte) bool) (malformed bool) {
+	_, rest, _ := bytes.Cut(head, crlf)
+	for len(rest) > 0 {
+		line, next, _ := bytes.Cut(rest, crlf)
+		rest = next
+		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		name, val, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return true
+		}
+		if !fn(headerKind(name), val, line) {
+			return false
+		}
+	}
+	return false
+}
 
 // check returns why data is not an acceptable SIP message, or "".
 func (s *Server) check(data []byte) string {
@@ -56,57 +122,47 @@ func (s *Server) check(data []byte) string {
 		// sipgo accepts a bare LF framing from some peers; leave it to parse.
 		return ""
 	}
-	lines := bytes.Split(head, crlf)
-	start := lines[0]
+	start, _, _ := bytes.Cut(head, crlf)
 	isResponse := bytes.HasPrefix(start, sipVer)
 	if !isResponse {
-		parts := bytes.Split(start, []byte(" "))
-		if len(parts) != 3 || !bytes.Equal(parts[2], sipVer) || len(parts[0]) == 0 || len(parts[1]) == 0 {
+		method, rest, ok1 := bytes.Cut(start, []byte(" "))
+		uri, ver, ok2 := bytes.Cut(rest, []byte(" "))
+		if !ok1 || !ok2 || !bytes.Equal(ver, sipVer) || len(method) == 0 || len(uri) == 0 {
 			return "Bad Request Line"
 		}
 	}
-	if len(lines)-1 > s.cfg.MaxHeaders {
+	if bytes.Count(head, crlf) > s.cfg.MaxHeaders {
 		return "Too Many Headers"
 	}
-	seen := 0
-	for _, l := range lines[1:] {
-		if len(l) == 0 || l[0] == ' ' || l[0] == '\t' {
-			continue // folded continuation
-		}
-		name, val, ok := bytes.Cut(l, []byte(":"))
-		if !ok {
-			return "Malformed Header"
-		}
-		n := string(bytes.ToLower(bytes.TrimSpace(name)))
-		if full, ok := compact[n]; ok {
-			n = full
-		}
-		for i, r := range required {
-			if n == string(r) {
-				seen |= 1 << i
-			}
-		}
-		switch n {
-		case "content-length":
+	seen, reason := 0, ""
+	if eachHeader(head, func(kind int, val, _ []byte) bool {
+		seen |= kind
+		switch kind {
+		case hContentLength:
 			cl, err := strconv.Atoi(string(bytes.TrimSpace(val)))
 			if err != nil || cl < 0 {
-				return "Bad Content-Length"
+				reason = "Bad Content-Length"
+			} else if cl > len(body) {
+				reason = "Content-Length Beyond Datagram"
 			}
-			if cl > len(body) {
-				return "Content-Length Beyond Datagram"
-			}
-		case "cseq":
+		case hCSeq:
 			num, _, _ := bytes.Cut(bytes.TrimSpace(val), []byte(" "))
 			if _, err := strconv.ParseUint(string(num), 10, 32); err != nil {
-				return "Bad CSeq"
+				reason = "Bad CSeq"
 			}
-		case "max-forwards":
+		case hMaxForwards:
 			if _, err := strconv.ParseUint(string(bytes.TrimSpace(val)), 10, 8); err != nil {
-				return "Bad Max-Forwards"
+				reason = "Bad Max-Forwards"
 			}
 		}
+		return reason == ""
+	}) {
+		return "Malformed Header"
 	}
-	if !isResponse && seen != 1<<len(required)-1 {
+	if reason != "" {
+		return reason
+	}
+	if !isResponse && seen&hRequired != hRequired {
 		return "Missing Mandatory Header"
 	}
 	return ""
@@ -120,32 +176,18 @@ func (s *Server) reject(p siplib.TransportReadProps, data []byte, reason string)
 		return false
 	}
 	head, _, _ := bytes.Cut(data, []byte("\r\n\r\n"))
-	lines := bytes.Split(head, crlf)
 	var out bytes.Buffer
 	out.WriteString("SIP/2.0 400 " + reason + "\r\n")
 	have := 0
-	for _, l := range lines[1:] {
-		name, _, ok := bytes.Cut(l, []byte(":"))
-		if !ok {
-			continue
-		}
-		n := string(bytes.ToLower(bytes.TrimSpace(name)))
-		if full, ok := compact[n]; ok {
-			n = full
-		}
-		switch n {
-		case "via", "from", "to", "call-id", "cseq":
-			out.Write(l)
+	eachHeader(head, func(kind int, _, line []byte) bool {
+		if kind&hRequired != 0 {
+			out.Write(line)
 			out.WriteString("\r\n")
-			if n == "via" {
-				have |= 1
-			}
-			if n == "cseq" {
-				have |= 2
-			}
+			have |= kind
 		}
-	}
-	if have != 3 {
+		return true
+	})
+	if have&(hVia|hCSeq) != hVia|hCSeq {
 		return false
 	}
 	out.WriteString("Server: voxvisor\r\nContent-Length: 0\r\n\r\n")
@@ -156,7 +198,7 @@ func (s *Server) reject(p siplib.TransportReadProps, data []byte, reason string)
 		}
 	}
 	if len(s.udp) > 0 {
-		_, err := s.udp[0].(net.PacketConn).WriteTo(out.Bytes(), p.RemoteAddr)
+		_, err := s.udp[0].WriteTo(out.Bytes(), p.RemoteAddr)
 		return err == nil
 	}
 	return false

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,8 +47,7 @@ type Server struct {
 
 	guard *guard.Guard // set once, may be nil
 
-	mu      sync.Mutex
-	handler sip.Handler // guarded by mu
+	handler atomic.Pointer[sip.Handler] // replaced by SetHandler; read per request
 
 	Stats Stats
 }
@@ -150,9 +150,7 @@ func (s *Server) TransactionLayer() *siplib.TransactionLayer { return s.ua.Trans
 
 // SetHandler installs (or replaces) the pipeline.
 func (s *Server) SetHandler(h sip.Handler) {
-	s.mu.Lock()
-	s.handler = h
-	s.mu.Unlock()
+	s.handler.Store(&h)
 }
 
 // Serve serves every listener until ctx ends, then closes them and the
@@ -232,9 +230,7 @@ func (s *Server) closeSockets() {
 // own goroutine per message.
 func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
 	s.Stats.Requests.Add(1)
-	s.mu.Lock()
-	h := s.handler
-	s.mu.Unlock()
+	h := *s.handler.Load()
 	r := &sip.Request{Request: req, Transport: lowerTransport(req.Transport())}
 	if tx != nil && !req.IsAck() {
 		r.Tx = tx
@@ -303,7 +299,7 @@ func (s *Server) strayResponse(res *siplib.Response) {
 
 func isOurBranch(v *siplib.ViaHeader) bool {
 	b, _ := v.Params.Get("branch")
-	return len(b) > 9 && b[:9] == siplib.RFC3261BranchMagicCookie+"vx"
+	return strings.HasPrefix(b, sip.BranchPrefix)
 }
 
 func lowerTransport(t string) string {
