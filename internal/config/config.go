@@ -28,6 +28,7 @@ type Config struct {
 	CDR       CDR       `yaml:"cdr"`
 	Admin     Admin     `yaml:"admin"`
 	Limits    Limits    `yaml:"limits"`
+	Provision Provision `yaml:"provision"`
 
 	// Source is the name the file was loaded under (a path, or the
 	// embedded default's name). Set by Load.
@@ -107,6 +108,69 @@ type Trunk struct {
 	Codecs      []string    `yaml:"codecs"`       // allowed on the trunk; empty: media.codecs
 	MaxChannels int         `yaml:"max_channels"` // 0: unlimited
 	CallerID    CallerID    `yaml:"caller_id"`
+	// Endpoint is the trunk's media endpoint: a KVM guest that
+	// `voxvisor provision` creates with its volume and firewall rules.
+	Endpoint *Endpoint `yaml:"endpoint"`
+}
+
+// Provision holds the host-level settings of `voxvisor provision`.
+type Provision struct {
+	LibvirtURI string `yaml:"libvirt_uri"` // default qemu:///system
+	// DomainType is the libvirt domain type: kvm (default) or qemu (TCG,
+	// for hosts without /dev/kvm).
+	DomainType      string         `yaml:"domain_type"`
+	Storage         Storage        `yaml:"storage"`
+	Firewall        FirewallConfig `yaml:"firewall"`
+	ShutdownTimeout time.Duration  `yaml:"shutdown_timeout"` // ACPI shutdown, then destroy
+}
+
+// Storage is where the guests' disks live.
+type Storage struct {
+	Backend     string `yaml:"backend"`      // lvm (default) or dir
+	VolumeGroup string `yaml:"volume_group"` // lvm
+	ThinPool    string `yaml:"thin_pool"`    // lvm, optional
+	// Dir holds the raw images (dir backend) and, for both backends, the
+	// cloud-init seeds, content-hashed.
+	Dir string `yaml:"dir"`
+}
+
+// FirewallConfig selects how the trunks' rules reach the kernel.
+type FirewallConfig struct {
+	Backend string `yaml:"backend"`  // nftables (default) or iptables
+	LogRate int    `yaml:"log_rate"` // dropped packets logged per minute per trunk
+}
+
+// Endpoint is a trunk's KVM guest.
+type Endpoint struct {
+	VCPUs     int             `yaml:"vcpus"`
+	Memory    string          `yaml:"memory"` // e.g. 512M, 1G
+	Disk      EndpointDisk    `yaml:"disk"`
+	Network   EndpointNetwork `yaml:"network"`
+	UserData  string          `yaml:"user_data"` // cloud-init user-data file, optional
+	Autostart *bool           `yaml:"autostart"` // default true
+
+	MemoryBytes int64 `yaml:"-"` // parsed Memory, set by validation
+}
+
+// EndpointDisk is the guest's volume.
+type EndpointDisk struct {
+	Size  string `yaml:"size"`  // e.g. 4G
+	Image string `yaml:"image"` // base image cloned onto a new volume (any qemu-img format)
+	// AllowShrink permits shrinking the volume when size goes down: only a
+	// shut-off guest's bare ext4 volume, e2fsck then resize2fs then lvreduce.
+	AllowShrink bool `yaml:"allow_shrink"`
+
+	SizeBytes int64 `yaml:"-"` // parsed Size, set by validation
+}
+
+// EndpointNetwork attaches the guest: exactly one of Bridge and Network.
+type EndpointNetwork struct {
+	Bridge  string   `yaml:"bridge"`  // a host bridge
+	Network string   `yaml:"network"` // a libvirt network (gets a DHCP host entry)
+	MAC     string   `yaml:"mac"`     // default: derived from the trunk name
+	Address string   `yaml:"address"` // the guest's IP with prefix, e.g. 10.10.0.21/24
+	Gateway string   `yaml:"gateway"`
+	DNS     []string `yaml:"dns"`
 }
 
 // Peer is one carrier address.
@@ -282,6 +346,13 @@ func (c *Config) applyDefaults() {
 	def(&c.Media.Anchor, DefaultAnchor)
 	defDur(&c.Media.Timeout, DefaultMediaTimeout)
 	defDur(&c.Media.HoldTimeout, DefaultHoldTimeout)
+	def(&c.Provision.LibvirtURI, "qemu:///system")
+	def(&c.Provision.DomainType, "kvm")
+	def(&c.Provision.Storage.Backend, "lvm")
+	def(&c.Provision.Storage.Dir, "/var/lib/voxvisor/images")
+	def(&c.Provision.Firewall.Backend, "nftables")
+	defInt(&c.Provision.Firewall.LogRate, 10)
+	defDur(&c.Provision.ShutdownTimeout, 60*time.Second)
 	for i := range c.Trunks {
 		t := &c.Trunks[i]
 		for j := range t.Peers {
@@ -294,6 +365,15 @@ func (c *Config) applyDefaults() {
 			t.Peers[j].Transport = strings.ToLower(t.Peers[j].Transport)
 		}
 		defInt(&t.RegExpires, 600)
+		if e := t.Endpoint; e != nil {
+			defInt(&e.VCPUs, 1)
+			def(&e.Memory, "512M")
+			def(&e.Disk.Size, "4G")
+			if e.Autostart == nil {
+				yes := true
+				e.Autostart = &yes
+			}
+		}
 	}
 	def(&c.Admin.Listen, "127.0.0.1:8060")
 	if c.Limits.Burst == 0 {

@@ -128,6 +128,7 @@ func (c *Config) validate(d *document) Errors {
 	}
 
 	c.validateTrunks(bad)
+	c.validateProvision(bad)
 
 	users := map[string]bool{}
 	for i, u := range c.Users {
@@ -261,4 +262,139 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 	if c.CDR.MaxBytes < 1024 {
 		bad("cdr.max_bytes", "must be at least 1024; got %d", c.CDR.MaxBytes)
 	}
+}
+
+var (
+	macRE    = regexp.MustCompile(`^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$`)
+	lvNameRE = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
+	sizeRE   = regexp.MustCompile(`^([0-9]+)\s*([KMGT]?)(i?B)?$`)
+)
+
+// ParseSize reads a size such as 512M, 4G, 4GiB or 1073741824 (bytes);
+// the units are binary (M = MiB), as in lvm2 and qemu-img.
+func ParseSize(s string) (int64, error) {
+	m := sizeRE.FindStringSubmatch(strings.ToUpper(strings.TrimSpace(s)))
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size such as 512M or 4G", s)
+	}
+	var n int64
+	if _, err := fmt.Sscan(m[1], &n); err != nil {
+		return 0, fmt.Errorf("%q is not a size such as 512M or 4G", s)
+	}
+	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m[2]]
+	if n <= 0 || n > (1<<62)>>shift {
+		return 0, fmt.Errorf("%q is out of range", s)
+	}
+	return n << shift, nil
+}
+
+// validateProvision checks the provision block and the trunks' endpoints.
+func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
+	p := &c.Provision
+	switch p.DomainType {
+	case "kvm", "qemu":
+	default:
+		bad("provision.domain_type", "must be kvm or qemu (TCG, no /dev/kvm); got %q", p.DomainType)
+	}
+	switch p.Storage.Backend {
+	case "lvm":
+		if p.Storage.VolumeGroup == "" && c.hasEndpoints() {
+			bad("provision.storage.volume_group", "the lvm backend needs a volume group (or set backend: dir)")
+		}
+		if p.Storage.VolumeGroup != "" && !lvNameRE.MatchString(p.Storage.VolumeGroup) {
+			bad("provision.storage.volume_group", "%q is not a volume group name", p.Storage.VolumeGroup)
+		}
+		if p.Storage.ThinPool != "" && !lvNameRE.MatchString(p.Storage.ThinPool) {
+			bad("provision.storage.thin_pool", "%q is not a logical volume name", p.Storage.ThinPool)
+		}
+	case "dir":
+		if p.Storage.ThinPool != "" || p.Storage.VolumeGroup != "" {
+			bad("provision.storage.backend", "volume_group and thin_pool apply to the lvm backend only")
+		}
+	default:
+		bad("provision.storage.backend", "must be lvm or dir; got %q", p.Storage.Backend)
+	}
+	if !strings.HasPrefix(p.Storage.Dir, "/") {
+		bad("provision.storage.dir", "must be an absolute path; got %q", p.Storage.Dir)
+	}
+	switch p.Firewall.Backend {
+	case "nftables", "iptables", "none":
+	default:
+		bad("provision.firewall.backend", "must be nftables, iptables or none; got %q", p.Firewall.Backend)
+	}
+	if p.Firewall.LogRate < 1 || p.Firewall.LogRate > 10000 {
+		bad("provision.firewall.log_rate", "must be 1-10000 packets a minute; got %d", p.Firewall.LogRate)
+	}
+	if p.ShutdownTimeout < time.Second {
+		bad("provision.shutdown_timeout", "must be at least 1s; got %s", p.ShutdownTimeout)
+	}
+	macs := map[string]string{}
+	addrs := map[netip.Addr]string{}
+	for i := range c.Trunks {
+		t := &c.Trunks[i]
+		e := t.Endpoint
+		if e == nil {
+			continue
+		}
+		key := fmt.Sprintf("trunks[%d].endpoint", i)
+		if e.VCPUs < 1 || e.VCPUs > 64 {
+			bad(key+".vcpus", "must be 1-64; got %d", e.VCPUs)
+		}
+		var err error
+		if e.MemoryBytes, err = ParseSize(e.Memory); err != nil {
+			bad(key+".memory", "%v", err)
+		} else if e.MemoryBytes < 64<<20 {
+			bad(key+".memory", "must be at least 64M; got %s", e.Memory)
+		}
+		if e.Disk.SizeBytes, err = ParseSize(e.Disk.Size); err != nil {
+			bad(key+".disk.size", "%v", err)
+		} else if e.Disk.SizeBytes < 1<<20 || e.Disk.SizeBytes%512 != 0 {
+			bad(key+".disk.size", "must be at least 1M and a multiple of 512 bytes; got %s", e.Disk.Size)
+		}
+		if e.Disk.Image != "" && !strings.HasPrefix(e.Disk.Image, "/") {
+			bad(key+".disk.image", "must be an absolute path; got %q", e.Disk.Image)
+		}
+		if e.UserData != "" && !strings.HasPrefix(e.UserData, "/") {
+			bad(key+".user_data", "must be an absolute path; got %q", e.UserData)
+		}
+		n := e.Network
+		if (n.Bridge == "") == (n.Network == "") {
+			bad(key+".network", "give exactly one of bridge and network")
+		}
+		if n.MAC != "" {
+			if !macRE.MatchString(n.MAC) {
+				bad(key+".network.mac", "must be six hex bytes such as 52:54:00:12:34:56; got %q", n.MAC)
+			} else if o, dup := macs[strings.ToLower(n.MAC)]; dup {
+				bad(key+".network.mac", "%s is also trunk %q's", n.MAC, o)
+			}
+			macs[strings.ToLower(n.MAC)] = t.Name
+		}
+		pfx, err := netip.ParsePrefix(n.Address)
+		if err != nil {
+			bad(key+".network.address", "must be the guest's IP with its prefix length, e.g. 10.10.0.21/24; got %q", n.Address)
+		} else if o, dup := addrs[pfx.Addr()]; dup {
+			bad(key+".network.address", "%s is also trunk %q's", pfx.Addr(), o)
+		} else {
+			addrs[pfx.Addr()] = t.Name
+		}
+		if n.Gateway != "" {
+			if _, err := netip.ParseAddr(n.Gateway); err != nil {
+				bad(key+".network.gateway", "must be an IP address; got %q", n.Gateway)
+			}
+		}
+		for j, d := range n.DNS {
+			if _, err := netip.ParseAddr(d); err != nil {
+				bad(fmt.Sprintf("%s.network.dns[%d]", key, j), "must be an IP address; got %q", d)
+			}
+		}
+	}
+}
+
+func (c *Config) hasEndpoints() bool {
+	for _, t := range c.Trunks {
+		if t.Endpoint != nil {
+			return true
+		}
+	}
+	return false
 }

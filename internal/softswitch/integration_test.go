@@ -16,20 +16,14 @@ import (
 	"github.com/voxvisor/voxvisor/configs"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
+	"github.com/voxvisor/voxvisor/internal/testenv"
 )
 
 // need returns the path of a tool the integration tests drive. Under
 // CI=true a missing tool fails the test: `make test` installs it.
 func need(t *testing.T, tool string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (make test-deps installs it): %v", tool, err)
-		}
-		t.Skipf("%s not installed; run make test-deps", tool)
-	}
-	return p
+	return testenv.Need(t, tool)
 }
 
 // running is a switch started for one test.

@@ -1,0 +1,77 @@
+// Package testenv lets integration tests ask for the real components they
+// drive. Under CI=true a missing component fails the test (make test
+// installs it); elsewhere the test is skipped with the reason.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Missing fails (CI=true) or skips the test for a component that is not there.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (make test-deps installs what the tests need)", msg)
+	}
+	t.Skipf("%s; run make test-deps", msg)
+}
+
+// Need returns the path of a tool the test drives.
+func Need(t testing.TB, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		Missing(t, "%s not installed: %v", tool, err)
+	}
+	return p
+}
+
+// NeedRoot is for tests that make namespaces, loop devices or volume groups.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "needs root")
+	}
+}
+
+// Run runs a command for a test's setup and fails the test when it fails.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := Try(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Try runs a command with a time limit, returning its combined output.
+func Try(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "LVM_SUPPRESS_FD_WARNINGS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Netns creates a network namespace for the test and deletes it, with
+// everything in it, when the test ends.
+func Netns(t testing.TB, name string) string {
+	t.Helper()
+	NeedRoot(t)
+	Need(t, "ip")
+	Try("ip", "netns", "del", name) // left over from a killed run
+	Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { Try("ip", "netns", "del", name) })
+	return name
+}

@@ -1,0 +1,140 @@
+package volume
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// LVM keeps volumes as logical volumes of one volume group, optionally in
+// a thin pool, through the lvm2 commands.
+type LVM struct {
+	VG       string
+	ThinPool string // empty: thick volumes
+	Run      Runner
+}
+
+func (l *LVM) Kind() string            { return "lvm" }
+func (l *LVM) DiskType() string        { return "block" }
+func (l *LVM) Path(name string) string { return "/dev/" + l.VG + "/" + name }
+
+type lvRow struct {
+	Name   string `json:"lv_name"`
+	Size   string `json:"lv_size"`
+	Tags   string `json:"lv_tags"`
+	Path   string `json:"lv_path"`
+	Extent string `json:"vg_extent_size"`
+}
+
+// report runs lvs on the volume group with a JSON report.
+func (l *LVM) report(ctx context.Context) ([]lvRow, error) {
+	out, err := l.Run.Run(ctx, "lvs", "--reportformat", "json", "--units", "b", "--nosuffix",
+		"-o", "lv_name,lv_size,lv_tags,lv_path,vg_extent_size", l.VG)
+	if err != nil {
+		return nil, fmt.Errorf("volume group %s: %w", l.VG, err)
+	}
+	var rep struct {
+		Report []struct {
+			LV []lvRow `json:"lv"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return nil, fmt.Errorf("volume group %s: lvs report: %w", l.VG, err)
+	}
+	var rows []lvRow
+	for _, r := range rep.Report {
+		rows = append(rows, r.LV...)
+	}
+	return rows, nil
+}
+
+func (l *LVM) state(r lvRow) State {
+	size, _ := strconv.ParseInt(r.Size, 10, 64)
+	ext, _ := strconv.ParseInt(r.Extent, 10, 64)
+	p := r.Path
+	if p == "" {
+		p = l.Path(r.Name)
+	}
+	return State{Name: r.Name, Size: size, Path: p, Granule: ext}
+}
+
+func ours(tags string) bool { return slices.Contains(strings.Split(tags, ","), Mark) }
+
+func (l *LVM) Get(ctx context.Context, name string) (*State, error) {
+	rows, err := l.report(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if r.Name == name {
+			if !ours(r.Tags) {
+				return nil, fmt.Errorf("logical volume %s/%s %w", l.VG, name, ErrNotOurs)
+			}
+			s := l.state(r)
+			return &s, nil
+		}
+	}
+	return nil, nil
+}
+
+func (l *LVM) List(ctx context.Context) ([]State, error) {
+	rows, err := l.report(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []State
+	for _, r := range rows {
+		if ours(r.Tags) {
+			out = append(out, l.state(r))
+		}
+	}
+	return out, nil
+}
+
+func (l *LVM) Create(ctx context.Context, name string, size int64, image string) (*State, error) {
+	args := []string{"--yes", "-n", name, "--addtag", Mark}
+	if l.ThinPool != "" {
+		args = append(args, "-V", sizeArg(size), "--thinpool", l.ThinPool, l.VG)
+	} else {
+		args = append(args, "-L", sizeArg(size), l.VG)
+	}
+	if _, err := l.Run.Run(ctx, "lvcreate", args...); err != nil {
+		return nil, err
+	}
+	if image != "" {
+		if err := cloneImage(ctx, l.Run, image, l.Path(name), size, true); err != nil {
+			if rerr := l.Remove(ctx, name); rerr != nil {
+				err = fmt.Errorf("%w; and removing the new volume failed: %v", err, rerr)
+			}
+			return nil, err
+		}
+	}
+	return l.Get(ctx, name)
+}
+
+func (l *LVM) Grow(ctx context.Context, name string, size int64) error {
+	_, err := l.Run.Run(ctx, "lvextend", "--yes", "-L", sizeArg(size), l.VG+"/"+name)
+	return err
+}
+
+func (l *LVM) Shrink(ctx context.Context, name string, size int64) error {
+	if err := shrinkExt4(ctx, l.Run, l.Path(name), size); err != nil {
+		return err
+	}
+	_, err := l.Run.Run(ctx, "lvreduce", "--yes", "-L", sizeArg(size), l.VG+"/"+name)
+	return err
+}
+
+func (l *LVM) Remove(ctx context.Context, name string) error {
+	s, err := l.Get(ctx, name)
+	if err != nil || s == nil {
+		return err
+	}
+	_, err = l.Run.Run(ctx, "lvremove", "--yes", l.VG+"/"+name)
+	return err
+}
+
+func sizeArg(n int64) string { return strconv.FormatInt(n, 10) + "b" }
