@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Missing fails (CI=true) or skips the test for a component that is not there.
@@ -74,4 +77,30 @@ func Netns(t testing.TB, name string) string {
 	Run(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { Try("ip", "netns", "del", name) })
 	return name
+}
+
+// InNetns runs f on an OS thread that has joined the named network
+// namespace: sockets f opens and commands it starts live there. The thread
+// is thrown away afterwards rather than trusted back in the host's.
+func InNetns(t testing.TB, name string, f func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- fmt.Errorf("netns %s: %w", name, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns %s: %w", name, err)
+			return
+		}
+		defer func() { done <- nil }()
+		f()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

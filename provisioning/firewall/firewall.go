@@ -1,0 +1,111 @@
+// Package firewall opens a trunk's signalling and media to its peers only.
+// Per trunk: the peers' addresses, a chain that accepts them to the SIP
+// ports and the relay's RTP/RTCP range of the trunk's endpoint address,
+// and for anyone else a rate-limited log line (prefix "voxvisor <trunk>
+// drop: ") and a drop, with counters. Two backends: nftables through
+// knftables (one inet table, atomic transactions), iptables through
+// go-iptables (a VOX-<trunk> chain jumped to from INPUT and FORWARD).
+package firewall
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// Action is what Check finds to do for a trunk.
+type Action int
+
+const (
+	// InSync: the kernel has exactly the trunk's rules.
+	InSync Action = iota
+	// Missing: the trunk has no rules.
+	Missing
+	// Drifted: the trunk's rules differ from its configuration.
+	Drifted
+)
+
+// PortRange is an inclusive range of ports; Lo == Hi for one port.
+type PortRange struct{ Lo, Hi uint16 }
+
+func (p PortRange) nft() string {
+	if p.Lo == p.Hi {
+		return fmt.Sprint(p.Lo)
+	}
+	return fmt.Sprintf("%d-%d", p.Lo, p.Hi)
+}
+
+func (p PortRange) ipt() string {
+	if p.Lo == p.Hi {
+		return fmt.Sprint(p.Lo)
+	}
+	return fmt.Sprintf("%d:%d", p.Lo, p.Hi)
+}
+
+// Rules are one trunk's firewall rules.
+type Rules struct {
+	Trunk    string
+	Dest     netip.Addr     // the trunk's endpoint address
+	Peers    []netip.Prefix // allowed sources
+	UDPPorts []PortRange    // SIP over UDP and the relay's RTP/RTCP range
+	TCPPorts []PortRange    // SIP over TCP
+	LogRate  int            // logged drops per minute
+}
+
+// Hash identifies the rules' content; it is written into every rule's
+// comment so that drift is found without parsing rules back.
+func (r *Rules) Hash() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%s|%v|%v|%v|%d", r.Trunk, r.Dest, r.Peers, r.UDPPorts, r.TCPPorts, r.LogRate)
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// LogPrefix is the kernel log prefix of the trunk's dropped packets.
+func LogPrefix(trunk string) string { return "voxvisor " + trunk + " drop: " }
+
+// Status is a trunk's rules as they are in the kernel.
+type Status struct {
+	Trunk    string
+	Action   Action
+	Detail   string // what drifted
+	Accepted uint64 // packets accepted from the peers
+	Dropped  uint64 // packets dropped from anyone else
+}
+
+// Backend puts trunks' rules into the kernel. Add and Del are safe to
+// repeat; Check never changes anything.
+type Backend interface {
+	Name() string
+	Check(ctx context.Context, r *Rules) (Status, error)
+	Add(ctx context.Context, r *Rules) error
+	Del(ctx context.Context, trunk string) error
+	// Trunks lists the trunks that have rules of ours.
+	Trunks(ctx context.Context) ([]string, error)
+}
+
+var unsafeRE = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+
+// ident makes a trunk name safe as part of an nftables or iptables name.
+func ident(trunk string) string { return unsafeRE.ReplaceAllString(trunk, "_") }
+
+func family(peers []netip.Prefix, v6 bool) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range peers {
+		if p.Addr().Is6() == v6 {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+func joinPorts(ps []PortRange, f func(PortRange) string) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = f(p)
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,325 @@
+package firewall
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// IPTables is the backend for hosts on legacy iptables: per trunk a chain
+// VOX-<trunk> in the filter table, jumped to from INPUT and FORWARD for the
+// endpoint's address, every rule tagged with a comment. iptables has no
+// transactions: a changed trunk's chain is rebuilt beside the old one and
+// swapped in, so packets see one or the other.
+type IPTables struct {
+	v4, v6 Table
+}
+
+// Table is the part of go-iptables the backend uses; tests give a fake.
+type Table interface {
+	ListChains(table string) ([]string, error)
+	List(table, chain string) ([]string, error)
+	NewChain(table, chain string) error
+	ClearAndDeleteChain(table, chain string) error
+	RenameChain(table, oldChain, newChain string) error
+	Append(table, chain string, rulespec ...string) error
+	Insert(table, chain string, pos int, rulespec ...string) error
+	DeleteIfExists(table, chain string, rulespec ...string) error
+	Exists(table, chain string, rulespec ...string) (bool, error)
+	Stats(table, chain string) ([][]string, error)
+}
+
+// OpenIPTables finds iptables and ip6tables on this host.
+func OpenIPTables() (*IPTables, error) {
+	v4, err := iptables.NewWithProtocol(iptables.ProtocolIPv4)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w (install the iptables package, and run as root)", err)
+	}
+	v6, err := iptables.NewWithProtocol(iptables.ProtocolIPv6)
+	if err != nil {
+		return nil, fmt.Errorf("ip6tables: %w", err)
+	}
+	return &IPTables{v4: v4, v6: v6}, nil
+}
+
+// NewIPTables uses the given tables (for tests).
+func NewIPTables(v4, v6 Table) *IPTables { return &IPTables{v4: v4, v6: v6} }
+
+func (p *IPTables) Name() string { return "iptables" }
+
+const filter = "filter"
+
+// IPTChain is the trunk's chain: VOX-<trunk>, within iptables' 28
+// characters (a long name is cut and given a hash).
+func IPTChain(trunk string) string {
+	c := "VOX-" + ident(trunk)
+	if len(c) <= 28 {
+		return c
+	}
+	h := sha256.Sum256([]byte(trunk))
+	return c[:19] + "-" + hex.EncodeToString(h[:])[:8]
+}
+
+// IPTLogPrefix is LogPrefix cut to iptables' 29 characters.
+func IPTLogPrefix(trunk string) string {
+	p := LogPrefix(trunk)
+	if len(p) <= 29 {
+		return p
+	}
+	room := 29 - len("voxvisor ") - len(" drop: ") - 1
+	return "voxvisor " + trunk[:room] + "~ drop: "
+}
+
+func iptComment(r *Rules) string { return "voxvisor:" + r.Trunk + " " + r.Hash() }
+
+func (p *IPTables) table(r *Rules) Table {
+	if r.Dest.Is6() {
+		return p.v6
+	}
+	return p.v4
+}
+
+// specs are the chain's rules, in order. Peers of the other address
+// family than the endpoint's are not reachable through it and are left out.
+func (r *Rules) iptSpecs() [][]string {
+	com := []string{"-m", "comment", "--comment", iptComment(r)}
+	var out [][]string
+	type proto struct {
+		name  string
+		ports []PortRange
+	}
+	protos := []proto{{"udp", r.UDPPorts}, {"tcp", r.TCPPorts}}
+	for _, peer := range family(r.Peers, r.Dest.Is6()) {
+		for _, pr := range protos {
+			if len(pr.ports) > 0 {
+				out = append(out, slices.Concat([]string{"-s", peer.String(), "-p", pr.name, "-m", "multiport", "--dports", joinPorts(pr.ports, PortRange.ipt)}, com, []string{"-j", "ACCEPT"}))
+			}
+		}
+	}
+	for _, pr := range protos {
+		if len(pr.ports) == 0 {
+			continue
+		}
+		m := []string{"-p", pr.name, "-m", "multiport", "--dports", joinPorts(pr.ports, PortRange.ipt)}
+		out = append(out,
+			slices.Concat(m, com, []string{"-m", "limit", "--limit", strconv.Itoa(r.LogRate) + "/min", "--limit-burst", "5", "-j", "LOG", "--log-prefix", IPTLogPrefix(r.Trunk), "--log-level", "4"}),
+			slices.Concat(m, com, []string{"-j", "DROP"}))
+	}
+	return out
+}
+
+func (r *Rules) jumpSpec(chain string) []string {
+	bits := 32
+	if r.Dest.Is6() {
+		bits = 128
+	}
+	return []string{"-d", fmt.Sprintf("%s/%d", r.Dest, bits), "-m", "comment", "--comment", "voxvisor:" + r.Trunk, "-j", chain}
+}
+
+func (p *IPTables) Check(_ context.Context, r *Rules) (Status, error) {
+	st := Status{Trunk: r.Trunk}
+	t := p.table(r)
+	chain := IPTChain(r.Trunk)
+	chains, err := t.ListChains(filter)
+	if err != nil {
+		return st, fmt.Errorf("iptables: %w", err)
+	}
+	if !slices.Contains(chains, chain) {
+		st.Action = Missing
+		return st, nil
+	}
+	p.counters(t, chain, &st)
+	rules, err := t.List(filter, chain)
+	if err != nil {
+		return st, fmt.Errorf("iptables: %w", err)
+	}
+	rules = slices.DeleteFunc(rules, func(s string) bool { return strings.HasPrefix(s, "-N ") })
+	want := r.iptSpecs()
+	st.Action = Drifted
+	if len(rules) != len(want) {
+		st.Detail = fmt.Sprintf("chain %s has %d rules, want %d", chain, len(rules), len(want))
+		return st, nil
+	}
+	for _, rule := range rules {
+		if !strings.Contains(rule, iptComment(r)) {
+			st.Detail = fmt.Sprintf("chain %s holds rules of another configuration", chain)
+			return st, nil
+		}
+	}
+	for _, hook := range []string{"INPUT", "FORWARD"} {
+		ok, err := t.Exists(filter, hook, r.jumpSpec(chain)...)
+		if err != nil || !ok {
+			st.Detail = fmt.Sprintf("%s does not jump to %s for %s", hook, chain, r.Dest)
+			return st, nil
+		}
+	}
+	st.Action = InSync
+	return st, nil
+}
+
+// counters sums the packets of the chain's ACCEPT and DROP rules.
+func (p *IPTables) counters(t Table, chain string, st *Status) {
+	stats, err := t.Stats(filter, chain)
+	if err != nil {
+		return
+	}
+	for _, s := range stats {
+		if len(s) < 3 {
+			continue
+		}
+		n, _ := strconv.ParseUint(s[0], 10, 64)
+		switch s[2] {
+		case "ACCEPT":
+			st.Accepted += n
+		case "DROP":
+			st.Dropped += n
+		}
+	}
+}
+
+func (p *IPTables) Add(ctx context.Context, r *Rules) error {
+	t := p.table(r)
+	chain := IPTChain(r.Trunk)
+	fail := func(err error) error { return fmt.Errorf("iptables: trunk %s: %w", r.Trunk, err) }
+	chains, err := t.ListChains(filter)
+	if err != nil {
+		return fail(err)
+	}
+	// Build the new chain under a temporary name, then swap it in.
+	tmp := chain[:min(len(chain), 26)] + "~N"
+	if slices.Contains(chains, tmp) {
+		t.ClearAndDeleteChain(filter, tmp)
+	}
+	if err := t.NewChain(filter, tmp); err != nil {
+		return fail(err)
+	}
+	for _, spec := range r.iptSpecs() {
+		if err := t.Append(filter, tmp, spec...); err != nil {
+			t.ClearAndDeleteChain(filter, tmp)
+			return fail(err)
+		}
+	}
+	for _, hook := range []string{"INPUT", "FORWARD"} {
+		if err := t.Insert(filter, hook, 1, r.jumpSpec(tmp)...); err != nil {
+			p.unjump(t, r.Trunk, tmp)
+			t.ClearAndDeleteChain(filter, tmp)
+			return fail(err)
+		}
+	}
+	// The new chain is live; retire the old one and take its name.
+	if slices.Contains(chains, chain) {
+		p.unjump(t, r.Trunk, chain)
+		if err := t.ClearAndDeleteChain(filter, chain); err != nil {
+			return fail(err)
+		}
+	}
+	p.unjumpOthers(t, r)
+	if err := t.RenameChain(filter, tmp, chain); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// unjump removes every jump of ours from INPUT and FORWARD to chain.
+func (p *IPTables) unjump(t Table, trunk, chain string) {
+	for _, hook := range []string{"INPUT", "FORWARD"} {
+		rules, err := t.List(filter, hook)
+		if err != nil {
+			continue
+		}
+		for _, rule := range rules {
+			f := strings.Fields(rule)
+			if len(f) > 2 && f[0] == "-A" && f[len(f)-1] == chain && f[len(f)-2] == "-j" {
+				t.DeleteIfExists(filter, hook, unquote(f[2:])...)
+			}
+		}
+	}
+}
+
+// unjumpOthers removes jumps to the trunk's chain for other addresses
+// (an endpoint that changed address).
+func (p *IPTables) unjumpOthers(t Table, r *Rules) {
+	chain := IPTChain(r.Trunk)
+	for _, hook := range []string{"INPUT", "FORWARD"} {
+		rules, err := t.List(filter, hook)
+		if err != nil {
+			continue
+		}
+		for _, rule := range rules {
+			f := unquote(strings.Fields(rule))
+			if len(f) > 2 && f[0] == "-A" && f[len(f)-1] == chain && !slices.Equal(f[2:], r.jumpSpec(chain)) {
+				t.DeleteIfExists(filter, hook, f[2:]...)
+			}
+		}
+	}
+}
+
+// unquote joins the words of a quoted comment that iptables -S printed.
+func unquote(f []string) []string {
+	var out []string
+	for i := 0; i < len(f); i++ {
+		if strings.HasPrefix(f[i], `"`) {
+			s := f[i]
+			for !strings.HasSuffix(s, `"`) || len(s) == 1 {
+				if i+1 >= len(f) {
+					break
+				}
+				i++
+				s += " " + f[i]
+			}
+			out = append(out, strings.Trim(s, `"`))
+			continue
+		}
+		out = append(out, f[i])
+	}
+	return out
+}
+
+func (p *IPTables) Del(_ context.Context, trunk string) error {
+	chain := IPTChain(trunk)
+	for _, t := range []Table{p.v4, p.v6} {
+		chains, err := t.ListChains(filter)
+		if err != nil {
+			return fmt.Errorf("iptables: %w", err)
+		}
+		p.unjump(t, trunk, chain)
+		if slices.Contains(chains, chain) {
+			if err := t.ClearAndDeleteChain(filter, chain); err != nil {
+				return fmt.Errorf("iptables: remove trunk %s: %w", trunk, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (p *IPTables) Trunks(_ context.Context) ([]string, error) {
+	var out []string
+	for _, t := range []Table{p.v4, p.v6} {
+		chains, err := t.ListChains(filter)
+		if err != nil {
+			return nil, fmt.Errorf("iptables: %w", err)
+		}
+		for _, c := range chains {
+			if !strings.HasPrefix(c, "VOX-") {
+				continue
+			}
+			rules, _ := t.List(filter, c)
+			for _, rule := range rules {
+				if i := strings.Index(rule, `"voxvisor:`); i >= 0 {
+					name := strings.Fields(rule[i+len(`"voxvisor:`):])[0]
+					if !slices.Contains(out, name) {
+						out = append(out, name)
+					}
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}

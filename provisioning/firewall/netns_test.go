@@ -1,0 +1,165 @@
+package firewall
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/voxvisor/voxvisor/internal/testenv"
+)
+
+// twoHosts makes a server namespace (10.99.x.1, and the endpoint address
+// 10.99.x.21) and a peer namespace (10.99.x.2, the allowed peer, and
+// 10.99.x.3, a stranger) joined by a veth pair.
+func twoHosts(t *testing.T, n int) (srv, peer string) {
+	t.Helper()
+	srv = testenv.Netns(t, fmt.Sprintf("vxfw-srv-%d-%d", n, os.Getpid()))
+	peer = testenv.Netns(t, fmt.Sprintf("vxfw-peer-%d-%d", n, os.Getpid()))
+	ip := func(ns string, args ...string) { testenv.Run(t, "ip", append([]string{"-n", ns}, args...)...) }
+	ip(srv, "link", "add", "v-srv", "type", "veth", "peer", "name", "v-peer", "netns", peer)
+	net := fmt.Sprintf("10.99.%d.", n)
+	ip(srv, "addr", "add", net+"1/24", "dev", "v-srv")
+	ip(srv, "addr", "add", net+"21/24", "dev", "v-srv")
+	ip(peer, "addr", "add", net+"2/24", "dev", "v-peer")
+	ip(peer, "addr", "add", net+"3/24", "dev", "v-peer")
+	for _, ns := range []string{srv, peer} {
+		ip(ns, "link", "set", "lo", "up")
+	}
+	ip(srv, "link", "set", "v-srv", "up")
+	ip(peer, "link", "set", "v-peer", "up")
+	return srv, peer
+}
+
+// probe sends a datagram from each source to dst:5060 and returns the
+// sources the server heard.
+func probe(t *testing.T, srv, peer, dst string, sources ...string) map[string]bool {
+	t.Helper()
+	var conn net.PacketConn
+	var err error
+	testenv.InNetns(t, srv, func() { conn, err = net.ListenPacket("udp", dst+":5060") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var sendErr error
+	testenv.InNetns(t, peer, func() {
+		for _, src := range sources {
+			d := net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}
+			c, err := d.Dial("udp", dst+":5060")
+			if err != nil {
+				sendErr = err
+				return
+			}
+			for range 3 {
+				c.Write([]byte("OPTIONS sip:probe SIP/2.0\r\n\r\n"))
+			}
+			c.Close()
+		}
+	})
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	heard := map[string]bool{}
+	buf := make([]byte, 2048)
+	for {
+		conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return heard
+		}
+		heard[from.(*net.UDPAddr).IP.String()] = true
+	}
+}
+
+func TestFirewallInNetns(t *testing.T) {
+	testenv.NeedRoot(t)
+	for i, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) {
+			testenv.Need(t, map[string]string{"nftables": "nft", "iptables": "iptables"}[backend])
+			srv, peer := twoHosts(t, 10+i)
+			net := fmt.Sprintf("10.99.%d.", 10+i)
+			r := testRules("carrier-a", net+"21", net+"2/32")
+			ctx := context.Background()
+			var fw Backend
+			var err error
+			do := func(f func()) { testenv.InNetns(t, srv, f) }
+			do(func() {
+				if backend == "nftables" {
+					fw, err = OpenNFT()
+				} else {
+					fw, err = OpenIPTables()
+				}
+				if err == nil {
+					err = fw.Add(ctx, r)
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			heard := probe(t, srv, peer, net+"21", net+"2", net+"3")
+			if !heard[net+"2"] || heard[net+"3"] {
+				t.Fatalf("heard %v: want the peer %s2 and not the stranger %s3", heard, net, net)
+			}
+			// The address that is not the endpoint's is not ours to filter.
+			if h := probe(t, srv, peer, net+"1", net+"3"); !h[net+"3"] {
+				t.Errorf("traffic to another address was filtered: %v", h)
+			}
+			var st Status
+			do(func() { st, err = fw.Check(ctx, r) })
+			if err != nil || st.Action != InSync {
+				t.Fatalf("Check: %+v %v", st, err)
+			}
+			if st.Accepted < 3 || st.Dropped < 3 {
+				t.Errorf("counters: accepted %d dropped %d, want at least 3 each", st.Accepted, st.Dropped)
+			}
+			// A changed peer list is drift, and Add fixes it in place.
+			r2 := testRules("carrier-a", net+"21", net+"3/32")
+			do(func() {
+				st, err = fw.Check(ctx, r2)
+				if err == nil && st.Action == Drifted {
+					err = fw.Add(ctx, r2)
+				}
+			})
+			if err != nil || st.Action != Drifted {
+				t.Fatalf("Check with new peers: %+v %v", st, err)
+			}
+			if heard := probe(t, srv, peer, net+"21", net+"2", net+"3"); heard[net+"2"] || !heard[net+"3"] {
+				t.Fatalf("after the update heard %v", heard)
+			}
+			var trunks []string
+			do(func() {
+				trunks, err = fw.Trunks(ctx)
+				if err == nil {
+					st, err = fw.Check(ctx, r2)
+				}
+			})
+			if err != nil || len(trunks) != 1 || trunks[0] != "carrier-a" || st.Action != InSync {
+				t.Fatalf("Trunks %v, Check %+v, %v", trunks, st, err)
+			}
+			var dump string
+			do(func() {
+				if err = fw.Del(ctx, "carrier-a"); err == nil {
+					err = fw.Del(ctx, "carrier-a")
+				}
+				if backend == "nftables" {
+					dump, _ = testenv.Try("nft", "list", "ruleset")
+				} else {
+					dump, _ = testenv.Try("iptables", "-S")
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(dump, "carrier-a") || strings.Contains(dump, "VOX-") {
+				t.Errorf("after Del the ruleset still names the trunk:\n%s", dump)
+			}
+			if heard := probe(t, srv, peer, net+"21", net+"3"); !heard[net+"3"] {
+				t.Error("after Del traffic is still dropped")
+			}
+		})
+	}
+}

@@ -1,0 +1,102 @@
+package firewall
+
+import (
+	"context"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"sigs.k8s.io/knftables"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (go test ./provisioning/firewall -update writes it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func testRules(trunk, dest string, peers ...string) *Rules {
+	r := &Rules{
+		Trunk:    trunk,
+		Dest:     netip.MustParseAddr(dest),
+		UDPPorts: []PortRange{{5060, 5060}, {20000, 29999}},
+		TCPPorts: []PortRange{{5060, 5060}},
+		LogRate:  10,
+	}
+	for _, p := range peers {
+		r.Peers = append(r.Peers, netip.MustParsePrefix(p))
+	}
+	return r
+}
+
+func TestNFTFake(t *testing.T) {
+	ctx := context.Background()
+	fake := knftables.NewFake(knftables.InetFamily, TableName)
+	fw := NewNFT(fake)
+	a := testRules("carrier-a", "10.10.0.21", "192.0.2.0/24", "198.51.100.7/32", "2001:db8::7/128")
+	b := testRules("carrier-b", "10.10.0.22", "203.0.113.9/32")
+
+	for _, r := range []*Rules{a, b} {
+		if st, err := fw.Check(ctx, r); err != nil || st.Action != Missing {
+			t.Fatalf("Check before Add: %+v %v", st, err)
+		}
+		if err := fw.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Repeating changes nothing.
+	if err := fw.Add(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "nft-two-trunks.dump", fake.Dump())
+	for _, r := range []*Rules{a, b} {
+		if st, err := fw.Check(ctx, r); err != nil || st.Action != InSync {
+			t.Fatalf("Check after Add: %+v %v", st, err)
+		}
+	}
+	trunks, err := fw.Trunks(ctx)
+	if err != nil || len(trunks) != 2 {
+		t.Fatalf("Trunks = %v, %v", trunks, err)
+	}
+
+	// Changed peers are drift, and Add brings them back in one transaction.
+	a2 := testRules("carrier-a", "10.10.0.21", "192.0.2.0/24")
+	if st, _ := fw.Check(ctx, a2); st.Action != Drifted {
+		t.Fatalf("Check with other peers: %+v", st)
+	}
+	// An element added by hand is drift too.
+	tx := fake.NewTransaction()
+	tx.Add(&knftables.Element{Set: setName("carrier-b", "4"), Key: []string{"10.9.9.9"}})
+	if err := fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := fw.Check(ctx, b); st.Action != Drifted || st.Detail == "" {
+		t.Fatalf("Check after a hand edit: %+v", st)
+	}
+
+	if err := fw.Del(ctx, "carrier-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Del(ctx, "carrier-a"); err != nil {
+		t.Fatalf("second Del: %v", err)
+	}
+	if err := fw.Add(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "nft-one-trunk.dump", fake.Dump())
+}
