@@ -1,0 +1,322 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"libvirt.org/go/libvirt"
+)
+
+// ErrNotOurs is returned for a domain of the right name that lacks
+// voxvisor's <metadata>: it is left alone.
+var ErrNotOurs = errors.New("exists but was not created by voxvisor (no voxvisor metadata); rename or remove it by hand")
+
+// State is a guest as libvirt has it.
+type State struct {
+	Name      string
+	Trunk     string
+	Hash      string // from voxvisor's metadata
+	Running   bool
+	State     string // running, shut off, paused, ...
+	Autostart bool
+	Defined   Spec // read back from the persistent definition
+}
+
+// Conn is a connection to libvirtd.
+type Conn struct {
+	c   *libvirt.Connect
+	uri string
+}
+
+// Open connects to libvirt at uri, saying what to do when the library or
+// the daemon is missing.
+func Open(uri string) (*Conn, error) {
+	c, err := libvirt.NewConnect(uri)
+	if err != nil {
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "Failed to open libvirt.so"):
+			return nil, fmt.Errorf("libvirt is not installed on this host (libvirt.so.0 not found): install libvirt0 and libvirt-daemon-driver-qemu (Debian), then start libvirtd")
+		case strings.Contains(msg, "Failed to connect socket"), strings.Contains(msg, "No such file or directory"), strings.Contains(msg, "Connection refused"):
+			return nil, fmt.Errorf("libvirtd is not running at %s: start it (systemctl start libvirtd, or virtlogd -d and libvirtd -d): %v", uri, err)
+		}
+		return nil, fmt.Errorf("libvirt %s: %w", uri, err)
+	}
+	return &Conn{c: c, uri: uri}, nil
+}
+
+// Close drops the connection.
+func (c *Conn) Close() error {
+	_, err := c.c.Close()
+	return err
+}
+
+func isCode(err error, code libvirt.ErrorNumber) bool {
+	var le libvirt.Error
+	return errors.As(err, &le) && le.Code == code
+}
+
+// lookup returns the domain if it exists and is ours; nil, nil when absent.
+func (c *Conn) lookup(name string) (*libvirt.Domain, mark, error) {
+	d, err := c.c.LookupDomainByName(name)
+	if isCode(err, libvirt.ERR_NO_DOMAIN) {
+		return nil, mark{}, nil
+	}
+	if err != nil {
+		return nil, mark{}, fmt.Errorf("domain %s: %w", name, err)
+	}
+	md, err := d.GetMetadata(libvirt.DOMAIN_METADATA_ELEMENT, Namespace, libvirt.DOMAIN_AFFECT_CONFIG)
+	if err != nil {
+		d.Free()
+		if isCode(err, libvirt.ERR_NO_DOMAIN_METADATA) {
+			return nil, mark{}, fmt.Errorf("domain %s %w", name, ErrNotOurs)
+		}
+		return nil, mark{}, fmt.Errorf("domain %s: metadata: %w", name, err)
+	}
+	m, err := parseMark(md)
+	if err != nil || m.Trunk == "" {
+		d.Free()
+		return nil, mark{}, fmt.Errorf("domain %s: unreadable voxvisor metadata %q", name, md)
+	}
+	return d, m, nil
+}
+
+// Get returns the guest, nil when there is none, or ErrNotOurs.
+func (c *Conn) Get(name string) (*State, error) {
+	d, m, err := c.lookup(name)
+	if d == nil || err != nil {
+		return nil, err
+	}
+	defer d.Free()
+	return c.state(d, name, m)
+}
+
+func (c *Conn) state(d *libvirt.Domain, name string, m mark) (*State, error) {
+	st := &State{Name: name, Trunk: m.Trunk, Hash: m.Hash}
+	s, _, err := d.GetState()
+	if err != nil {
+		return nil, fmt.Errorf("domain %s: %w", name, err)
+	}
+	st.Running = s == libvirt.DOMAIN_RUNNING || s == libvirt.DOMAIN_PAUSED || s == libvirt.DOMAIN_BLOCKED
+	st.State = stateName(s)
+	if st.Autostart, err = d.GetAutostart(); err != nil {
+		return nil, fmt.Errorf("domain %s: %w", name, err)
+	}
+	x, err := d.GetXMLDesc(libvirt.DOMAIN_XML_INACTIVE)
+	if err != nil {
+		return nil, fmt.Errorf("domain %s: %w", name, err)
+	}
+	if st.Defined, err = fromXML(x); err != nil {
+		return nil, fmt.Errorf("domain %s: %w", name, err)
+	}
+	st.Defined.Trunk = m.Trunk
+	return st, nil
+}
+
+func stateName(s libvirt.DomainState) string {
+	switch s {
+	case libvirt.DOMAIN_RUNNING:
+		return "running"
+	case libvirt.DOMAIN_BLOCKED:
+		return "blocked"
+	case libvirt.DOMAIN_PAUSED:
+		return "paused"
+	case libvirt.DOMAIN_SHUTDOWN:
+		return "shutting down"
+	case libvirt.DOMAIN_SHUTOFF:
+		return "shut off"
+	case libvirt.DOMAIN_CRASHED:
+		return "crashed"
+	case libvirt.DOMAIN_PMSUSPENDED:
+		return "suspended"
+	}
+	return "unknown"
+}
+
+// List returns voxvisor's guests.
+func (c *Conn) List() ([]State, error) {
+	doms, err := c.c.ListAllDomains(0)
+	if err != nil {
+		return nil, fmt.Errorf("libvirt: list domains: %w", err)
+	}
+	var out []State
+	for i := range doms {
+		d := &doms[i]
+		name, err := d.GetName()
+		if err == nil {
+			if md, merr := d.GetMetadata(libvirt.DOMAIN_METADATA_ELEMENT, Namespace, libvirt.DOMAIN_AFFECT_CONFIG); merr == nil {
+				if m, perr := parseMark(md); perr == nil && m.Trunk != "" {
+					if st, serr := c.state(d, name, m); serr == nil {
+						out = append(out, *st)
+					}
+				}
+			}
+		}
+		d.Free()
+	}
+	return out, nil
+}
+
+// Define creates or replaces the persistent definition. Replacing one
+// that is not ours is refused.
+func (c *Conn) Define(s *Spec) error {
+	if _, err := c.Get(s.Name); err != nil {
+		return err
+	}
+	x, err := s.XML()
+	if err != nil {
+		return err
+	}
+	d, err := c.c.DomainDefineXMLFlags(x, libvirt.DOMAIN_DEFINE_VALIDATE)
+	if err != nil {
+		return fmt.Errorf("define domain %s: %w", s.Name, err)
+	}
+	return d.Free()
+}
+
+// DefineXML restores a definition (undoing an update).
+func (c *Conn) DefineXML(x string) error {
+	d, err := c.c.DomainDefineXML(x)
+	if err != nil {
+		return fmt.Errorf("restore domain definition: %w", err)
+	}
+	return d.Free()
+}
+
+// XML returns the persistent definition of one of voxvisor's guests.
+func (c *Conn) XML(name string) (string, error) {
+	var x string
+	err := c.do(name, func(d *libvirt.Domain) (err error) {
+		x, err = d.GetXMLDesc(libvirt.DOMAIN_XML_INACTIVE)
+		return err
+	})
+	return x, err
+}
+
+// do runs f on one of voxvisor's guests, or fails clearly.
+func (c *Conn) do(name string, f func(*libvirt.Domain) error) error {
+	d, _, err := c.lookup(name)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return fmt.Errorf("domain %s: not defined", name)
+	}
+	defer d.Free()
+	if err := f(d); err != nil {
+		return fmt.Errorf("domain %s: %w", name, err)
+	}
+	return nil
+}
+
+// Start boots a defined guest; starting a running one is no error.
+func (c *Conn) Start(name string) error {
+	return c.do(name, func(d *libvirt.Domain) error {
+		if on, err := d.IsActive(); err == nil && on {
+			return nil
+		}
+		if err := d.Create(); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+		return nil
+	})
+}
+
+// SetAutostart sets whether libvirtd starts the guest at boot.
+func (c *Conn) SetAutostart(name string, on bool) error {
+	return c.do(name, func(d *libvirt.Domain) error { return d.SetAutostart(on) })
+}
+
+// Stop shuts the guest down gracefully: an ACPI power button press, a
+// wait of up to timeout, then a hard stop. A stopped guest is no error.
+func (c *Conn) Stop(ctx context.Context, name string, timeout time.Duration) error {
+	return c.do(name, func(d *libvirt.Domain) error {
+		if on, err := d.IsActive(); err != nil || !on {
+			return err
+		}
+		if err := d.ShutdownFlags(libvirt.DOMAIN_SHUTDOWN_ACPI_POWER_BTN); err == nil {
+			deadline := time.Now().Add(timeout)
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if on, err := d.IsActive(); err == nil && !on {
+					return nil
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		if err := d.Destroy(); err != nil && !isCode(err, libvirt.ERR_OPERATION_INVALID) {
+			return fmt.Errorf("stop: %w", err)
+		}
+		return nil
+	})
+}
+
+// Undefine removes the guest's definition; it must be stopped.
+func (c *Conn) Undefine(name string) error {
+	return c.do(name, func(d *libvirt.Domain) error {
+		err := d.UndefineFlags(libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.DOMAIN_UNDEFINE_NVRAM)
+		if err != nil {
+			err = d.Undefine()
+		}
+		if err != nil {
+			return fmt.Errorf("undefine: %w", err)
+		}
+		return nil
+	})
+}
+
+// BlockResize tells a running guest that its disk grew to size bytes.
+func (c *Conn) BlockResize(name string, size int64) error {
+	return c.do(name, func(d *libvirt.Domain) error {
+		if err := d.BlockResize("vda", uint64(size), libvirt.DOMAIN_BLOCK_RESIZE_BYTES); err != nil {
+			return fmt.Errorf("block resize: %w", err)
+		}
+		return nil
+	})
+}
+
+// DHCPHost adds (or removes) the guest's MAC-to-IP entry in a libvirt
+// network's DHCP, live and in its definition.
+func (c *Conn) DHCPHost(network string, s *Spec, add bool) error {
+	n, err := c.c.LookupNetworkByName(network)
+	if err != nil {
+		return fmt.Errorf("libvirt network %s: %w", network, err)
+	}
+	defer n.Free()
+	entry := fmt.Sprintf("<host mac='%s' name='%s' ip='%s'/>", strings.ToLower(s.MAC), s.Name, s.Address)
+	cmd := libvirt.NETWORK_UPDATE_COMMAND_ADD_LAST
+	if !add {
+		cmd = libvirt.NETWORK_UPDATE_COMMAND_DELETE
+	}
+	flags := libvirt.NETWORK_UPDATE_AFFECT_CONFIG
+	if on, _ := n.IsActive(); on {
+		flags |= libvirt.NETWORK_UPDATE_AFFECT_LIVE
+	}
+	err = n.Update(cmd, libvirt.NETWORK_SECTION_IP_DHCP_HOST, -1, entry, flags)
+	if err != nil && add && strings.Contains(err.Error(), "already exists") {
+		return nil
+	}
+	if err != nil && !add && (strings.Contains(err.Error(), "couldn't locate") || strings.Contains(err.Error(), "not found")) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("libvirt network %s: DHCP host %s: %w", network, entry, err)
+	}
+	return nil
+}
+
+// HasDHCPHost says whether the network maps the guest's MAC to its IP.
+func (c *Conn) HasDHCPHost(network string, s *Spec) (bool, error) {
+	n, err := c.c.LookupNetworkByName(network)
+	if err != nil {
+		return false, fmt.Errorf("libvirt network %s: %w", network, err)
+	}
+	defer n.Free()
+	x, err := n.GetXMLDesc(libvirt.NETWORK_XML_INACTIVE)
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(x, fmt.Sprintf("mac='%s'", strings.ToLower(s.MAC))) && strings.Contains(x, fmt.Sprintf("ip='%s'", s.Address)), nil
+}
