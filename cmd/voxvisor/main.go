@@ -175,6 +175,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintln(stdout, "voxvisor", version)
 		},
 	}
-	root.AddCommand(serve, cfgCmd, ver, newCtl(stdout))
+	root.AddCommand(serve, cfgCmd, ver, newCtl(stdout), newProvision(load, stdout, stderr))
 	return root
 }

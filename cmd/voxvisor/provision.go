@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/provisioning"
+)
+
+// newProvision is `voxvisor provision plan|apply|destroy|status`: the
+// trunks' endpoints (volume, KVM guest, firewall) from the same file.
+func newProvision(load func() (*config.Config, error), stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "provision",
+		Short: "Create the trunks' media endpoints: volumes, KVM guests and firewall rules",
+		Long: `provision reads the trunks' endpoint blocks and the provision block of the
+configuration. plan shows what would change and changes nothing; apply makes
+the changes (a second apply of the same file changes nothing); destroy
+removes what voxvisor created; status shows each resource and its drift.`,
+	}
+	with := func(f func(ctx context.Context, p *provisioning.Provisioner, args []string) error) func(*cobra.Command, []string) error {
+		return func(c *cobra.Command, args []string) error {
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			p, closeConn, err := provisioning.Open(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			return f(ctx, p, args)
+		}
+	}
+	plan := &cobra.Command{
+		Use:   "plan",
+		Short: "Show what apply would change, per trunk and resource; changes nothing",
+		Args:  cobra.NoArgs,
+		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
+			pl, err := p.Plan(ctx)
+			if err != nil {
+				return err
+			}
+			pl.Write(stdout)
+			return nil
+		}),
+	}
+	apply := &cobra.Command{
+		Use:   "apply",
+		Short: "Make the changes plan shows; a failed trunk is rolled back",
+		Args:  cobra.NoArgs,
+		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
+			_, err := p.Apply(ctx, stdout)
+			return err
+		}),
+	}
+	destroy := &cobra.Command{
+		Use:   "destroy [TRUNK]",
+		Short: "Remove what voxvisor created, for one trunk or all",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, args []string) error {
+			trunk := ""
+			if len(args) == 1 {
+				trunk = args[0]
+			}
+			return p.Destroy(ctx, trunk, stdout)
+		}),
+	}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show each resource's actual state and any drift from the configuration",
+		Args:  cobra.NoArgs,
+		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
+			pl, err := p.Status(ctx)
+			if err != nil {
+				return err
+			}
+			pl.WriteStatus(stdout)
+			return nil
+		}),
+	}
+	cmd.AddCommand(plan, apply, destroy, status)
+	return cmd
+}

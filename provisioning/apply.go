@@ -1,0 +1,328 @@
+package provisioning
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
+)
+
+// step is a completed step and how to undo it.
+type step struct {
+	what string
+	undo func() error
+}
+
+// run is one trunk's sequence of steps.
+type run struct {
+	ctx   context.Context
+	p     *Provisioner
+	trunk string
+	out   io.Writer
+	done  []step
+}
+
+func (r *run) say(res, format string, args ...any) {
+	fmt.Fprintf(r.out, "%s: %s: %s\n", r.trunk, res, fmt.Sprintf(format, args...))
+}
+
+// did records a completed step; undo may be nil for one that needs none.
+func (r *run) did(what string, undo func() error) {
+	if undo != nil {
+		r.done = append(r.done, step{what, undo})
+	}
+}
+
+// fail undoes the completed steps in reverse and returns the error, with
+// the trunk and the resource, and any undo that failed too.
+func (r *run) fail(res string, err error) error {
+	err = fmt.Errorf("trunk %s: %s: %w", r.trunk, res, err)
+	for i := len(r.done) - 1; i >= 0; i-- {
+		s := r.done[i]
+		if uerr := s.undo(); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("trunk %s: undo %s failed, left as it is: %w", r.trunk, s.what, uerr))
+			r.say("undo", "%s: FAILED: %v", s.what, uerr)
+		} else {
+			r.say("undo", "%s", s.what)
+		}
+	}
+	r.done = nil
+	return err
+}
+
+// Apply plans and makes the changes, trunk by trunk. A trunk whose step
+// fails is rolled back and Apply goes on with the next; the errors are
+// returned together.
+func (p *Provisioner) Apply(ctx context.Context, out io.Writer) (*Plan, error) {
+	pl, err := p.Plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range pl.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
+	if !pl.Pending() {
+		fmt.Fprintln(out, "No changes: the infrastructure matches the configuration.")
+		return pl, nil
+	}
+	var errs []error
+	for _, name := range pl.trunks() {
+		r := &run{ctx: ctx, p: p, trunk: name, out: out}
+		if t := pl.desired[name]; t != nil {
+			err = r.apply(pl, t, pl.actual[name])
+		} else {
+			err = r.remove(pl.actual[name], nil)
+		}
+		if err != nil {
+			p.Log.Error("provision apply failed", "trunk", name, "err", err)
+			errs = append(errs, err)
+		}
+	}
+	return pl, errors.Join(errs...)
+}
+
+func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
+	p := r.p
+	ctx := r.ctx
+	running := a.domain != nil && a.domain.Running
+
+	// 1. The volume.
+	switch c := pl.change(t.Name, Volume); c.Action {
+	case Create:
+		if _, err := p.Volumes.Create(ctx, t.Resource, t.Size, t.Image); err != nil {
+			return r.fail(Volume, err)
+		}
+		r.did("remove volume "+t.Resource, func() error { return p.Volumes.Remove(ctx, t.Resource) })
+		r.say(Volume, "created %s (%s)", p.Volumes.Path(t.Resource), human(t.Size))
+	case UpdateLive:
+		if err := p.Volumes.Grow(ctx, t.Resource, t.Size); err != nil {
+			return r.fail(Volume, err)
+		}
+		// A grown volume is not shrunk back on failure: nothing is lost.
+		if running {
+			if err := p.Domains.BlockResize(t.Resource, t.Size); err != nil {
+				return r.fail(Volume, err)
+			}
+		}
+		r.say(Volume, "grown to %s", human(t.Size))
+	case UpdateRestart:
+		if running {
+			if err := p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout); err != nil {
+				return r.fail(Volume, err)
+			}
+			r.did("start "+t.Resource+" again", func() error { return p.Domains.Start(t.Resource) })
+			running = false
+		}
+		if err := p.Volumes.Shrink(ctx, t.Resource, t.Size); err != nil {
+			return r.fail(Volume, err)
+		}
+		r.say(Volume, "shrunk to %s", human(t.Size))
+	}
+
+	// 2. The cloud-init seed, content-hashed beside the volumes.
+	path, wrote, err := t.Seed.Write(p.SeedDir, t.Resource)
+	if err != nil {
+		return r.fail(Domain, err)
+	}
+	if wrote {
+		r.did("remove seed "+path, func() error { return os.Remove(path) })
+		r.say(Domain, "seed %s written", path)
+	}
+
+	// 3. The guest.
+	spec := &t.Domain
+	switch c := pl.change(t.Name, Domain); c.Action {
+	case Create:
+		if err := p.Domains.Define(spec); err != nil {
+			return r.fail(Domain, err)
+		}
+		r.did("undefine "+t.Resource, func() error { return p.Domains.Undefine(t.Resource) })
+		if spec.Network != "" {
+			if err := p.Domains.DHCPHost(spec.Network, spec, true); err != nil {
+				return r.fail(Domain, err)
+			}
+			r.did("remove DHCP host "+spec.MAC, func() error { return p.Domains.DHCPHost(spec.Network, spec, false) })
+		}
+		if err := p.Domains.SetAutostart(t.Resource, spec.Autostart); err != nil {
+			return r.fail(Domain, err)
+		}
+		if err := p.Domains.Start(t.Resource); err != nil {
+			return r.fail(Domain, err)
+		}
+		r.did("stop "+t.Resource, func() error { return p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout) })
+		r.say(Domain, "defined and started %s", t.Resource)
+	case UpdateRestart, Replace:
+		old, err := p.Domains.XML(t.Resource)
+		if err != nil {
+			return r.fail(Domain, err)
+		}
+		wasRunning := running
+		if err := p.Domains.Define(spec); err != nil {
+			return r.fail(Domain, err)
+		}
+		r.did("restore the old definition of "+t.Resource, func() error {
+			if err := p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout); err != nil {
+				return err
+			}
+			if err := p.Domains.DefineXML(old); err != nil {
+				return err
+			}
+			if wasRunning {
+				return p.Domains.Start(t.Resource)
+			}
+			return nil
+		})
+		if running {
+			if err := p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout); err != nil {
+				return r.fail(Domain, err)
+			}
+		}
+		if spec.Network != "" {
+			if err := p.Domains.DHCPHost(spec.Network, spec, true); err != nil {
+				return r.fail(Domain, err)
+			}
+		}
+		if err := p.Domains.SetAutostart(t.Resource, spec.Autostart); err != nil {
+			return r.fail(Domain, err)
+		}
+		if err := p.Domains.Start(t.Resource); err != nil {
+			return r.fail(Domain, err)
+		}
+		r.say(Domain, "redefined and restarted %s (%s)", t.Resource, c.Why)
+	case UpdateLive:
+		if err := p.Domains.SetAutostart(t.Resource, spec.Autostart); err != nil {
+			return r.fail(Domain, err)
+		}
+		if spec.Network != "" && !a.dhcpOK {
+			if err := p.Domains.DHCPHost(spec.Network, spec, true); err != nil {
+				return r.fail(Domain, err)
+			}
+		}
+		if !running {
+			if err := p.Domains.Start(t.Resource); err != nil {
+				return r.fail(Domain, err)
+			}
+			r.did("stop "+t.Resource, func() error { return p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout) })
+		}
+		r.say(Domain, "updated live (%s)", c.Why)
+	case Nothing:
+		if c := pl.change(t.Name, Volume); c.Action == UpdateRestart {
+			// Stopped for a shrink: start it again.
+			if err := p.Domains.Start(t.Resource); err != nil {
+				return r.fail(Domain, err)
+			}
+		}
+	}
+
+	// 4. The firewall: one atomic change (nftables), last, so that a
+	// failure leaves no rules for a guest that is not there.
+	if c := pl.change(t.Name, Firewall); c != nil && c.Action != Nothing {
+		if err := p.Firewall.Add(ctx, t.Firewall); err != nil {
+			return r.fail(Firewall, err)
+		}
+		r.say(Firewall, "%s rules for %d peer(s) to %s", p.Firewall.Name(), len(t.Firewall.Peers), t.Firewall.Dest)
+	}
+
+	// Seeds of older configurations of this guest are no longer used.
+	for _, f := range seedFiles(p.SeedDir, t.Resource) {
+		if f != spec.SeedPath {
+			os.Remove(f)
+		}
+	}
+	return nil
+}
+
+// remove deletes a trunk's resources: firewall, guest, seeds, volume.
+// It goes on past a failure, so that what can go, goes; the errors are
+// returned together.
+func (r *run) remove(a *actual, t *Trunk) error {
+	p := r.p
+	var errs []error
+	if a.firewall != nil && a.firewall.Action != firewall.Missing && p.Firewall != nil {
+		if err := p.Firewall.Del(r.ctx, r.trunk); err != nil {
+			errs = append(errs, fmt.Errorf("trunk %s: firewall: %w", r.trunk, err))
+		} else {
+			r.say(Firewall, "rules removed")
+		}
+	}
+	name := Prefix + r.trunk
+	if a.domain != nil {
+		name = a.domain.Name
+		err := p.Domains.Stop(r.ctx, name, p.ShutdownTimeout)
+		if err == nil {
+			err = p.Domains.Undefine(name)
+		}
+		if err == nil && a.domain.Defined.Network != "" {
+			spec := a.domain.Defined
+			if t != nil {
+				spec.Address = t.Domain.Address
+			}
+			if spec.Address.IsValid() {
+				err = p.Domains.DHCPHost(spec.Network, &spec, false)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("trunk %s: domain: %w", r.trunk, err))
+		} else {
+			r.say(Domain, "%s shut down and undefined", name)
+		}
+	}
+	for _, f := range seedFiles(p.SeedDir, name) {
+		if err := os.Remove(f); err != nil {
+			errs = append(errs, fmt.Errorf("trunk %s: seed: %w", r.trunk, err))
+		}
+	}
+	if a.volume != nil {
+		if len(errs) > 0 {
+			errs = append(errs, fmt.Errorf("trunk %s: volume %s kept, as its guest could not be removed", r.trunk, a.volume.Path))
+		} else if err := p.Volumes.Remove(r.ctx, a.volume.Name); err != nil {
+			errs = append(errs, fmt.Errorf("trunk %s: volume: %w", r.trunk, err))
+		} else {
+			r.say(Volume, "%s removed", a.volume.Path)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Destroy removes what voxvisor created for one trunk (or, with trunk
+// empty, for every trunk), whether or not it is still configured.
+func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) error {
+	pl, err := p.plan(ctx, p.desired, true)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for n := range pl.actual {
+		if trunk == "" || n == trunk {
+			names = append(names, n)
+		}
+	}
+	if trunk != "" && len(names) == 0 {
+		return fmt.Errorf("trunk %q: %w in the configuration or on this host", trunk, errNoTrunk)
+	}
+	sort.Strings(names)
+	var errs []error
+	n := 0
+	for _, name := range names {
+		a := pl.actual[name]
+		if a.volume == nil && a.domain == nil && (a.firewall == nil || a.firewall.Action == firewall.Missing) {
+			continue
+		}
+		n++
+		r := &run{ctx: ctx, p: p, trunk: name, out: out}
+		if err := r.remove(a, pl.desired[name]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n == 0 {
+		fmt.Fprintln(out, "Nothing to destroy.")
+	}
+	return errors.Join(errs...)
+}
+
+// Status is the plan, read as each resource's state and drift.
+func (p *Provisioner) Status(ctx context.Context) (*Plan, error) { return p.Plan(ctx) }

@@ -1,0 +1,160 @@
+// Package provisioning turns the configuration's trunks into
+// infrastructure: per trunk with an endpoint, a volume (LVM or a raw file),
+// a KVM guest booted with a cloud-init seed (libvirt), and firewall rules
+// (nftables or iptables). It works as data: the configuration gives the
+// desired state, the backends report the actual state, Plan compares them
+// per resource, Apply makes the changes trunk by trunk in dependency order
+// (volume, seed, domain, firewall) and undoes a trunk's completed steps in
+// reverse when one fails. It never runs in the call path.
+package provisioning
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/provisioning/domain"
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
+	"github.com/voxvisor/voxvisor/provisioning/seed"
+)
+
+// Prefix starts the names of voxvisor's domains and volumes.
+const Prefix = "vox-"
+
+// Trunk is one trunk's desired infrastructure.
+type Trunk struct {
+	Name        string
+	Resource    string // the domain's and the volume's name
+	Size        int64  // volume bytes
+	Image       string
+	AllowShrink bool
+	Seed        seed.Seed
+	Domain      domain.Spec
+	Firewall    *firewall.Rules // nil with firewall backend none
+}
+
+// Desired reads the trunks with an endpoint from the configuration.
+// Warnings are things an operator should know that do not stop apply.
+func Desired(cfg *config.Config, diskType func(name string) (string, string)) ([]*Trunk, []string, error) {
+	var out []*Trunk
+	var warn []string
+	udp, tcp := ports(cfg)
+	for i := range cfg.Trunks {
+		t := &cfg.Trunks[i]
+		e := t.Endpoint
+		if e == nil {
+			continue
+		}
+		name := Prefix + t.Name
+		addr := netip.MustParsePrefix(e.Network.Address) // validated
+		mac := e.Network.MAC
+		if mac == "" {
+			mac = domain.MAC(t.Name)
+		}
+		var userData []byte
+		if e.UserData != "" {
+			b, err := os.ReadFile(e.UserData)
+			if err != nil {
+				return nil, nil, fmt.Errorf("trunk %s: endpoint.user_data: %w", t.Name, err)
+			}
+			userData = b
+		}
+		n := seed.Network{MAC: mac, Address: addr}
+		if e.Network.Gateway != "" {
+			n.Gateway = netip.MustParseAddr(e.Network.Gateway)
+		}
+		for _, d := range e.Network.DNS {
+			n.DNS = append(n.DNS, netip.MustParseAddr(d))
+		}
+		s := seed.New(instanceID(name, n, userData), name, n, userData)
+		diskT, diskPath := diskType(name)
+		tr := &Trunk{
+			Name: t.Name, Resource: name,
+			Size: e.Disk.SizeBytes, Image: e.Disk.Image, AllowShrink: e.Disk.AllowShrink,
+			Seed: s,
+			Domain: domain.Spec{
+				Name: name, Trunk: t.Name, Type: cfg.Provision.DomainType,
+				VCPUs: e.VCPUs, MemoryKiB: uint64(e.MemoryBytes >> 10),
+				DiskType: diskT, DiskPath: diskPath,
+				SeedPath: filepath.Join(cfg.Provision.Storage.Dir, s.FileName(name)),
+				MAC:      mac, Bridge: e.Network.Bridge, Network: e.Network.Network,
+				Address: addr.Addr(), Autostart: *e.Autostart,
+			},
+		}
+		if cfg.Provision.Firewall.Backend != "none" {
+			r := &firewall.Rules{Trunk: t.Name, Dest: addr.Addr(), UDPPorts: udp, TCPPorts: tcp, LogRate: cfg.Provision.Firewall.LogRate}
+			for _, c := range t.Inbound.CIDRs {
+				r.Peers = append(r.Peers, netip.MustParsePrefix(c).Masked())
+			}
+			for _, p := range t.Peers {
+				if a, err := netip.ParseAddr(p.Host); err == nil {
+					r.Peers = append(r.Peers, netip.PrefixFrom(a, a.BitLen()))
+				} else {
+					warn = append(warn, fmt.Sprintf("trunk %s: peer %s is a name, not an address: list its addresses in inbound.cidrs for the firewall to let it in", t.Name, p.Host))
+				}
+			}
+			r.Peers = dedupe(r.Peers)
+			if len(r.Peers) == 0 {
+				warn = append(warn, fmt.Sprintf("trunk %s: no peer addresses: its firewall drops all SIP and media to %s", t.Name, addr.Addr()))
+			}
+			tr.Firewall = r
+		}
+		out = append(out, tr)
+	}
+	return out, warn, nil
+}
+
+// instanceID changes when what cloud-init configures changes, so that it
+// runs again at the next boot.
+func instanceID(name string, n seed.Network, userData []byte) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%s|%s|%s|%v|", name, n.MAC, n.Address, n.Gateway, n.DNS)
+	h.Write(userData)
+	return name + "-" + hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// ports are the SIP listeners' ports and the relay's range, as serve
+// listens on them.
+func ports(cfg *config.Config) (udp, tcp []firewall.PortRange) {
+	seen := map[string]bool{}
+	for _, l := range cfg.SIP.Listen {
+		ap, err := netip.ParseAddrPort(l.Address)
+		if err != nil {
+			continue
+		}
+		p := firewall.PortRange{Lo: ap.Port(), Hi: ap.Port()}
+		key := l.Transport + fmt.Sprint(p.Lo)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if l.Transport == "tcp" {
+			tcp = append(tcp, p)
+		} else {
+			udp = append(udp, p)
+		}
+	}
+	sortPorts(udp)
+	sortPorts(tcp)
+	udp = append(udp, firewall.PortRange{Lo: uint16(cfg.Media.PortMin), Hi: uint16(cfg.Media.PortMax)})
+	return udp, tcp
+}
+
+func sortPorts(p []firewall.PortRange) { sort.Slice(p, func(i, j int) bool { return p[i].Lo < p[j].Lo }) }
+
+func dedupe(ps []netip.Prefix) []netip.Prefix {
+	seen := map[netip.Prefix]bool{}
+	var out []netip.Prefix
+	for _, p := range ps {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,391 @@
+package provisioning
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/voxvisor/voxvisor/provisioning/domain"
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
+	"github.com/voxvisor/voxvisor/provisioning/volume"
+)
+
+// Action is what a plan does to one resource.
+type Action int
+
+const (
+	Nothing Action = iota
+	Create
+	UpdateLive    // changed in place, the guest keeps running
+	UpdateRestart // changed, and the guest restarts
+	Replace       // removed and made again
+	Delete
+)
+
+func (a Action) String() string {
+	return [...]string{"nothing", "create", "update live", "update, restart", "replace", "delete"}[a]
+}
+
+// Resource kinds, in the order they are made.
+const (
+	Volume   = "volume"
+	Domain   = "domain"
+	Firewall = "firewall"
+)
+
+// Change is the plan for one resource of one trunk.
+type Change struct {
+	Trunk    string
+	Resource string
+	Action   Action
+	Why      string // what differs, for people
+	State    string // the resource as it is
+}
+
+// Plan is every change, trunk by trunk, and the warnings found.
+type Plan struct {
+	Changes  []Change
+	Warnings []string
+
+	desired map[string]*Trunk
+	actual  map[string]*actual
+}
+
+// Pending reports whether the plan changes anything.
+func (p *Plan) Pending() bool {
+	for _, c := range p.Changes {
+		if c.Action != Nothing {
+			return true
+		}
+	}
+	return false
+}
+
+// Trunks lists the trunks with changes, in plan order.
+func (p *Plan) trunks() []string {
+	var out []string
+	for _, c := range p.Changes {
+		if c.Action != Nothing && (len(out) == 0 || out[len(out)-1] != c.Trunk) {
+			out = append(out, c.Trunk)
+		}
+	}
+	return out
+}
+
+func (p *Plan) change(trunk, res string) *Change {
+	for i := range p.Changes {
+		if p.Changes[i].Trunk == trunk && p.Changes[i].Resource == res {
+			return &p.Changes[i]
+		}
+	}
+	return nil
+}
+
+// Write prints the plan as a table: what would change and why.
+func (p *Plan) Write(w io.Writer) {
+	for _, warn := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TRUNK\tRESOURCE\tACTION\tWHY")
+	n := 0
+	for _, c := range p.Changes {
+		why := c.Why
+		if why == "" {
+			why = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, c.Action, why)
+		if c.Action != Nothing {
+			n++
+		}
+	}
+	tw.Flush()
+	if n == 0 {
+		fmt.Fprintln(w, "No changes: the infrastructure matches the configuration.")
+	} else {
+		fmt.Fprintf(w, "%d change(s).\n", n)
+	}
+}
+
+// WriteStatus prints each resource's actual state and its drift.
+func (p *Plan) WriteStatus(w io.Writer) {
+	for _, warn := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TRUNK\tRESOURCE\tSTATE\tDRIFT")
+	for _, c := range p.Changes {
+		drift := "none"
+		if c.Action != Nothing {
+			drift = c.Action.String()
+			if c.Why != "" {
+				drift += ": " + c.Why
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, c.State, drift)
+	}
+	tw.Flush()
+}
+
+// actual is what the backends report for one trunk's resources.
+type actual struct {
+	volume   *volume.State
+	domain   *domain.State
+	firewall *firewall.Status
+	seedOK   bool
+	dhcpOK   bool
+}
+
+// Plan compares the configuration with the host. It changes nothing.
+func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
+	return p.plan(ctx, p.desired, true)
+}
+
+func (p *Provisioner) plan(ctx context.Context, desired []*Trunk, orphans bool) (*Plan, error) {
+	pl := &Plan{Warnings: p.warnings, desired: map[string]*Trunk{}, actual: map[string]*actual{}}
+	vols, err := p.Volumes.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	volByName := map[string]*volume.State{}
+	for i := range vols {
+		volByName[vols[i].Name] = &vols[i]
+	}
+	doms, err := p.Domains.List()
+	if err != nil {
+		return nil, err
+	}
+	domByName := map[string]*domain.State{}
+	for i := range doms {
+		domByName[doms[i].Name] = &doms[i]
+	}
+	for _, t := range desired {
+		pl.desired[t.Name] = t
+		a := &actual{volume: volByName[t.Resource], domain: domByName[t.Resource]}
+		pl.actual[t.Name] = a
+		if a.volume == nil {
+			if _, err := p.Volumes.Get(ctx, t.Resource); err != nil {
+				return nil, fmt.Errorf("trunk %s: volume: %w", t.Name, err)
+			}
+		}
+		if a.domain == nil {
+			if _, err := p.Domains.Get(t.Resource); err != nil {
+				return nil, fmt.Errorf("trunk %s: domain: %w", t.Name, err)
+			}
+		}
+		_, serr := os.Stat(t.Domain.SeedPath)
+		a.seedOK = serr == nil
+		a.dhcpOK = true
+		if t.Domain.Network != "" && a.domain != nil {
+			if a.dhcpOK, err = p.Domains.HasDHCPHost(t.Domain.Network, &t.Domain); err != nil {
+				return nil, fmt.Errorf("trunk %s: %w", t.Name, err)
+			}
+		}
+		if t.Firewall != nil && p.Firewall != nil {
+			st, err := p.Firewall.Check(ctx, t.Firewall)
+			if err != nil {
+				return nil, fmt.Errorf("trunk %s: firewall: %w", t.Name, err)
+			}
+			a.firewall = &st
+		}
+		pl.Changes = append(pl.Changes, planVolume(t, a), planDomain(t, a))
+		if t.Firewall != nil && p.Firewall != nil {
+			pl.Changes = append(pl.Changes, planFirewall(t, a))
+		}
+	}
+	if !orphans {
+		return pl, nil
+	}
+	// What is ours on the host but no longer in the configuration.
+	gone := map[string]*actual{}
+	get := func(trunk string) *actual {
+		if pl.desired[trunk] != nil {
+			return nil
+		}
+		if gone[trunk] == nil {
+			gone[trunk] = &actual{}
+		}
+		return gone[trunk]
+	}
+	for i := range vols {
+		if a := get(strings.TrimPrefix(vols[i].Name, Prefix)); a != nil && strings.HasPrefix(vols[i].Name, Prefix) {
+			a.volume = &vols[i]
+		}
+	}
+	for i := range doms {
+		if a := get(doms[i].Trunk); a != nil {
+			a.domain = &doms[i]
+		}
+	}
+	if p.Firewall != nil {
+		fw, err := p.Firewall.Trunks(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, trunk := range fw {
+			if a := get(trunk); a != nil {
+				a.firewall = &firewall.Status{Trunk: trunk}
+			}
+		}
+	}
+	names := make([]string, 0, len(gone))
+	for n := range gone {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		pl.actual[n] = gone[n]
+		pl.Changes = append(pl.Changes, deletes(n, gone[n])...)
+	}
+	return pl, nil
+}
+
+// deletes plans the removal of a trunk's resources that exist.
+func deletes(trunk string, a *actual) []Change {
+	var out []Change
+	if a.volume != nil {
+		out = append(out, Change{Trunk: trunk, Resource: Volume, Action: Delete, Why: "not in the configuration", State: volumeState(a.volume)})
+	}
+	if a.domain != nil {
+		out = append(out, Change{Trunk: trunk, Resource: Domain, Action: Delete, Why: "not in the configuration", State: domainState(a.domain)})
+	}
+	if a.firewall != nil {
+		out = append(out, Change{Trunk: trunk, Resource: Firewall, Action: Delete, Why: "not in the configuration", State: "rules present"})
+	}
+	return out
+}
+
+func volumeState(v *volume.State) string {
+	if v == nil {
+		return "absent"
+	}
+	return fmt.Sprintf("%s, %s", v.Path, human(v.Size))
+}
+
+func domainState(d *domain.State) string {
+	if d == nil {
+		return "absent"
+	}
+	s := d.State
+	if d.Autostart {
+		s += ", autostart"
+	}
+	return s
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func planVolume(t *Trunk, a *actual) Change {
+	c := Change{Trunk: t.Name, Resource: Volume, State: volumeState(a.volume)}
+	v := a.volume
+	switch {
+	case v == nil:
+		c.Action, c.Why = Create, human(t.Size)
+		if t.Image != "" {
+			c.Why += " from " + t.Image
+		}
+	case v.Size < t.Size:
+		c.Action, c.Why = UpdateLive, fmt.Sprintf("grow %s to %s", human(v.Size), human(t.Size))
+	case v.Size >= t.Size+max(v.Granule, 1):
+		if t.AllowShrink {
+			c.Action, c.Why = UpdateRestart, fmt.Sprintf("shrink %s to %s (guest shut off; e2fsck, resize2fs, then the volume)", human(v.Size), human(t.Size))
+		} else {
+			c.Why = fmt.Sprintf("is %s, configured %s: not shrunk without disk.allow_shrink", human(v.Size), human(t.Size))
+		}
+	}
+	return c
+}
+
+func planDomain(t *Trunk, a *actual) Change {
+	c := Change{Trunk: t.Name, Resource: Domain, State: domainState(a.domain)}
+	d := a.domain
+	want := &t.Domain
+	if d == nil {
+		c.Action, c.Why = Create, fmt.Sprintf("%d vCPU, %s, %s", want.VCPUs, human(int64(want.MemoryKiB)<<10), want.Address)
+		return c
+	}
+	var why []string
+	if d.Hash != want.Hash() {
+		got := d.Defined
+		if got.DiskPath != want.DiskPath || got.DiskType != want.DiskType {
+			c.Action = Replace
+			why = append(why, fmt.Sprintf("disk %s -> %s", got.DiskPath, want.DiskPath))
+		} else {
+			c.Action = UpdateRestart
+			if got.VCPUs != want.VCPUs {
+				why = append(why, fmt.Sprintf("vcpus %d -> %d", got.VCPUs, want.VCPUs))
+			}
+			if got.MemoryKiB != want.MemoryKiB {
+				why = append(why, fmt.Sprintf("memory %s -> %s", human(int64(got.MemoryKiB)<<10), human(int64(want.MemoryKiB)<<10)))
+			}
+			if got.SeedPath != want.SeedPath {
+				why = append(why, "cloud-init seed changed")
+			}
+			if !strings.EqualFold(got.MAC, want.MAC) || got.Bridge != want.Bridge || got.Network != want.Network {
+				why = append(why, "network changed")
+			}
+			if got.Type != want.Type {
+				why = append(why, fmt.Sprintf("type %s -> %s", got.Type, want.Type))
+			}
+			if len(why) == 0 {
+				why = append(why, "definition changed")
+			}
+		}
+	} else {
+		if !a.seedOK {
+			c.Action = UpdateLive
+			why = append(why, "seed file missing: written again")
+		}
+		if !d.Running {
+			c.Action = UpdateLive
+			why = append(why, "not running: start")
+		}
+		if d.Autostart != want.Autostart {
+			c.Action = UpdateLive
+			why = append(why, fmt.Sprintf("autostart %v -> %v", d.Autostart, want.Autostart))
+		}
+		if !a.dhcpOK {
+			c.Action = UpdateLive
+			why = append(why, "DHCP host entry missing")
+		}
+	}
+	c.Why = strings.Join(why, "; ")
+	return c
+}
+
+func planFirewall(t *Trunk, a *actual) Change {
+	c := Change{Trunk: t.Name, Resource: Firewall}
+	st := a.firewall
+	switch st.Action {
+	case firewall.Missing:
+		c.Action, c.Why, c.State = Create, fmt.Sprintf("%d peer(s) to %s", len(t.Firewall.Peers), t.Firewall.Dest), "absent"
+	case firewall.Drifted:
+		c.Action, c.Why = UpdateLive, st.Detail
+		c.State = fmt.Sprintf("present, accepted %d, dropped %d", st.Accepted, st.Dropped)
+	default:
+		c.State = fmt.Sprintf("in sync, accepted %d, dropped %d", st.Accepted, st.Dropped)
+	}
+	return c
+}
+
+// seedFiles lists a domain's seed files in the seed directory.
+func seedFiles(dir, name string) []string {
+	m, _ := filepath.Glob(filepath.Join(dir, name+"-seed-*.iso"))
+	return m
+}
+
+var errNoTrunk = errors.New("no such trunk")

@@ -1,0 +1,113 @@
+package provisioning
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/provisioning/domain"
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
+	"github.com/voxvisor/voxvisor/provisioning/volume"
+)
+
+// Domains is the libvirt side; *domain.Conn implements it.
+type Domains interface {
+	Get(name string) (*domain.State, error)
+	List() ([]domain.State, error)
+	Define(s *domain.Spec) error
+	DefineXML(x string) error
+	XML(name string) (string, error)
+	Start(name string) error
+	SetAutostart(name string, on bool) error
+	Stop(ctx context.Context, name string, timeout time.Duration) error
+	Undefine(name string) error
+	BlockResize(name string, size int64) error
+	DHCPHost(network string, s *domain.Spec, add bool) error
+	HasDHCPHost(network string, s *domain.Spec) (bool, error)
+}
+
+// Provisioner plans and applies one configuration's infrastructure.
+type Provisioner struct {
+	Volumes  volume.Store
+	Domains  Domains
+	Firewall firewall.Backend // nil: firewall backend none
+	SeedDir  string
+	// ShutdownTimeout bounds the wait for a guest's ACPI shutdown.
+	ShutdownTimeout time.Duration
+	Log             *slog.Logger
+
+	desired  []*Trunk
+	warnings []string
+}
+
+// New builds a provisioner for cfg from the given backends.
+func New(cfg *config.Config, vols volume.Store, doms Domains, fw firewall.Backend, log *slog.Logger) (*Provisioner, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Provisioner{
+		Volumes: vols, Domains: doms, Firewall: fw,
+		SeedDir:         cfg.Provision.Storage.Dir,
+		ShutdownTimeout: cfg.Provision.ShutdownTimeout,
+		Log:             log,
+	}
+	var err error
+	p.desired, p.warnings, err = Desired(cfg, func(name string) (string, string) { return vols.DiskType(), vols.Path(name) })
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Open connects to this host's backends as the configuration says:
+// libvirt at provision.libvirt_uri, the storage and firewall backends.
+// close releases the libvirt connection.
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *Provisioner, close func(), err error) {
+	if !hasEndpoints(cfg) {
+		return nil, nil, fmt.Errorf("%s: no trunk has an endpoint block: nothing to provision", cfg.Source)
+	}
+	var vols volume.Store
+	switch st := cfg.Provision.Storage; st.Backend {
+	case "lvm":
+		vols = &volume.LVM{VG: st.VolumeGroup, ThinPool: st.ThinPool, Run: volume.Exec{}}
+	default:
+		vols = &volume.Dir{Dir: st.Dir, Run: volume.Exec{}}
+	}
+	var fw firewall.Backend
+	switch cfg.Provision.Firewall.Backend {
+	case "nftables":
+		if fw, err = firewall.OpenNFT(); err != nil {
+			return nil, nil, err
+		}
+	case "iptables":
+		if fw, err = firewall.OpenIPTables(); err != nil {
+			return nil, nil, err
+		}
+	}
+	conn, err := domain.Open(cfg.Provision.LibvirtURI)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err = New(cfg, vols, conn, fw, log)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if fw != nil {
+		if c, err := firewall.Conflicts(ctx); err == nil {
+			p.warnings = append(p.warnings, c...)
+		}
+	}
+	return p, func() { conn.Close() }, nil
+}
+
+func hasEndpoints(cfg *config.Config) bool {
+	for _, t := range cfg.Trunks {
+		if t.Endpoint != nil {
+			return true
+		}
+	}
+	return false
+}
