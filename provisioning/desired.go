@@ -145,7 +145,9 @@ func ports(cfg *config.Config) (udp, tcp []firewall.PortRange) {
 	return udp, tcp
 }
 
-func sortPorts(p []firewall.PortRange) { sort.Slice(p, func(i, j int) bool { return p[i].Lo < p[j].Lo }) }
+func sortPorts(p []firewall.PortRange) {
+	sort.Slice(p, func(i, j int) bool { return p[i].Lo < p[j].Lo })
+}
 
 func dedupe(ps []netip.Prefix) []netip.Prefix {
 	seen := map[netip.Prefix]bool{}

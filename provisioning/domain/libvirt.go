@@ -163,10 +163,19 @@ func (c *Conn) List() ([]State, error) {
 // Define creates or replaces the persistent definition. Replacing one
 // that is not ours is refused.
 func (c *Conn) Define(s *Spec) error {
-	if _, err := c.Get(s.Name); err != nil {
+	old, _, err := c.lookup(s.Name)
+	if err != nil {
 		return err
 	}
-	x, err := s.XML()
+	uuid := ""
+	if old != nil {
+		uuid, err = old.GetUUIDString()
+		old.Free()
+		if err != nil {
+			return fmt.Errorf("domain %s: %w", s.Name, err)
+		}
+	}
+	x, err := s.xml(uuid)
 	if err != nil {
 		return err
 	}

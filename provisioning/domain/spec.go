@@ -70,7 +70,11 @@ func xmlEscape(s string) string {
 }
 
 // XML is the domain's definition.
-func (s *Spec) XML() (string, error) {
+func (s *Spec) XML() (string, error) { return s.xml("") }
+
+// xml is the definition with the UUID of the domain it replaces, if any:
+// libvirt redefines a domain only under its own UUID.
+func (s *Spec) xml(uuid string) (string, error) {
 	disk := libvirtxml.DomainDisk{
 		Device: "disk",
 		Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
@@ -102,6 +106,7 @@ func (s *Spec) XML() (string, error) {
 	d := &libvirtxml.Domain{
 		Type:        s.Type,
 		Name:        s.Name,
+		UUID:        uuid,
 		Description: "media endpoint of trunk " + s.Trunk + ", managed by voxvisor provision",
 		Metadata:    &libvirtxml.DomainMetadata{XML: s.metadata()},
 		Memory:      &libvirtxml.DomainMemory{Value: uint(s.MemoryKiB), Unit: "KiB"},

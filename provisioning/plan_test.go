@@ -1,0 +1,219 @@
+package provisioning
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/testenv"
+	"github.com/voxvisor/voxvisor/provisioning/domain"
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
+	"github.com/voxvisor/voxvisor/provisioning/volume"
+)
+
+// host is a provisioning target made of the libvirt test driver, a dir
+// of raw files and the knftables fake: real code paths, no root.
+type host struct {
+	dir     string
+	conn    *domain.Conn
+	nft     *knftables.Fake
+	resized []string
+}
+
+// resizeRecorder answers BlockResize, which the test driver lacks.
+type resizeRecorder struct {
+	*domain.Conn
+	h *host
+}
+
+func (r *resizeRecorder) BlockResize(name string, size int64) error {
+	r.h.resized = append(r.h.resized, fmt.Sprintf("%s %d", name, size))
+	return nil
+}
+
+func newHost(t testing.TB) *host {
+	t.Helper()
+	dir := t.TempDir()
+	fixture := filepath.Join(dir, "node.xml")
+	os.WriteFile(fixture, []byte("<node/>"), 0o644)
+	conn, err := domain.Open("test://" + fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &host{dir: dir, conn: conn, nft: knftables.NewFake(knftables.InetFamily, firewall.TableName)}
+}
+
+// trunkYAML is one trunk with an endpoint; edit changes its endpoint text.
+func configYAML(dir string, trunks int, edit func(string) string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "provision:\n  storage:\n    backend: dir\n    dir: %s/images\n  domain_type: qemu\n  shutdown_timeout: 1s\ntrunks:\n", dir)
+	for i := range trunks {
+		ep := fmt.Sprintf(`    endpoint:
+      vcpus: 1
+      memory: 256M
+      disk:
+        size: 64M
+      network:
+        bridge: br0
+        address: 10.10.%d.%d/16
+`, i/200, i%200+10)
+		if edit != nil && i == 0 {
+			ep = edit(ep)
+		}
+		fmt.Fprintf(&b, "  - name: carrier-%d\n    peers:\n      - host: 192.0.2.%d\n%s", i, i%250+1, ep)
+	}
+	return b.String()
+}
+
+func (h *host) provisioner(t testing.TB, yaml string) *Provisioner {
+	t.Helper()
+	cfg, err := config.Load("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(cfg, &volume.Dir{Dir: filepath.Join(h.dir, "images"), Run: volume.Exec{}}, &resizeRecorder{Conn: h.conn, h: h}, firewall.NewNFT(h.nft), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range p.desired {
+		d.Domain.Type = "test" // the test driver's only domain type
+	}
+	return p
+}
+
+func actions(pl *Plan) string {
+	var out []string
+	for _, c := range pl.Changes {
+		out = append(out, fmt.Sprintf("%s/%s=%s", c.Trunk, c.Resource, c.Action))
+	}
+	return strings.Join(out, " ")
+}
+
+func TestPlanTable(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		edit    func(string) string
+		want    string
+		prepare func(t *testing.T, h *host)
+	}{
+		{"same config", nil,
+			"carrier-0/volume=nothing carrier-0/domain=nothing carrier-0/firewall=nothing", nil},
+		{"bigger disk", func(s string) string { return strings.Replace(s, "size: 64M", "size: 128M", 1) },
+			"carrier-0/volume=update live carrier-0/domain=nothing carrier-0/firewall=nothing", nil},
+		{"smaller disk, not allowed", func(s string) string { return strings.Replace(s, "size: 64M", "size: 32M", 1) },
+			"carrier-0/volume=nothing carrier-0/domain=nothing carrier-0/firewall=nothing", nil},
+		{"smaller disk, allowed", func(s string) string {
+			return strings.Replace(s, "size: 64M", "size: 32M\n        allow_shrink: true", 1)
+		}, "carrier-0/volume=update, restart carrier-0/domain=nothing carrier-0/firewall=nothing", func(t *testing.T, h *host) {
+			testenv.Need(t, "mkfs.ext4")
+			testenv.Run(t, "mkfs.ext4", "-q", "-F", filepath.Join(h.dir, "images", "vox-carrier-0.raw"))
+		}},
+		{"more memory", func(s string) string { return strings.Replace(s, "memory: 256M", "memory: 512M", 1) },
+			"carrier-0/volume=nothing carrier-0/domain=update, restart carrier-0/firewall=nothing", nil},
+		{"new address", func(s string) string { return strings.Replace(s, "10.10.0.10/16", "10.10.0.99/16", 1) },
+			"carrier-0/volume=nothing carrier-0/domain=update, restart carrier-0/firewall=update live", nil},
+		{"autostart off", func(s string) string { return s + "      autostart: false\n" },
+			"carrier-0/volume=nothing carrier-0/domain=update live carrier-0/firewall=nothing", nil},
+		{"endpoint removed", func(string) string { return "" },
+			"carrier-0/volume=delete carrier-0/domain=delete carrier-0/firewall=delete", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t)
+			p := h.provisioner(t, configYAML(h.dir, 1, nil))
+			pl, err := p.Plan(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := actions(pl); got != "carrier-0/volume=create carrier-0/domain=create carrier-0/firewall=create" {
+				t.Fatalf("first plan: %s", got)
+			}
+			var out bytes.Buffer
+			if _, err := p.Apply(ctx, &out); err != nil {
+				t.Fatalf("apply: %v\n%s", err, out.String())
+			}
+			if tc.prepare != nil {
+				tc.prepare(t, h)
+			}
+			p2 := h.provisioner(t, configYAML(h.dir, 1, tc.edit))
+			pl, err = p2.Plan(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := actions(pl); got != tc.want {
+				t.Errorf("plan after the edit:\n got %s\nwant %s", got, tc.want)
+			}
+			// Apply reaches the plan, and the plan is then empty.
+			if _, err := p2.Apply(ctx, &out); err != nil {
+				t.Fatalf("apply of the edit: %v\n%s", err, out.String())
+			}
+			if pl, _ = p2.Plan(ctx); pl.Pending() {
+				t.Errorf("after apply the plan still has changes: %s\n%s", actions(pl), out.String())
+			}
+			if tc.name == "bigger disk" && (len(h.resized) != 1 || h.resized[0] != "vox-carrier-0 134217728") {
+				t.Errorf("the running guest was not told of its bigger disk: %v", h.resized)
+			}
+		})
+	}
+}
+
+func TestDriftAndStatus(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t)
+	p := h.provisioner(t, configYAML(h.dir, 2, nil))
+	if _, err := p.Apply(ctx, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	// Someone stops a guest, deletes a seed and edits a peer set by hand.
+	if err := h.conn.Stop(ctx, "vox-carrier-1", 0); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(p.desired[0].Domain.SeedPath)
+	tx := h.nft.NewTransaction()
+	tx.Add(&knftables.Element{Set: "peers4-carrier-1", Key: []string{"10.66.6.6"}})
+	h.nft.Run(ctx, tx)
+
+	pl, err := p.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	pl.WriteStatus(&out)
+	for _, want := range []string{
+		"carrier-0  domain    running, autostart",
+		"update live: seed file missing",
+		"carrier-1  domain    shut off, autostart",
+		"update live: not running: start",
+		"update live: set peers4-carrier-1 holds",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	if _, err := p.Apply(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	if pl, _ = p.Plan(ctx); pl.Pending() {
+		t.Fatalf("drift not repaired: %s", actions(pl))
+	}
+	// destroy of one trunk removes exactly its resources.
+	out.Reset()
+	if err := p.Destroy(ctx, "carrier-1", &out); err != nil {
+		t.Fatal(err)
+	}
+	pl, _ = p.Plan(ctx)
+	if got := actions(pl); got != "carrier-0/volume=nothing carrier-0/domain=nothing carrier-0/firewall=nothing carrier-1/volume=create carrier-1/domain=create carrier-1/firewall=create" {
+		t.Errorf("after destroy carrier-1: %s\n%s", got, out.String())
+	}
+	if err := p.Destroy(ctx, "nope", &out); err == nil {
+		t.Error("destroy of an unknown trunk succeeded")
+	}
+}
