@@ -6,6 +6,10 @@ LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin/voxvisor
 # Debian packages the test suite drives.
 TEST_DEBS := sip-tester baresip-core kamailio rtpengine-daemon
+# ... and those of the provisioning tests (libvirt-daemon-system creates the
+# libvirt-qemu user the QEMU driver needs), installed without recommends.
+PROV_DEBS := lvm2 nftables iptables iproute2 e2fsprogs libvirt0 libvirt-daemon libvirt-daemon-driver-qemu \
+	libvirt-daemon-system qemu-system-x86 qemu-utils
 
 .PHONY: help build run test test-deps lint vet fmt-check bench bench-smoke gobench clean
 
@@ -19,14 +23,21 @@ run: build ## run the softswitch on the embedded default config
 	./$(BIN) serve
 
 test-deps: ## install the Debian packages the tests need, when missing
-	@missing=""; for p in $(TEST_DEBS); do \
-		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	@$(call install-debs,$(TEST_DEBS),)
+	@$(call install-debs,$(PROV_DEBS),--no-install-recommends)
+
+# install-debs installs the packages of $(1) that are missing, with apt-get
+# options $(2); apt-get update runs only when something is missing.
+define install-debs
+missing=""; for p in $(1); do \
+	dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+	echo "installing:$$missing"; \
+	SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(2) $$missing; \
+fi
+endef
 
 test: test-deps vet fmt-check ## install test packages, then vet, the whole suite with -race, and bench-smoke
 	$(GO) test -tags $(TAGS) -race -count=1 -timeout 40m ./...
@@ -44,6 +55,7 @@ lint: vet fmt-check ## vet and gofmt; go mod tidy must change nothing
 
 bench: build test-deps ## voxvisor side by side with Kamailio and rtpengine; writes BENCHMARKS.md (~10 min)
 	$(GO) run ./bench/vxbench -mode full -bin $(BIN) -out BENCHMARKS.md
+	$(GO) test -tags $(TAGS) -run '^$$' -bench 'Plan100|Reapply100' -benchmem ./provisioning/ | tee bench/provision-bench.txt
 
 bench-smoke: build test-deps ## the same harness briefly (< 2 min); figures are not asserted
 	$(GO) run ./bench/vxbench -mode smoke -bin $(BIN) -out bench/BENCHMARKS-smoke.md

@@ -87,6 +87,9 @@ func TestGatewayExampleLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the sample gateway config does not load: %v", err)
 	}
+	if e := c.Trunks[0].Endpoint; e == nil || e.MemoryBytes != 1<<30 || e.Disk.SizeBytes != 8<<30 || !*e.Autostart {
+		t.Fatalf("carrier-a's endpoint: %+v", e)
+	}
 	if len(c.Trunks) != 2 || len(c.DialPlan) != 4 || c.Trunks[0].Peers[0].Port != 5060 {
 		t.Fatalf("trunks %d, rules %d", len(c.Trunks), len(c.DialPlan))
 	}
