@@ -25,6 +25,7 @@ type host struct {
 	conn    *domain.Conn
 	nft     *knftables.Fake
 	resized []string
+	vg      string // set: volumes on this LVM volume group, else raw files
 }
 
 // resizeRecorder answers BlockResize, which the test driver lacks.
@@ -75,11 +76,15 @@ func configYAML(dir string, trunks int, edit func(string) string) string {
 
 func (h *host) provisioner(t testing.TB, yaml string) *Provisioner {
 	t.Helper()
+	var store volume.Store = &volume.Dir{Dir: filepath.Join(h.dir, "images"), Run: volume.Exec{}}
+	if h.vg != "" {
+		store = &volume.LVM{VG: h.vg, Run: volume.Exec{}}
+	}
 	cfg, err := config.Load("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(cfg, &volume.Dir{Dir: filepath.Join(h.dir, "images"), Run: volume.Exec{}}, &resizeRecorder{Conn: h.conn, h: h}, firewall.NewNFT(h.nft), nil)
+	p, err := New(cfg, store, &resizeRecorder{Conn: h.conn, h: h}, firewall.NewNFT(h.nft), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,5 +220,42 @@ func TestDriftAndStatus(t *testing.T) {
 	}
 	if err := p.Destroy(ctx, "nope", &out); err == nil {
 		t.Error("destroy of an unknown trunk succeeded")
+	}
+}
+
+// TestLVMBackedApply provisions on real lvm2 (a loop-device volume group)
+// with the libvirt test driver: block disks on the logical volumes.
+func TestLVMBackedApply(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t)
+	h.vg = testenv.LoopVG(t)
+	var out bytes.Buffer
+	if _, err := h.provisioner(t, configYAML(h.dir, 2, nil)).Apply(ctx, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	st, err := h.conn.Get("vox-carrier-1")
+	if err != nil || st == nil || st.Defined.DiskType != "block" || st.Defined.DiskPath != "/dev/"+h.vg+"/vox-carrier-1" || !st.Running {
+		t.Fatalf("domain on LVM: %+v %v", st, err)
+	}
+	tags := testenv.Run(t, "lvs", "--noheadings", "-o", "lv_name,lv_tags,lv_size", "--units", "m", h.vg)
+	if !strings.Contains(tags, "vox-carrier-0 voxvisor 64.00m") || !strings.Contains(tags, "vox-carrier-1 voxvisor 64.00m") {
+		t.Fatalf("lvs:\n%s", tags)
+	}
+	// Growing carrier-0's disk is lvextend, then the running guest is told.
+	p := h.provisioner(t, configYAML(h.dir, 2, func(s string) string { return strings.Replace(s, "size: 64M", "size: 96M", 1) }))
+	if _, err := p.Apply(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	if tags = testenv.Run(t, "lvs", "--noheadings", "-o", "lv_size", "--units", "m", h.vg+"/vox-carrier-0"); strings.TrimSpace(tags) != "96.00m" || len(h.resized) != 1 {
+		t.Fatalf("after growing: %q, resized %v", tags, h.resized)
+	}
+	if pl, _ := p.Plan(ctx); pl.Pending() {
+		t.Fatalf("second plan: %s", actions(pl))
+	}
+	if err := p.Destroy(ctx, "", &out); err != nil {
+		t.Fatal(err)
+	}
+	if lvs := testenv.Run(t, "lvs", "--noheadings", "-o", "lv_name", h.vg); strings.Contains(lvs, "vox-") {
+		t.Fatalf("destroy left %s", lvs)
 	}
 }

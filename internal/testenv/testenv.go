@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -54,15 +55,18 @@ func Run(t testing.TB, name string, args ...string) string {
 	return out
 }
 
-// Try runs a command with a time limit, returning its combined output.
+// Try runs a command with a time limit, returning its standard output;
+// what it wrote to standard error goes into the error only.
 func Try(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "LVM_SUPPRESS_FD_WARNINGS=1")
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("%s %s: %v: %s%s", name, strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out), nil
 }
@@ -103,4 +107,39 @@ func InNetns(t testing.TB, name string, f func()) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// LoopVG makes a volume group on a loop device, with LVM_SYSTEM_DIR set for
+// the test to an lvm.conf with activation = 0 (no device-mapper needed),
+// and removes both when the test ends, also when it fails.
+func LoopVG(t testing.TB) string {
+	t.Helper()
+	NeedRoot(t)
+	for _, tool := range []string{"losetup", "pvcreate", "vgcreate", "lvs"} {
+		Need(t, tool)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "lvm.conf"), []byte("global { activation = 0 }\ndevices { obtain_device_list_from_udev = 0 }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LVM_SYSTEM_DIR", dir)
+	img := filepath.Join(dir, "pv.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	loop := strings.TrimSpace(Run(t, "losetup", "-f", "--show", img))
+	vg := fmt.Sprintf("voxtest%d%s", os.Getpid(), strings.TrimPrefix(loop, "/dev/loop"))
+	t.Cleanup(func() {
+		Try("vgremove", "-f", vg)
+		Try("pvremove", "-ff", "-y", loop)
+		if _, err := Try("losetup", "-d", loop); err != nil {
+			t.Errorf("loop device %s not freed: %v", loop, err)
+		}
+	})
+	Run(t, "pvcreate", "-q", loop)
+	Run(t, "vgcreate", "-q", vg, loop)
+	return vg
 }

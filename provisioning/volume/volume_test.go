@@ -3,7 +3,6 @@ package volume
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,42 +36,8 @@ func (f *fsStub) Run(ctx context.Context, name string, args ...string) ([]byte, 
 	return f.real.Run(ctx, name, args...)
 }
 
-// loopVG makes a volume group on a loop device with activation off, and
-// removes both when the test ends, also when it fails.
-func loopVG(t *testing.T) string {
-	t.Helper()
-	testenv.NeedRoot(t)
-	for _, tool := range []string{"losetup", "pvcreate", "vgcreate", "lvs"} {
-		testenv.Need(t, tool)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "lvm.conf"), []byte("global { activation = 0 }\ndevices { obtain_device_list_from_udev = 0 }\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("LVM_SYSTEM_DIR", dir)
-	img := filepath.Join(dir, "pv.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 256<<20); err != nil {
-		t.Fatal(err)
-	}
-	loop := strings.TrimSpace(testenv.Run(t, "losetup", "-f", "--show", img))
-	vg := fmt.Sprintf("voxtest%d", os.Getpid())
-	t.Cleanup(func() {
-		testenv.Try("vgremove", "-f", vg)
-		testenv.Try("pvremove", "-ff", "-y", loop)
-		if _, err := testenv.Try("losetup", "-d", loop); err != nil {
-			t.Errorf("loop device %s not freed: %v", loop, err)
-		}
-	})
-	testenv.Run(t, "pvcreate", "-q", loop)
-	testenv.Run(t, "vgcreate", "-q", vg, loop)
-	return vg
-}
-
 func TestLVM(t *testing.T) {
-	vg := loopVG(t)
+	vg := testenv.LoopVG(t)
 	ctx := context.Background()
 	run := &fsStub{real: Exec{}}
 	l := &LVM{VG: vg, Run: run}
