@@ -134,3 +134,38 @@ func TestTestDriverLifecycle(t *testing.T) {
 		t.Fatalf("after Undefine: %+v %v", st, err)
 	}
 }
+
+func TestDHCPHostTestDriver(t *testing.T) {
+	c, err := Open("test:///default") // has a network named default
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := testSpec()
+	s.Bridge, s.Network, s.Address = "", "default", netip.MustParseAddr("192.168.122.21")
+	for i, add := range []bool{true, true, false, false} {
+		if err := c.DHCPHost("default", s, add); err != nil {
+			t.Fatalf("step %d (add=%v): %v", i, add, err)
+		}
+		if ok, err := c.HasDHCPHost("default", s); err != nil || ok != add {
+			t.Fatalf("step %d: HasDHCPHost = %v, %v; want %v", i, ok, err, add)
+		}
+	}
+	// A new address for the same MAC modifies the entry.
+	if err := c.DHCPHost("default", s, true); err != nil {
+		t.Fatal(err)
+	}
+	s.Address = netip.MustParseAddr("192.168.122.22")
+	if ok, _ := c.HasDHCPHost("default", s); ok {
+		t.Fatal("the old entry matched a new address")
+	}
+	if err := c.DHCPHost("default", s, true); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.HasDHCPHost("default", s); !ok {
+		t.Fatal("the entry was not moved to the new address")
+	}
+	if err := c.DHCPHost("nosuchnet", s, true); err == nil || !strings.Contains(err.Error(), "libvirt network nosuchnet") {
+		t.Fatalf("unknown network: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
 )
 
 // ErrNotOurs is returned for a domain of the right name that lacks
@@ -287,30 +288,35 @@ func (c *Conn) BlockResize(name string, size int64) error {
 }
 
 // DHCPHost adds (or removes) the guest's MAC-to-IP entry in a libvirt
-// network's DHCP, live and in its definition.
+// network's DHCP, live and in its definition. An entry for the MAC with
+// another address is modified; repeating is no error.
 func (c *Conn) DHCPHost(network string, s *Spec, add bool) error {
 	n, err := c.c.LookupNetworkByName(network)
 	if err != nil {
 		return fmt.Errorf("libvirt network %s: %w", network, err)
 	}
 	defer n.Free()
-	entry := fmt.Sprintf("<host mac='%s' name='%s' ip='%s'/>", strings.ToLower(s.MAC), s.Name, s.Address)
-	cmd := libvirt.NETWORK_UPDATE_COMMAND_ADD_LAST
-	if !add {
+	macOK, ipOK, err := dhcpEntry(n, s)
+	if err != nil {
+		return fmt.Errorf("libvirt network %s: %w", network, err)
+	}
+	var cmd libvirt.NetworkUpdateCommand
+	switch {
+	case add && macOK && ipOK, !add && !macOK:
+		return nil
+	case add && macOK:
+		cmd = libvirt.NETWORK_UPDATE_COMMAND_MODIFY
+	case add:
+		cmd = libvirt.NETWORK_UPDATE_COMMAND_ADD_LAST
+	default:
 		cmd = libvirt.NETWORK_UPDATE_COMMAND_DELETE
 	}
 	flags := libvirt.NETWORK_UPDATE_AFFECT_CONFIG
 	if on, _ := n.IsActive(); on {
 		flags |= libvirt.NETWORK_UPDATE_AFFECT_LIVE
 	}
-	err = n.Update(cmd, libvirt.NETWORK_SECTION_IP_DHCP_HOST, -1, entry, flags)
-	if err != nil && add && strings.Contains(err.Error(), "already exists") {
-		return nil
-	}
-	if err != nil && !add && (strings.Contains(err.Error(), "couldn't locate") || strings.Contains(err.Error(), "not found")) {
-		return nil
-	}
-	if err != nil {
+	entry := fmt.Sprintf("<host mac='%s' name='%s' ip='%s'/>", strings.ToLower(s.MAC), s.Name, s.Address)
+	if err := n.Update(cmd, libvirt.NETWORK_SECTION_IP_DHCP_HOST, -1, entry, flags); err != nil {
 		return fmt.Errorf("libvirt network %s: DHCP host %s: %w", network, entry, err)
 	}
 	return nil
@@ -323,9 +329,30 @@ func (c *Conn) HasDHCPHost(network string, s *Spec) (bool, error) {
 		return false, fmt.Errorf("libvirt network %s: %w", network, err)
 	}
 	defer n.Free()
-	x, err := n.GetXMLDesc(libvirt.NETWORK_XML_INACTIVE)
+	macOK, ipOK, err := dhcpEntry(n, s)
+	return macOK && ipOK, err
+}
+
+// dhcpEntry finds the network's DHCP host entry for the guest's MAC and
+// whether it gives the guest's address.
+func dhcpEntry(n *libvirt.Network, s *Spec) (macOK, ipOK bool, err error) {
+	x, err := n.GetXMLDesc(0)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	return strings.Contains(x, fmt.Sprintf("mac='%s'", strings.ToLower(s.MAC))) && strings.Contains(x, fmt.Sprintf("ip='%s'", s.Address)), nil
+	var def libvirtxml.Network
+	if err := def.Unmarshal(x); err != nil {
+		return false, false, err
+	}
+	for _, ip := range def.IPs {
+		if ip.DHCP == nil {
+			continue
+		}
+		for _, h := range ip.DHCP.Hosts {
+			if strings.EqualFold(h.MAC, s.MAC) {
+				return true, h.IP == s.Address.String(), nil
+			}
+		}
+	}
+	return false, false, nil
 }
