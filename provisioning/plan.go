@@ -165,6 +165,16 @@ func (p *Provisioner) plan(ctx context.Context, desired []*Trunk, orphans bool) 
 	for i := range doms {
 		domByName[doms[i].Name] = &doms[i]
 	}
+	// A backend that can read all its state at once does so for the plan.
+	if s, ok := p.Firewall.(interface {
+		Snapshot(context.Context) error
+		Release()
+	}); ok {
+		if err := s.Snapshot(ctx); err != nil {
+			return nil, err
+		}
+		defer s.Release()
+	}
 	for _, t := range desired {
 		pl.desired[t.Name] = t
 		a := &actual{volume: volByName[t.Resource], domain: domByName[t.Resource]}

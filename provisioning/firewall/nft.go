@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 
@@ -17,7 +18,9 @@ const tableComment = "voxvisor: per-trunk rules, managed by voxvisor provision"
 
 // NFT is the nftables backend.
 type NFT struct {
-	nft knftables.Interface
+	nft  knftables.Interface
+	path string      // the nft command, for reading the table at once; "" with a Fake
+	snap *tableState // from Snapshot, until Release, Add or Del
 }
 
 // NewNFT connects to nftables (the nft command), or to a knftables.Fake.
@@ -29,7 +32,11 @@ func OpenNFT() (*NFT, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w (install the nftables package, and run as root)", err)
 	}
-	return NewNFT(nft), nil
+	n := NewNFT(nft)
+	if n.path, err = exec.LookPath("nft"); err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return n, nil
 }
 
 func (n *NFT) Name() string { return "nftables" }
@@ -92,74 +99,50 @@ func dispatchMap(a netip.Addr) string {
 // Check compares the kernel's table with the trunk's rules.
 func (n *NFT) Check(ctx context.Context, r *Rules) (Status, error) {
 	st := Status{Trunk: r.Trunk}
-	rules, err := n.nft.ListRules(ctx, chainName(r.Trunk))
-	if knftables.IsNotFound(err) || (err == nil && len(rules) == 0) {
+	tbl, err := n.state(ctx)
+	if err != nil {
+		return st, err
+	}
+	rules := tbl.rules[chainName(r.Trunk)]
+	if len(rules) == 0 {
 		st.Action = Missing
 		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("nftables: list chain %s: %w", chainName(r.Trunk), err)
 	}
 	drift := func(format string, args ...any) (Status, error) {
 		st.Action = Drifted
 		st.Detail = fmt.Sprintf(format, args...)
 		return st, nil
 	}
-	n.counters(ctx, &st)
+	st.Accepted = tbl.counters[counterName(r.Trunk, "accepted")]
+	st.Dropped = tbl.counters[counterName(r.Trunk, "dropped")]
 	want := r.nftRules()
 	if len(rules) != len(want) {
 		return drift("chain %s has %d rules, want %d", chainName(r.Trunk), len(rules), len(want))
 	}
-	for _, ru := range rules {
-		if ru.Comment == nil || *ru.Comment != ruleComment(r) {
+	for _, c := range rules {
+		if c != ruleComment(r) {
 			return drift("chain %s holds rules of another configuration", chainName(r.Trunk))
 		}
 	}
 	for _, v := range []string{"4", "6"} {
-		es, err := n.nft.ListElements(ctx, "set", setName(r.Trunk, v))
-		if err != nil {
-			return drift("set %s: %v", setName(r.Trunk, v), err)
+		name := setName(r.Trunk, v)
+		got, ok := tbl.sets[name]
+		if !ok {
+			return drift("set %s is missing", name)
 		}
-		var got []string
-		for _, e := range es {
-			got = append(got, strings.Join(e.Key, " "))
-		}
+		got = slices.Clone(got)
 		slices.Sort(got)
 		if w := elems(family(r.Peers, v == "6")); !slices.Equal(got, w) {
-			return drift("set %s holds %v, want %v", setName(r.Trunk, v), got, w)
+			return drift("set %s holds %v, want %v", name, got, w)
 		}
 	}
-	es, err := n.nft.ListElements(ctx, "map", dispatchMap(r.Dest))
-	if err != nil {
-		return drift("map %s: %v", dispatchMap(r.Dest), err)
+	switch v, ok := tbl.maps[dispatchMap(r.Dest)][r.Dest.String()]; {
+	case !ok:
+		return drift("no traffic to %s is sent to chain %s", r.Dest, chainName(r.Trunk))
+	case v != "goto "+chainName(r.Trunk):
+		return drift("traffic to %s goes to %v", r.Dest, v)
 	}
-	for _, e := range es {
-		if len(e.Key) == 1 && e.Key[0] == r.Dest.String() {
-			if len(e.Value) == 1 && e.Value[0] == "goto "+chainName(r.Trunk) {
-				return st, nil
-			}
-			return drift("traffic to %s goes to %v", r.Dest, e.Value)
-		}
-	}
-	return drift("no traffic to %s is sent to chain %s", r.Dest, chainName(r.Trunk))
-}
-
-func (n *NFT) counters(ctx context.Context, st *Status) {
-	cs, err := n.nft.ListCounters(ctx)
-	if err != nil {
-		return
-	}
-	for _, c := range cs {
-		if c == nil || c.Packets == nil {
-			continue
-		}
-		switch c.Name {
-		case counterName(st.Trunk, "accepted"):
-			st.Accepted = *c.Packets
-		case counterName(st.Trunk, "dropped"):
-			st.Dropped = *c.Packets
-		}
-	}
+	return st, nil
 }
 
 // base adds the table, its base chains and dispatch maps to tx. The base
@@ -186,6 +169,7 @@ func base(tx *knftables.Transaction) {
 // Add writes the trunk's sets, counters, chain and dispatch entry in one
 // transaction: the kernel has the old rules or the new ones, never half.
 func (n *NFT) Add(ctx context.Context, r *Rules) error {
+	n.Release()
 	old, _ := n.nft.ListElements(ctx, "map", dispatchMap(r.Dest))
 	tx := n.nft.NewTransaction()
 	base(tx)
@@ -224,6 +208,7 @@ func (n *NFT) Add(ctx context.Context, r *Rules) error {
 // Del removes the trunk's dispatch entries, chain, sets and counters in
 // one transaction. A trunk without rules is no error.
 func (n *NFT) Del(ctx context.Context, trunk string) error {
+	n.Release()
 	chains, err := n.nft.List(ctx, "chains")
 	if knftables.IsNotFound(err) {
 		return nil
