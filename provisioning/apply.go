@@ -30,11 +30,9 @@ func (r *run) say(res, format string, args ...any) {
 	fmt.Fprintf(r.out, "%s: %s: %s\n", r.trunk, res, fmt.Sprintf(format, args...))
 }
 
-// did records a completed step; undo may be nil for one that needs none.
+// did records a completed step and how to undo it.
 func (r *run) did(what string, undo func() error) {
-	if undo != nil {
-		r.done = append(r.done, step{what, undo})
-	}
+	r.done = append(r.done, step{what, undo})
 }
 
 // fail undoes the completed steps in reverse and returns the error, with
@@ -291,7 +289,7 @@ func (r *run) remove(a *actual, t *Trunk) error {
 // Destroy removes what voxvisor created for one trunk (or, with trunk
 // empty, for every trunk), whether or not it is still configured.
 func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) error {
-	pl, err := p.plan(ctx, p.desired, true)
+	pl, err := p.Plan(ctx)
 	if err != nil {
 		return err
 	}
@@ -302,7 +300,7 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 		}
 	}
 	if trunk != "" && len(names) == 0 {
-		return fmt.Errorf("trunk %q: %w in the configuration or on this host", trunk, errNoTrunk)
+		return fmt.Errorf("trunk %q: no such trunk in the configuration or on this host", trunk)
 	}
 	sort.Strings(names)
 	var errs []error
@@ -323,6 +321,3 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 	}
 	return errors.Join(errs...)
 }
-
-// Status is the plan, read as each resource's state and drift.
-func (p *Provisioner) Status(ctx context.Context) (*Plan, error) { return p.Plan(ctx) }

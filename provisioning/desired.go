@@ -21,6 +21,7 @@ import (
 	"github.com/voxvisor/voxvisor/provisioning/domain"
 	"github.com/voxvisor/voxvisor/provisioning/firewall"
 	"github.com/voxvisor/voxvisor/provisioning/seed"
+	"github.com/voxvisor/voxvisor/provisioning/volume"
 )
 
 // Prefix starts the names of voxvisor's domains and volumes.
@@ -40,7 +41,8 @@ type Trunk struct {
 
 // Desired reads the trunks with an endpoint from the configuration.
 // Warnings are things an operator should know that do not stop apply.
-func Desired(cfg *config.Config, diskType func(name string) (string, string)) ([]*Trunk, []string, error) {
+// The volumes live in vols, which gives the disks their type and path.
+func Desired(cfg *config.Config, vols volume.Store) ([]*Trunk, []string, error) {
 	var out []*Trunk
 	var warn []string
 	udp, tcp := ports(cfg)
@@ -72,7 +74,6 @@ func Desired(cfg *config.Config, diskType func(name string) (string, string)) ([
 			n.DNS = append(n.DNS, netip.MustParseAddr(d))
 		}
 		s := seed.New(instanceID(name, n, userData), name, n, userData)
-		diskT, diskPath := diskType(name)
 		tr := &Trunk{
 			Name: t.Name, Resource: name,
 			Size: e.Disk.SizeBytes, Image: e.Disk.Image, AllowShrink: e.Disk.AllowShrink,
@@ -80,7 +81,7 @@ func Desired(cfg *config.Config, diskType func(name string) (string, string)) ([
 			Domain: domain.Spec{
 				Name: name, Trunk: t.Name, Type: cfg.Provision.DomainType,
 				VCPUs: e.VCPUs, MemoryKiB: uint64(e.MemoryBytes >> 10),
-				DiskType: diskT, DiskPath: diskPath,
+				DiskType: vols.DiskType(), DiskPath: vols.Path(name),
 				SeedPath: filepath.Join(cfg.Provision.Storage.Dir, s.FileName(name)),
 				MAC:      mac, Bridge: e.Network.Bridge, Network: e.Network.Network,
 				Address: addr.Addr(), Autostart: *e.Autostart,

@@ -156,36 +156,41 @@ trunks:
 `, uri, domType, dir, memory, base, bridge, userData)
 	}
 	ctx := context.Background()
-	// Everything runs in the namespace: the firewall rules land there.
-	in := func(f func()) { testenv.InNetns(t, ns, f) }
-	open := func(y string) (p *Provisioner, closeConn func(), err error) {
-		cfg, err := config.Load("itest.yaml", []byte(y))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return Open(ctx, cfg, nil)
+	// with opens a provisioner for the configuration y, as the CLI does,
+	// and runs f with it inside the namespace, so the rules land there.
+	with := func(y string, f func(p *Provisioner) error) (err error) {
+		testenv.InNetns(t, ns, func() {
+			cfg, lerr := config.Load("itest.yaml", []byte(y))
+			if lerr != nil {
+				err = lerr
+				return
+			}
+			p, closeConn, oerr := Open(ctx, cfg, nil)
+			if oerr != nil {
+				err = oerr
+				return
+			}
+			defer closeConn()
+			err = f(p)
+		})
+		return err
 	}
 
 	var out bytes.Buffer
 	var pl *Plan
-	var err error
 	var st *domain.State
-	in(func() {
-		p, closeConn, oerr := open(yaml("vxbr0", "128M"))
-		if err = oerr; err != nil {
-			return
-		}
-		defer closeConn()
+	err := with(yaml("vxbr0", "128M"), func(p *Provisioner) (err error) {
 		if pl, err = p.Plan(ctx); err != nil {
-			return
+			return err
 		}
 		if _, err = p.Apply(ctx, &out); err != nil {
-			return
+			return err
 		}
-		if pl, err = p.Status(ctx); err != nil {
-			return
+		if pl, err = p.Plan(ctx); err != nil {
+			return err
 		}
 		st, err = p.Domains.Get("vox-itest")
+		return err
 	})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -210,13 +215,9 @@ trunks:
 
 	// A second apply changes nothing.
 	out.Reset()
-	in(func() {
-		p, closeConn, oerr := open(yaml("vxbr0", "128M"))
-		if err = oerr; err != nil {
-			return
-		}
-		defer closeConn()
+	err = with(yaml("vxbr0", "128M"), func(p *Provisioner) (err error) {
 		pl, err = p.Apply(ctx, &out)
+		return err
 	})
 	if err != nil || pl.Pending() || !strings.Contains(out.String(), "No changes") {
 		t.Fatalf("second apply: %v\n%s", err, out.String())
@@ -224,15 +225,11 @@ trunks:
 
 	// More memory restarts the guest with the new definition.
 	out.Reset()
-	in(func() {
-		p, closeConn, oerr := open(yaml("vxbr0", "160M"))
-		if err = oerr; err != nil {
-			return
-		}
-		defer closeConn()
+	err = with(yaml("vxbr0", "160M"), func(p *Provisioner) (err error) {
 		if _, err = p.Apply(ctx, &out); err == nil {
 			st, err = p.Domains.Get("vox-itest")
 		}
+		return err
 	})
 	if err != nil || !st.Running || st.Defined.MemoryKiB != 160<<10 {
 		t.Fatalf("memory change: %v %+v\n%s", err, st, out.String())
@@ -241,17 +238,13 @@ trunks:
 	// destroy shuts the guest down and removes all of it.
 	out.Reset()
 	var rules string
-	in(func() {
-		p, closeConn, oerr := open(yaml("vxbr0", "160M"))
-		if err = oerr; err != nil {
-			return
-		}
-		defer closeConn()
+	err = with(yaml("vxbr0", "160M"), func(p *Provisioner) (err error) {
 		if err = p.Destroy(ctx, "itest", &out); err != nil {
-			return
+			return err
 		}
 		st, err = p.Domains.Get("vox-itest")
 		rules, _ = testenv.Try("nft", "list", "ruleset")
+		return err
 	})
 	if err != nil || st != nil {
 		t.Fatalf("destroy: %v, domain %+v\n%s", err, st, out.String())
@@ -265,16 +258,11 @@ trunks:
 	// guest cannot start after its volume, seed and definition are made)
 	// leaves nothing behind.
 	out.Reset()
-	in(func() {
-		p, closeConn, oerr := open(yaml("nosuchbr0", "128M"))
-		if err = oerr; err != nil {
-			t.Error(err)
-			return
-		}
-		defer closeConn()
-		_, err = p.Apply(ctx, &out)
+	err = with(yaml("nosuchbr0", "128M"), func(p *Provisioner) error {
+		_, err := p.Apply(ctx, &out)
 		st, _ = p.Domains.Get("vox-itest")
 		rules, _ = testenv.Try("nft", "list", "ruleset")
+		return err
 	})
 	if err == nil || !strings.Contains(err.Error(), "trunk itest: domain") || !strings.Contains(err.Error(), "nosuchbr0") {
 		t.Fatalf("apply with a missing bridge: %v\n%s", err, out.String())

@@ -2,7 +2,6 @@ package provisioning
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -67,7 +66,7 @@ func (p *Plan) Pending() bool {
 	return false
 }
 
-// Trunks lists the trunks with changes, in plan order.
+// trunks lists the trunks with changes, in plan order.
 func (p *Plan) trunks() []string {
 	var out []string
 	for _, c := range p.Changes {
@@ -144,10 +143,6 @@ type actual struct {
 
 // Plan compares the configuration with the host. It changes nothing.
 func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
-	return p.plan(ctx, p.desired, true)
-}
-
-func (p *Provisioner) plan(ctx context.Context, desired []*Trunk, orphans bool) (*Plan, error) {
 	pl := &Plan{Warnings: p.warnings, desired: map[string]*Trunk{}, actual: map[string]*actual{}}
 	vols, err := p.Volumes.List(ctx)
 	if err != nil {
@@ -175,7 +170,7 @@ func (p *Provisioner) plan(ctx context.Context, desired []*Trunk, orphans bool) 
 		}
 		defer s.Release()
 	}
-	for _, t := range desired {
+	for _, t := range p.desired {
 		pl.desired[t.Name] = t
 		a := &actual{volume: volByName[t.Resource], domain: domByName[t.Resource]}
 		pl.actual[t.Name] = a
@@ -208,9 +203,6 @@ func (p *Provisioner) plan(ctx context.Context, desired []*Trunk, orphans bool) 
 		if t.Firewall != nil && p.Firewall != nil {
 			pl.Changes = append(pl.Changes, planFirewall(t, a))
 		}
-	}
-	if !orphans {
-		return pl, nil
 	}
 	// What is ours on the host but no longer in the configuration.
 	gone := map[string]*actual{}
@@ -397,5 +389,3 @@ func seedFiles(dir, name string) []string {
 	m, _ := filepath.Glob(filepath.Join(dir, name+"-seed-*.iso"))
 	return m
 }
-
-var errNoTrunk = errors.New("no such trunk")

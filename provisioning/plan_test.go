@@ -186,7 +186,7 @@ func TestDriftAndStatus(t *testing.T) {
 	tx.Add(&knftables.Element{Set: "peers4-carrier-1", Key: []string{"10.66.6.6"}})
 	h.nft.Run(ctx, tx)
 
-	pl, err := p.Status(ctx)
+	pl, err := p.Plan(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func New(cfg *config.Config, vols volume.Store, doms Domains, fw firewall.Backen
 		Log:             log,
 	}
 	var err error
-	p.desired, p.warnings, err = Desired(cfg, func(name string) (string, string) { return vols.DiskType(), vols.Path(name) })
+	p.desired, p.warnings, err = Desired(cfg, vols)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func New(cfg *config.Config, vols volume.Store, doms Domains, fw firewall.Backen
 // libvirt at provision.libvirt_uri, the storage and firewall backends.
 // close releases the libvirt connection.
 func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *Provisioner, close func(), err error) {
-	if !hasEndpoints(cfg) {
+	if !cfg.HasEndpoints() {
 		return nil, nil, fmt.Errorf("%s: no trunk has an endpoint block: nothing to provision", cfg.Source)
 	}
 	var vols volume.Store
@@ -101,13 +101,4 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *Provisi
 		}
 	}
 	return p, func() { conn.Close() }, nil
-}
-
-func hasEndpoints(cfg *config.Config) bool {
-	for _, t := range cfg.Trunks {
-		if t.Endpoint != nil {
-			return true
-		}
-	}
-	return false
 }

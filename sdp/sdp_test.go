@@ -2,15 +2,14 @@ package sdp
 
 import (
 	"errors"
-	"flag"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/voxvisor/voxvisor/internal/testenv"
+)
 
 var relay = netip.MustParseAddr("203.0.113.1")
 
@@ -51,17 +50,7 @@ func TestRewriteGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := strings.TrimSuffix(f, ".sdp") + ".golden"
-			if *update {
-				os.WriteFile(golden, out, 0o644)
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("no golden file (go test ./sdp -update): %v", err)
-			}
-			if string(out) != string(want) {
-				t.Fatalf("rewrite of %s:\n%s\nwant:\n%s", f, out, want)
-			}
+			testenv.Golden(t, strings.TrimSuffix(f, ".sdp")+".golden", string(out))
 			if _, err := Parse(out); err != nil {
 				t.Fatalf("rewritten SDP does not parse: %v", err)
 			}

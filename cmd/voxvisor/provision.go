@@ -42,19 +42,24 @@ removes what voxvisor created; status shows each resource and its drift.`,
 			return f(ctx, p, args)
 		}
 	}
-	plan := &cobra.Command{
-		Use:   "plan",
-		Short: "Show what apply would change, per trunk and resource; changes nothing",
-		Args:  cobra.NoArgs,
-		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
-			pl, err := p.Plan(ctx)
-			if err != nil {
-				return err
-			}
-			pl.Write(stdout)
-			return nil
-		}),
+	// show is a read-only command: plan, then write it one way.
+	show := func(use, short string, write func(*provisioning.Plan, io.Writer)) *cobra.Command {
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
+				pl, err := p.Plan(ctx)
+				if err != nil {
+					return err
+				}
+				write(pl, stdout)
+				return nil
+			}),
+		}
 	}
+	plan := show("plan", "Show what apply would change, per trunk and resource; changes nothing", (*provisioning.Plan).Write)
+	status := show("status", "Show each resource's actual state and any drift from the configuration", (*provisioning.Plan).WriteStatus)
 	apply := &cobra.Command{
 		Use:   "apply",
 		Short: "Make the changes plan shows; a failed trunk is rolled back",
@@ -74,19 +79,6 @@ removes what voxvisor created; status shows each resource and its drift.`,
 				trunk = args[0]
 			}
 			return p.Destroy(ctx, trunk, stdout)
-		}),
-	}
-	status := &cobra.Command{
-		Use:   "status",
-		Short: "Show each resource's actual state and any drift from the configuration",
-		Args:  cobra.NoArgs,
-		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
-			pl, err := p.Status(ctx)
-			if err != nil {
-				return err
-			}
-			pl.WriteStatus(stdout)
-			return nil
 		}),
 	}
 	cmd.AddCommand(plan, apply, destroy, status)

@@ -1,16 +1,13 @@
 package config
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/voxvisor/voxvisor/configs"
+	"github.com/voxvisor/voxvisor/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func TestDefaultConfigLoads(t *testing.T) {
 	c, err := Load(configs.DefaultName, configs.Default)
@@ -66,18 +63,7 @@ func TestErrorsGolden(t *testing.T) {
 			if err == nil {
 				t.Fatal("loaded a bad config without error")
 			}
-			got := err.Error() + "\n"
-			golden := strings.TrimSuffix(f, ".yaml") + ".golden"
-			if *update {
-				os.WriteFile(golden, []byte(got), 0o644)
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("missing golden file (run go test -update): %v", err)
-			}
-			if got != string(want) {
-				t.Errorf("error mismatch\n got: %s\nwant: %s", got, want)
-			}
+			testenv.Golden(t, strings.TrimSuffix(f, ".yaml")+".golden", err.Error()+"\n")
 		})
 	}
 }

@@ -298,7 +298,7 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 	}
 	switch p.Storage.Backend {
 	case "lvm":
-		if p.Storage.VolumeGroup == "" && c.hasEndpoints() {
+		if p.Storage.VolumeGroup == "" && c.HasEndpoints() {
 			bad("provision.storage.volume_group", "the lvm backend needs a volume group (or set backend: dir)")
 		}
 		if p.Storage.VolumeGroup != "" && !lvNameRE.MatchString(p.Storage.VolumeGroup) {
@@ -390,7 +390,8 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 	}
 }
 
-func (c *Config) hasEndpoints() bool {
+// HasEndpoints reports whether any trunk has an endpoint to provision.
+func (c *Config) HasEndpoints() bool {
 	for _, t := range c.Trunks {
 		if t.Endpoint != nil {
 			return true

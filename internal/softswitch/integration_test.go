@@ -225,16 +225,31 @@ func waitListening(t *testing.T, transport string, port int) {
 				c.Close()
 				return
 			}
-		} else {
-			if c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
-				return // bound by SIPp
-			} else {
-				c.Close()
-			}
+		} else if udpBound(port) {
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("sipp did not bind %s port %d", transport, port)
+}
+
+// udpBound reports whether a UDP socket is bound to port, from the
+// kernel's socket tables: probing by binding the port ourselves could take
+// it from under SIPp in the moment it binds.
+func udpBound(port int) bool {
+	want := fmt.Sprintf(":%04X ", port)
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if fields := strings.Fields(line); len(fields) > 1 && strings.HasSuffix(fields[1]+" ", want) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func mustAbs(t *testing.T, p string) string {

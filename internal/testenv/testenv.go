@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -142,4 +143,24 @@ func LoopVG(t testing.TB) string {
 	Run(t, "pvcreate", "-q", loop)
 	Run(t, "vgcreate", "-q", vg, loop)
 	return vg
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files instead of comparing with them")
+
+// Golden compares got with the golden file at path; with -update it
+// writes the file first. The failure says how to rewrite it.
+func Golden(t testing.TB, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("no golden file (go test -update writes it): %v", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
 }

@@ -3,16 +3,15 @@ package domain
 import (
 	"context"
 	"errors"
-	"flag"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/voxvisor/voxvisor/internal/testenv"
+)
 
 func testSpec() *Spec {
 	return &Spec{
@@ -36,17 +35,7 @@ func TestXMLGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := filepath.Join("testdata", name)
-		if *update {
-			os.WriteFile(p, []byte(got), 0o644)
-		}
-		want, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatalf("%v (go test -tags libvirt_dlopen ./provisioning/domain -update writes it)", err)
-		}
-		if got != string(want) {
-			t.Errorf("%s differs:\n%s", name, got)
-		}
+		testenv.Golden(t, filepath.Join("testdata", name), got)
 		back, err := fromXML(got)
 		if err != nil {
 			t.Fatal(err)

@@ -193,7 +193,8 @@ func (p *IPTables) Add(ctx context.Context, r *Rules) error {
 	}
 	// Build the new chain under a temporary name, then swap it in.
 	tmp := chain[:min(len(chain), 26)] + "~N"
-	if slices.Contains(chains, tmp) {
+	if slices.Contains(chains, tmp) { // left by an Add that failed
+		p.unjump(t, tmp)
 		t.ClearAndDeleteChain(filter, tmp)
 	}
 	if err := t.NewChain(filter, tmp); err != nil {
@@ -207,27 +208,26 @@ func (p *IPTables) Add(ctx context.Context, r *Rules) error {
 	}
 	for _, hook := range []string{"INPUT", "FORWARD"} {
 		if err := t.Insert(filter, hook, 1, r.jumpSpec(tmp)...); err != nil {
-			p.unjump(t, r.Trunk, tmp)
+			p.unjump(t, tmp)
 			t.ClearAndDeleteChain(filter, tmp)
 			return fail(err)
 		}
 	}
 	// The new chain is live; retire the old one and take its name.
 	if slices.Contains(chains, chain) {
-		p.unjump(t, r.Trunk, chain)
+		p.unjump(t, chain)
 		if err := t.ClearAndDeleteChain(filter, chain); err != nil {
 			return fail(err)
 		}
 	}
-	p.unjumpOthers(t, r)
 	if err := t.RenameChain(filter, tmp, chain); err != nil {
 		return fail(err)
 	}
 	return nil
 }
 
-// unjump removes every jump of ours from INPUT and FORWARD to chain.
-func (p *IPTables) unjump(t Table, trunk, chain string) {
+// unjump removes every jump from INPUT and FORWARD to chain.
+func (p *IPTables) unjump(t Table, chain string) {
 	for _, hook := range []string{"INPUT", "FORWARD"} {
 		rules, err := t.List(filter, hook)
 		if err != nil {
@@ -237,24 +237,6 @@ func (p *IPTables) unjump(t Table, trunk, chain string) {
 			f := strings.Fields(rule)
 			if len(f) > 2 && f[0] == "-A" && f[len(f)-1] == chain && f[len(f)-2] == "-j" {
 				t.DeleteIfExists(filter, hook, unquote(f[2:])...)
-			}
-		}
-	}
-}
-
-// unjumpOthers removes jumps to the trunk's chain for other addresses
-// (an endpoint that changed address).
-func (p *IPTables) unjumpOthers(t Table, r *Rules) {
-	chain := IPTChain(r.Trunk)
-	for _, hook := range []string{"INPUT", "FORWARD"} {
-		rules, err := t.List(filter, hook)
-		if err != nil {
-			continue
-		}
-		for _, rule := range rules {
-			f := unquote(strings.Fields(rule))
-			if len(f) > 2 && f[0] == "-A" && f[len(f)-1] == chain && !slices.Equal(f[2:], r.jumpSpec(chain)) {
-				t.DeleteIfExists(filter, hook, f[2:]...)
 			}
 		}
 	}
@@ -288,7 +270,7 @@ func (p *IPTables) Del(_ context.Context, trunk string) error {
 		if err != nil {
 			return fmt.Errorf("iptables: %w", err)
 		}
-		p.unjump(t, trunk, chain)
+		p.unjump(t, chain)
 		if slices.Contains(chains, chain) {
 			if err := t.ClearAndDeleteChain(filter, chain); err != nil {
 				return fmt.Errorf("iptables: remove trunk %s: %w", trunk, err)

@@ -2,33 +2,13 @@ package firewall
 
 import (
 	"context"
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/voxvisor/voxvisor/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	p := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatalf("%v (go test ./provisioning/firewall -update writes it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
 
 func testRules(trunk, dest string, peers ...string) *Rules {
 	r := &Rules{
@@ -63,7 +43,7 @@ func TestNFTFake(t *testing.T) {
 	if err := fw.Add(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "nft-two-trunks.dump", fake.Dump())
+	testenv.Golden(t, "testdata/nft-two-trunks.dump", fake.Dump())
 	for _, r := range []*Rules{a, b} {
 		if st, err := fw.Check(ctx, r); err != nil || st.Action != InSync {
 			t.Fatalf("Check after Add: %+v %v", st, err)
@@ -98,5 +78,5 @@ func TestNFTFake(t *testing.T) {
 	if err := fw.Add(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "nft-one-trunk.dump", fake.Dump())
+	testenv.Golden(t, "testdata/nft-one-trunk.dump", fake.Dump())
 }

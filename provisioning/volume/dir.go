@@ -102,20 +102,29 @@ func growFile(p string, size int64) error {
 }
 
 func (d *Dir) Grow(ctx context.Context, name string, size int64) error {
-	if s, err := d.Get(ctx, name); err != nil || s == nil {
-		return errors.Join(err, fmt.Errorf("grow: no image %s", d.Path(name)))
+	if err := d.exists(ctx, name); err != nil {
+		return err
 	}
 	return growFile(d.Path(name), size)
 }
 
 func (d *Dir) Shrink(ctx context.Context, name string, size int64) error {
-	if s, err := d.Get(ctx, name); err != nil || s == nil {
-		return errors.Join(err, fmt.Errorf("shrink: no image %s", d.Path(name)))
+	if err := d.exists(ctx, name); err != nil {
+		return err
 	}
 	if err := shrinkExt4(ctx, d.Run, d.Path(name), size); err != nil {
 		return err
 	}
 	return os.Truncate(d.Path(name), size)
+}
+
+// exists fails unless name is one of voxvisor's images.
+func (d *Dir) exists(ctx context.Context, name string) error {
+	s, err := d.Get(ctx, name)
+	if err == nil && s == nil {
+		err = fmt.Errorf("no image %s", d.Path(name))
+	}
+	return err
 }
 
 func (d *Dir) Remove(ctx context.Context, name string) error {
