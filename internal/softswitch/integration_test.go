@@ -183,7 +183,8 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	cmd := exec.CommandContext(ctx, bin, append([]string{"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
 		"-t", tp, "-p", fmt.Sprint(port), "-i", "127.0.0.1", "-m", "1", "-nostdin",
-		"-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", filepath.Join(dir, "msgs.log")}, args...)...)
+		"-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", filepath.Join(dir, "msgs.log"),
+		"-trace_err", "-error_file", filepath.Join(dir, "errors.log")}, args...)...)
 	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -201,7 +202,8 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 		cancel()
 		trace, _ := os.ReadFile(filepath.Join(dir, "msgs.log"))
 		if err != nil {
-			t.Errorf("sipp UAS %s failed: %v\n%s\ntrace:\n%s", scenario, err, tail(out.Bytes(), 20), trace)
+			why, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
+			t.Errorf("sipp UAS %s failed: %v\n%s\nerrors:\n%s\ntrace:\n%s", scenario, err, tail(out.Bytes(), 20), why, trace)
 		}
 		return string(trace)
 	}
