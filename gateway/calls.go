@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,7 @@ import (
 	siplib "github.com/emiago/sipgo/sip"
 
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/guard"
 )
 
 // Calls follows each call the proxy forwards, to write its CDR when it
@@ -22,6 +24,9 @@ type Calls struct {
 
 	// OnEnd, when set before serving, sees every finished call (metrics).
 	OnEnd func(CDR)
+	// PerSource, when set before serving, bounds the calls one source
+	// has in progress; calls from trunks are bounded by their channels.
+	PerSource *guard.Slots
 
 	mu    sync.Mutex
 	calls map[string]*tracked // guarded by mu; by Call-ID
@@ -30,7 +35,8 @@ type Calls struct {
 type tracked struct {
 	cdr       CDR
 	callerTag string
-	trunk     *Trunk // holds a channel while answered
+	trunk     *Trunk     // holds a channel while answered
+	src       netip.Addr // holds one of PerSource's slots when valid
 }
 
 // NewCalls returns a call tracker writing to cdr.
@@ -54,6 +60,18 @@ func (c *Calls) Request(r *sip.Request, _ *siplib.Request) error {
 	if _, ok := c.calls[id]; ok {
 		return nil
 	}
+	var src netip.Addr
+	if r.Direction != "inbound" && r.Direction != "transit" && r.Source.IsValid() {
+		ok, first := c.PerSource.Take(r.Source.Addr())
+		if !ok {
+			if first {
+				c.log.Warn("source at its limit of calls in progress", "source", r.Source.Addr().String(), "limit", c.PerSource.Max)
+			}
+			return &sip.StatusError{Code: 503, Reason: "Too Many Calls From Source",
+				Headers: []siplib.Header{siplib.NewHeader("Retry-After", "30")}}
+		}
+		src = r.Source.Addr()
+	}
 	to := r.Dialed
 	if to == "" {
 		to = r.Recipient.User
@@ -63,7 +81,7 @@ func (c *Calls) Request(r *sip.Request, _ *siplib.Request) error {
 		dir = "local"
 	}
 	tag, _ := r.From().Params.Get("tag")
-	c.calls[id] = &tracked{callerTag: tag, cdr: CDR{CallID: id, From: r.From().Address.User + "@" + r.From().Address.Host,
+	c.calls[id] = &tracked{callerTag: tag, src: src, cdr: CDR{CallID: id, From: r.From().Address.User + "@" + r.From().Address.Host,
 		To: to, Direction: dir, Trunk: r.Trunk, Start: c.now()}}
 	return nil
 }
@@ -141,6 +159,9 @@ func (c *Calls) finish(t *tracked, by string) {
 	}
 	if t.trunk != nil {
 		t.trunk.Release()
+	}
+	if t.src.IsValid() {
+		c.PerSource.Give(t.src)
 	}
 	if c.OnEnd != nil {
 		c.OnEnd(t.cdr)

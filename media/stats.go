@@ -45,6 +45,7 @@ type legCounters struct {
 	rtt                    time.Duration
 	srSent                 map[uint32]srMark // SRs forwarded to this side, by SSRC
 	clockRate              atomic.Int32
+	secure                 atomic.Bool // SRTP: RTCP past its first 8 bytes is ciphertext
 }
 
 type srMark struct {
@@ -117,9 +118,18 @@ func (l *Leg) clockRate() int {
 // SetClockRate sets the RTP clock rate used for jitter (from the SDP).
 func (l *Leg) SetClockRate(hz int) { l.stats.clockRate.Store(int32(hz)) }
 
+// SetSecure marks the leg's media as SRTP (an RTP/SAVP or RTP/SAVPF
+// profile): its packets are forwarded as they are, RTP statistics still
+// come from the clear RTP header, and SRTCP reports, encrypted past
+// their first 8 bytes, are not read.
+func (l *Leg) SetSecure(on bool) { l.stats.secure.Store(on) }
+
 // onRTCP reads SR, RR, SDES and BYE from a (compound) RTCP packet.
 func (l *Leg) onRTCP(pkt []byte, now time.Time) {
 	l.stats.rtcpIn.Add(1)
+	if l.stats.secure.Load() {
+		return
+	}
 	pkts, err := rtcp.Unmarshal(pkt)
 	if err != nil {
 		return

@@ -31,6 +31,11 @@ type Stream struct {
 	Proto     string     // RTP/AVP, RTP/SAVP, ...
 }
 
+// Secure reports whether the stream is SRTP (RTP/SAVP, RTP/SAVPF, or
+// DTLS-SRTP's UDP/TLS/RTP/SAVP[F]): the relay passes it untouched and
+// the SDP keeps its profile and a=crypto or a=fingerprint lines.
+func (s Stream) Secure() bool { return strings.Contains(s.Proto, "SAVP") }
+
 // Held reports whether this side put the stream on hold: sendonly,
 // inactive, or the legacy c=0.0.0.0 (RFC 2543).
 func (s Stream) Held() bool {

@@ -171,3 +171,37 @@ func FuzzParseRewrite(f *testing.F) {
 		}
 	})
 }
+
+// TestSRTPNeverDowngraded: an SDES offer keeps its SRTP profile and every
+// a=crypto line, byte for byte, through the rewrite, also when the codec
+// policy trims formats; the relay learns the stream is secure.
+func TestSRTPNeverDowngraded(t *testing.T) {
+	raw, err := os.ReadFile("testdata/srtp_sdes.sdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := Streams(d)
+	if !st[0].Secure() || st[0].Proto != "RTP/SAVP" {
+		t.Fatalf("stream 0: proto %q, secure %v", st[0].Proto, st[0].Secure())
+	}
+	var o Origin
+	out, err := Rewrite(d, endpoints(st, netip.MustParseAddr("203.0.113.1")), Policy{Allow: []string{"PCMA"}}, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\r\n") {
+		if strings.HasPrefix(line, "a=crypto:") && !strings.Contains(string(out), line+"\r\n") {
+			t.Errorf("lost or changed %q", line)
+		}
+	}
+	if !strings.Contains(string(out), "m=audio ") || !strings.Contains(string(out), " RTP/SAVP 8 101\r\n") {
+		t.Errorf("audio line downgraded or codecs wrong:\n%s", out)
+	}
+	if !strings.Contains(string(out), "m=video 0 RTP/SAVPF 96") {
+		t.Errorf("rejected video stream changed:\n%s", out)
+	}
+}

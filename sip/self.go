@@ -9,7 +9,7 @@ import (
 
 // Listener is one bound SIP socket as peers should address it.
 type Listener struct {
-	Transport string         // "udp" or "tcp"
+	Transport string         // "udp", "tcp" or "tls"
 	Bound     netip.AddrPort // the socket's real address
 	Host      string         // advertised host for Via and Record-Route
 	Port      int            // advertised port
@@ -67,4 +67,27 @@ func (s *Self) Listener(transport string) (Listener, bool) {
 		}
 	}
 	return Listener{}, false
+}
+
+// DefaultTransport is the transport a URI asks for: its transport
+// parameter, else tls for sips: (RFC 3261 §26.2.2), else udp.
+func DefaultTransport(u siplib.Uri) string {
+	if v, ok := u.UriParams.Get("transport"); ok && v != "" {
+		return strings.ToLower(v)
+	}
+	if u.IsEncrypted() {
+		return "tls"
+	}
+	return "udp"
+}
+
+// DefaultPort is the port for a URI without one: 5061 over TLS, else 5060.
+func DefaultPort(u siplib.Uri) int {
+	if u.Port != 0 {
+		return u.Port
+	}
+	if DefaultTransport(u) == "tls" {
+		return 5061
+	}
+	return 5060
 }

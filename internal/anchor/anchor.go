@@ -254,6 +254,7 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final bool) ([]byte, error)
 		}
 		mine.SetRemote(addrPort(st.Addr, st.Port), rtcpAddr(st, mux), mux, st.Held())
 		mine.SetClockRate(st.ClockRate)
+		mine.SetSecure(st.Secure())
 		p := theirs.Port()
 		eps[i] = sdp.Endpoint{Addr: a.relay.Addr(), RTPPort: p, RTCPPort: p + 1, Mux: mux}
 		if mux {

@@ -67,11 +67,34 @@ type SIP struct {
 	// DrainTime is how long calls in progress may go on after SIGTERM
 	// while new INVITEs get 503.
 	DrainTime time.Duration `yaml:"drain_time"`
+	// TLS holds the certificate of the tls listeners and how peers'
+	// certificates are checked, both ways.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS configures SIP over TLS (RFC 3261 §26.2, RFC 5630).
+type TLS struct {
+	// CertFile and KeyFile are the PEM certificate chain and key the tls
+	// listeners present, and the client certificate sent to peers that
+	// ask for one. Relative paths are taken from the config file's folder.
+	// SIGHUP reloads them.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CAFile holds the CAs that client certificates and the certificates
+	// of peers we dial must chain to; empty: the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// VerifyClient is none (default), optional (checked when a client
+	// sends one) or require.
+	VerifyClient string `yaml:"verify_client"`
+	// VerifyServer checks the certificate of every peer we dial (trunks,
+	// phones registered over tls) against CAFile and the peer's name.
+	VerifyServer *bool  `yaml:"verify_server"`
+	MinVersion   string `yaml:"min_version"` // 1.2 (default) or 1.3
 }
 
 // Listener is one SIP socket.
 type Listener struct {
-	Transport string `yaml:"transport"` // udp or tcp
+	Transport string `yaml:"transport"` // udp, tcp or tls
 	Address   string `yaml:"address"`   // ip:port
 	// Advertise is the host[:port] written into Via and Record-Route when
 	// the listen address is not what peers should use (NAT, 0.0.0.0).
@@ -176,8 +199,8 @@ type EndpointNetwork struct {
 // Peer is one carrier address.
 type Peer struct {
 	Host      string `yaml:"host"`
-	Port      int    `yaml:"port"`
-	Transport string `yaml:"transport"` // udp or tcp
+	Port      int    `yaml:"port"`      // default 5060, 5061 over tls
+	Transport string `yaml:"transport"` // udp, tcp or tls
 }
 
 // Credential is a trunk account at the carrier. Never logged.
@@ -234,6 +257,11 @@ type Limits struct {
 	AuthFailures int           `yaml:"auth_failures"` // failed logins that lock out (user and source); 0 disables
 	AuthWindow   time.Duration `yaml:"auth_window"`
 	Lockout      time.Duration `yaml:"lockout"`
+	// Per source IP, at once: TCP and TLS connections, requests in
+	// progress (server transactions) and calls (dialogs). 0: no limit.
+	Connections  int `yaml:"connections"`
+	Transactions int `yaml:"transactions"`
+	Dialogs      int `yaml:"dialogs"`
 }
 
 // Admin configures the metrics and admin API listener.
@@ -334,6 +362,12 @@ func (c *Config) applyDefaults() {
 	defDur(&c.SIP.RingTimeout, DefaultRingTimeout)
 	defDur(&c.SIP.TransactionLinger, DefaultTxLinger)
 	defDur(&c.SIP.DrainTime, 30*time.Second)
+	def(&c.SIP.TLS.VerifyClient, "none")
+	def(&c.SIP.TLS.MinVersion, "1.2")
+	if c.SIP.TLS.VerifyServer == nil {
+		yes := true
+		c.SIP.TLS.VerifyServer = &yes
+	}
 	defInt(&c.Registrar.MinExpires, DefaultMinExpires)
 	defInt(&c.Registrar.MaxExpires, DefaultMaxExpires)
 	defInt(&c.Registrar.DefaultExpires, DefaultExpires)
@@ -356,13 +390,16 @@ func (c *Config) applyDefaults() {
 	for i := range c.Trunks {
 		t := &c.Trunks[i]
 		for j := range t.Peers {
-			if t.Peers[j].Port == 0 {
-				t.Peers[j].Port = 5060
-			}
 			if t.Peers[j].Transport == "" {
 				t.Peers[j].Transport = "udp"
 			}
 			t.Peers[j].Transport = strings.ToLower(t.Peers[j].Transport)
+			if t.Peers[j].Port == 0 {
+				t.Peers[j].Port = 5060
+				if t.Peers[j].Transport == "tls" {
+					t.Peers[j].Port = 5061
+				}
+			}
 		}
 		defInt(&t.RegExpires, 600)
 		if e := t.Endpoint; e != nil {

@@ -48,9 +48,9 @@ func (c *Config) validate(d *document) Errors {
 	for i, l := range c.SIP.Listen {
 		key := fmt.Sprintf("sip.listen[%d]", i)
 		switch l.Transport {
-		case "udp", "tcp":
+		case "udp", "tcp", "tls":
 		default:
-			bad(key+".transport", "must be udp or tcp; got %q", l.Transport)
+			bad(key+".transport", "must be udp, tcp or tls; got %q", l.Transport)
 		}
 		ap, err := netip.ParseAddrPort(l.Address)
 		if err != nil {
@@ -75,6 +75,7 @@ func (c *Config) validate(d *document) Errors {
 	if c.SIP.TransactionLinger < time.Second || c.SIP.TransactionLinger > 32*time.Second {
 		bad("sip.transaction_linger", "must be between 1s and 32s; got %s", c.SIP.TransactionLinger)
 	}
+	c.validateTLS(bad)
 	if c.SIP.RingTimeout < 0 {
 		bad("sip.ring_timeout", "must not be negative")
 	}
@@ -125,6 +126,19 @@ func (c *Config) validate(d *document) Errors {
 	}
 	if m.HoldTimeout < m.Timeout {
 		bad("media.hold_timeout", "must be at least media.timeout (%s); got %s", m.Timeout, m.HoldTimeout)
+	}
+
+	l := c.Limits
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"limits.auth_failures", l.AuthFailures}, {"limits.connections", l.Connections}, {"limits.transactions", l.Transactions}, {"limits.dialogs", l.Dialogs}} {
+		if f.v < 0 {
+			bad(f.key, "must not be negative (0 turns the limit off); got %d", f.v)
+		}
+	}
+	if l.Rate < 0 {
+		bad("limits.rate", "must not be negative (0 turns the limit off); got %v", l.Rate)
 	}
 
 	c.validateTrunks(bad)
@@ -188,8 +202,8 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 			if p.Port < 1 || p.Port > 65535 {
 				bad(pk+".port", "must be 1-65535; got %d", p.Port)
 			}
-			if p.Transport != "udp" && p.Transport != "tcp" {
-				bad(pk+".transport", "must be udp or tcp; got %q", p.Transport)
+			if p.Transport != "udp" && p.Transport != "tcp" && p.Transport != "tls" {
+				bad(pk+".transport", "must be udp, tcp or tls; got %q", p.Transport)
 			}
 		}
 		if t.Register && (t.Credentials == nil || t.Credentials.Username == "") {

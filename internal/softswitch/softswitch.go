@@ -119,9 +119,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	an = anchor.New(relay, anchor.Mode(cfg.Media.Anchor), sdp.Policy{Allow: cfg.Media.Codecs}, log)
 	srv := server.New(cfg.SIP, log)
 	g := guard.New(guard.Config{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, Block: cfg.Limits.Block,
-		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout})
+		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout,
+		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs})
 	srv.SetGuard(g)
 	a.SetGuard(g)
+	calls.PerSource = g.Dialogs
 	self, err := srv.Listen()
 	if err != nil {
 		store.Close()

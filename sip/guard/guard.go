@@ -21,6 +21,11 @@ type Config struct {
 	AuthFailures int           // failures within AuthWindow that lock out
 	AuthWindow   time.Duration
 	Lockout      time.Duration
+
+	// What one source may hold at once; 0 allows any number.
+	Connections  int // TCP and TLS connections
+	Transactions int // requests in progress
+	Dialogs      int // calls
 }
 
 // Guard is safe for concurrent use.
@@ -31,6 +36,9 @@ type Guard struct {
 	mu       sync.Mutex
 	buckets  map[netip.Addr]*bucket   // guarded by mu
 	failures map[string]*failureCount // guarded by mu; by "user:NAME" or "src:ADDR"
+
+	// Per-source limits; never nil.
+	Conns, Txs, Dialogs *Slots
 
 	// Counters for metrics.
 	Dropped  atomic.Uint64 // requests dropped from blocked sources
@@ -55,7 +63,8 @@ func New(cfg Config) *Guard {
 	if cfg.Burst < cfg.Rate {
 		cfg.Burst = cfg.Rate
 	}
-	return &Guard{cfg: cfg, now: time.Now, buckets: map[netip.Addr]*bucket{}, failures: map[string]*failureCount{}}
+	return &Guard{cfg: cfg, now: time.Now, buckets: map[netip.Addr]*bucket{}, failures: map[string]*failureCount{},
+		Conns: NewSlots(cfg.Connections), Txs: NewSlots(cfg.Transactions), Dialogs: NewSlots(cfg.Dialogs)}
 }
 
 // Allow takes a token for src. It returns false while src is blocked;

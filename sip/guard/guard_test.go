@@ -43,3 +43,46 @@ func TestAuthLockout(t *testing.T) {
 		t.Fatal("an innocent user and source were locked out")
 	}
 }
+
+func TestSlotsPerSource(t *testing.T) {
+	s := NewSlots(2)
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for i := 0; i < 2; i++ {
+		if ok, _ := s.Take(a); !ok {
+			t.Fatalf("take %d refused under the limit", i)
+		}
+	}
+	firsts := 0
+	for i := 0; i < 5; i++ {
+		ok, first := s.Take(a)
+		if ok {
+			t.Fatal("a third slot was given")
+		}
+		if first {
+			firsts++
+		}
+	}
+	if firsts != 1 || s.Blocks.Load() != 1 || s.Refused.Load() != 5 {
+		t.Fatalf("block reported %d times (blocks %d, refused %d), want once", firsts, s.Blocks.Load(), s.Refused.Load())
+	}
+	if ok, _ := s.Take(b); !ok {
+		t.Fatal("another source was refused")
+	}
+	s.Give(a)
+	if ok, _ := s.Take(a); !ok {
+		t.Fatal("a slot given back was not reusable")
+	}
+	if _, first := s.Take(a); !first {
+		t.Fatal("a new block after room was not reported")
+	}
+	s.Give(a)
+	s.Give(a)
+	s.Give(b)
+	if s.Held(a) != 0 || s.Held(b) != 0 || len(s.held) != 0 {
+		t.Fatalf("slots left after every give: %v", s.held)
+	}
+	var none *Slots
+	if ok, _ := none.Take(a); !ok {
+		t.Fatal("nil slots refused")
+	}
+}

@@ -27,7 +27,7 @@ func (f flowToken) String() string {
 
 func parseFlow(s string) (*flowToken, bool) {
 	tp, rest, ok := strings.Cut(s, "~")
-	if !ok || (tp != "udp" && tp != "tcp") {
+	if !ok || (tp != "udp" && tp != "tcp" && tp != "tls") {
 		return nil, false
 	}
 	i := strings.LastIndex(rest, "~")
@@ -48,10 +48,15 @@ func hostForm(h string) string {
 	return h
 }
 
-// recordRoute returns our Record-Route URI for listener l remembering flow.
-func recordRoute(l sip.Listener, flow flowToken) *siplib.RecordRouteHeader {
+// recordRoute returns our Record-Route URI for listener l remembering
+// flow; a sips: one when the request is sips: (RFC 5630 §4.1), so the
+// dialog's in-dialog requests stay on TLS.
+func recordRoute(l sip.Listener, flow flowToken, secure bool) *siplib.RecordRouteHeader {
 	u := siplib.Uri{Scheme: "sip", Host: l.Host, Port: l.Port, UriParams: siplib.NewParams()}
-	if l.Transport != "udp" {
+	switch {
+	case secure && l.Transport == "tls":
+		u.Scheme = "sips"
+	case l.Transport != "udp":
 		u.UriParams.Add("transport", l.Transport)
 	}
 	u.UriParams.Add("lr", "")

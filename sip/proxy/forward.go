@@ -69,8 +69,9 @@ func (p *Proxy) prepare(r *sip.Request, fwd *siplib.Request, t target, addRR boo
 		dest, _ := netip.ParseAddrPort(t.dest)
 		// Double Record-Route (RFC 5658): the top entry faces the callee,
 		// the one below it faces the caller; each remembers its side's flow.
-		out.PrependHeader(recordRoute(inL, flowToken{transport: r.Transport, addr: r.Source}))
-		out.PrependHeader(recordRoute(outL, flowToken{transport: t.transport, addr: dest}))
+		secure := r.Recipient.IsEncrypted()
+		out.PrependHeader(recordRoute(inL, flowToken{transport: r.Transport, addr: r.Source}, secure))
+		out.PrependHeader(recordRoute(outL, flowToken{transport: t.transport, addr: dest}, secure))
 	}
 	via := &siplib.ViaHeader{
 		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transportUpper(t.transport),

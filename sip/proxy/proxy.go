@@ -67,7 +67,7 @@ func (p *Proxy) SetGateway(g *gateway.Gateway) { p.gwp.Store(g) }
 type target struct {
 	uri       siplib.Uri // new Request-URI (zero: keep)
 	dest      string     // ip:port or host:port
-	transport string     // udp or tcp
+	transport string     // udp, tcp or tls
 	trunk     *gateway.Trunk
 }
 
@@ -108,6 +108,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	}
 	if err := p.hookRequest(r, fwd); err != nil {
 		p.releaseInbound(r)
+		// Hooks that took something for the request (a CDR, a call's
+		// slot) let it go.
+		p.hookDone(r, sip.StatusOf(err).Code)
 		return err
 	}
 	if r.Method == siplib.ACK {
@@ -180,7 +183,7 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 	}
 	if p.self.IsLocal(ruri.Host) && p.auth.Known(ruri.User) {
 		r.Direction = "local"
-		ts, err := p.locate(ruri.User)
+		ts, err := p.locate(ruri.User, ruri.IsEncrypted())
 		return ts, false, err
 	}
 	if gw != nil && r.User != "" && r.Method == siplib.INVITE {
@@ -193,8 +196,9 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 	return nil, false, sip.Status(404, "Not Found")
 }
 
-// locate returns the contacts of local user.
-func (p *Proxy) locate(user string) ([]target, error) {
+// locate returns the contacts of local user. A sips: request reaches only
+// contacts registered over TLS: it must be TLS on every hop (RFC 5630).
+func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 	binds := p.loc.Lookup(user + "@" + p.self.Domain)
 	if len(binds) == 0 {
 		return nil, sip.Status(480, "Temporarily Unavailable")
@@ -203,6 +207,9 @@ func (p *Proxy) locate(user string) ([]target, error) {
 	for _, b := range binds {
 		var u siplib.Uri
 		if err := siplib.ParseUri(b.Contact, &u); err != nil {
+			continue
+		}
+		if secure && b.Transport != "tls" {
 			continue
 		}
 		t := target{uri: u, dest: b.Source, transport: b.Transport}
@@ -214,6 +221,10 @@ func (p *Proxy) locate(user string) ([]target, error) {
 		ts = append(ts, t)
 	}
 	if len(ts) == 0 {
+		if secure {
+			return nil, &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable",
+				Headers: []siplib.Header{siplib.NewHeader("Warning", `399 voxvisor "no contact registered over TLS for a sips: request"`)}}
+		}
 		return nil, sip.Status(480, "Temporarily Unavailable")
 	}
 	return ts, nil
@@ -232,7 +243,7 @@ func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Tru
 	}
 	switch {
 	case dest.User != "":
-		ts, err := p.locate(dest.User)
+		ts, err := p.locate(dest.User, false)
 		return ts, false, err
 	case dest.URI != "":
 		var u siplib.Uri
@@ -350,6 +361,9 @@ func IsSelf(err error) bool { return err == errSelf }
 
 // hasConn reports whether sipgo holds a live connection to addr.
 func (p *Proxy) hasConn(transport, addr string) bool {
+	if p.txl == nil {
+		return false
+	}
 	pool := p.txl.Transport().Pool(transport)
 	if pool == nil {
 		return false
@@ -363,14 +377,7 @@ func (p *Proxy) hasConn(transport, addr string) bool {
 }
 
 func uriTarget(u siplib.Uri) target {
-	tp := "udp"
-	if v, ok := u.UriParams.Get("transport"); ok && v != "" {
-		tp = strings.ToLower(v)
-	}
-	port := u.Port
-	if port == 0 {
-		port = 5060
-	}
+	tp, port := sip.DefaultTransport(u), sip.DefaultPort(u)
 	host := u.Host
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		return target{dest: netip.AddrPortFrom(a, uint16(port)).String(), transport: tp}

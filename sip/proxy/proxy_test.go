@@ -30,11 +30,13 @@ func testProxy(t *testing.T) *Proxy {
 		return []location.Binding{
 			{Contact: "sip:1002@10.0.0.2:5062", Source: "198.51.100.2:4000", Transport: "udp", Expires: exp, Q: 0.5},
 			{Contact: "sip:1002@10.0.0.3:5062;transport=tcp", Source: "198.51.100.3:4001", Transport: "udp", Expires: exp, Q: 1},
+			{Contact: "sip:1002@10.0.0.4:5063;transport=tls", Source: "198.51.100.4:4002", Transport: "tls", Expires: exp, Q: 0.1},
 		}, nil
 	})
 	self := sip.NewSelf("voxvisor.local", []sip.Listener{
 		{Transport: "udp", Bound: netip.MustParseAddrPort("127.0.0.1:5060"), Host: "127.0.0.1", Port: 5060},
 		{Transport: "tcp", Bound: netip.MustParseAddrPort("127.0.0.1:5060"), Host: "127.0.0.1", Port: 5060},
+		{Transport: "tls", Bound: netip.MustParseAddrPort("127.0.0.1:5061"), Host: "127.0.0.1", Port: 5061},
 	})
 	return New(nil, self, loc, a, Config{RingTimeout: time.Minute}, logging.Discard())
 }
@@ -61,14 +63,19 @@ func TestRouteInitial(t *testing.T) {
 	}{
 		{"local caller must authenticate", invite("sip:1002@voxvisor.local", "sip:1001@voxvisor.local"), "", 407, nil},
 		{"fork to every contact, best q first", invite("sip:1002@voxvisor.local", "sip:1001@voxvisor.local"), "1001", 0,
-			[]string{"198.51.100.3:4001", "198.51.100.2:4000"}},
+			[]string{"198.51.100.3:4001", "198.51.100.2:4000", "10.0.0.4:5063"}},
 		{"address as domain", invite("sip:1002@127.0.0.1", "sip:1001@voxvisor.local"), "1001", 0,
-			[]string{"198.51.100.3:4001", "198.51.100.2:4000"}},
+			[]string{"198.51.100.3:4001", "198.51.100.2:4000", "10.0.0.4:5063"}},
+		// (No connection is up in this test, so the TLS contact is
+		// dialled at its Contact address.)
+		{"sips: reaches only the contact registered over TLS", invite("sips:1002@voxvisor.local", "sips:1001@voxvisor.local"), "1001", 0,
+			[]string{"10.0.0.4:5063"}},
+		{"sips: to a user without a TLS contact", invite("sips:1003@voxvisor.local", "sips:1001@voxvisor.local"), "1001", 480, nil},
 		{"known user, no binding", invite("sip:1003@voxvisor.local", "sip:1001@voxvisor.local"), "1001", 480, nil},
 		{"unknown user", invite("sip:4242@voxvisor.local", "sip:1001@voxvisor.local"), "1001", 404, nil},
 		{"foreign domain is no relay", invite("sip:+15551234@carrier.example", "sip:1001@voxvisor.local"), "1001", 403, nil},
 		{"outside caller may reach a local user", invite("sip:1002@voxvisor.local", "sip:alice@elsewhere.example"), "", 0,
-			[]string{"198.51.100.3:4001", "198.51.100.2:4000"}},
+			[]string{"198.51.100.3:4001", "198.51.100.2:4000", "10.0.0.4:5063"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _, err := siptest.Request(tc.raw, "203.0.113.9:5060", "udp")
@@ -103,7 +110,7 @@ func TestRouteInitial(t *testing.T) {
 func TestInDialogFollowsFlow(t *testing.T) {
 	p := testProxy(t)
 	flow := flowToken{transport: "tcp", addr: netip.MustParseAddrPort("198.51.100.3:4001")}
-	rr := recordRoute(p.self.Listeners[1], flow)
+	rr := recordRoute(p.self.Listeners[1], flow, false)
 	raw := strings.Join([]string{
 		"BYE sip:1002@10.0.0.3:5062;transport=tcp SIP/2.0",
 		"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK2",
@@ -180,5 +187,45 @@ func TestBestResponse(t *testing.T) {
 	}
 	if bestResponse(nil) != nil {
 		t.Fatal("best of nothing")
+	}
+}
+
+func TestTLSTargets(t *testing.T) {
+	for _, tc := range []struct{ uri, dest, transport string }{
+		{"sips:1002@192.0.2.7", "192.0.2.7:5061", "tls"},
+		{"sip:1002@192.0.2.7;transport=tls", "192.0.2.7:5061", "tls"},
+		{"sip:1002@192.0.2.7:5071;transport=TLS", "192.0.2.7:5071", "tls"},
+		{"sip:1002@192.0.2.7", "192.0.2.7:5060", "udp"},
+		{"sip:carrier.example;transport=tcp", "carrier.example:5060", "tcp"},
+	} {
+		var u siplib.Uri
+		if err := siplib.ParseUri(tc.uri, &u); err != nil {
+			t.Fatal(err)
+		}
+		if got := uriTarget(u); got.dest != tc.dest || got.transport != tc.transport {
+			t.Errorf("%s: target %s over %s, want %s over %s", tc.uri, got.dest, got.transport, tc.dest, tc.transport)
+		}
+	}
+}
+
+// TestSecureRecordRoute: a sips: dialog is record-routed with sips: URIs
+// on the TLS listener, and the flow it remembers is parsed back.
+func TestSecureRecordRoute(t *testing.T) {
+	p := testProxy(t)
+	flow := flowToken{transport: "tls", addr: netip.MustParseAddrPort("198.51.100.4:4002")}
+	tlsL, _ := p.self.Listener("tls")
+	rr := recordRoute(tlsL, flow, true)
+	if got := rr.Value(); !strings.HasPrefix(got, "<sips:127.0.0.1:5061;lr;vxf=tls~") {
+		t.Fatalf("Record-Route %s is not a sips: URI on the TLS listener", got)
+	}
+	if plain := recordRoute(tlsL, flow, false).Value(); !strings.Contains(plain, "transport=tls") {
+		t.Fatalf("Record-Route %s for a sip: dialog over TLS lacks transport=tls", plain)
+	}
+	if !p.self.IsMe(rr.Address) {
+		t.Fatal("our own sips: Record-Route is not recognised as ours")
+	}
+	got, ok := parseFlow(flow.String())
+	if !ok || *got != flow {
+		t.Fatalf("flow %s parsed as %+v", flow, got)
 	}
 }

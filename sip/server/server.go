@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,16 +45,34 @@ type Server struct {
 
 	udp []net.PacketConn // set in Listen
 	tcp []net.Listener   // set in Listen
+	tls []net.Listener   // set in Listen
 
 	guard *guard.Guard // set once, may be nil
+	tlsc  *tlsConfigs  // set in Listen
 
 	handler atomic.Pointer[sip.Handler] // replaced by SetHandler; read per request
 
 	Stats Stats
 }
 
-// SetGuard installs flood protection. Call before Serve.
+// SetGuard installs flood protection and the per-source limits. Call
+// before Listen.
 func (s *Server) SetGuard(g *guard.Guard) { s.guard = g }
+
+// conns and txs are the guard's per-source limits (nil: none).
+func (s *Server) conns() *guard.Slots {
+	if s.guard == nil {
+		return nil
+	}
+	return s.guard.Conns
+}
+
+func (s *Server) txs() *guard.Slots {
+	if s.guard == nil {
+		return nil
+	}
+	return s.guard.Txs
+}
 
 // New returns a server for cfg. Call Listen, SetHandler, then Serve.
 func New(cfg config.SIP, log *slog.Logger) *Server {
@@ -70,6 +89,11 @@ func (s *Server) Listen() (*sip.Self, error) {
 		s.closeSockets()
 		return nil, err
 	}
+	tc, err := newTLSConfigs(s.cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	s.tlsc = tc
 	for _, l := range s.cfg.Listen {
 		ap := l.AddrPort()
 		var bound netip.AddrPort
@@ -81,12 +105,20 @@ func (s *Server) Listen() (*sip.Self, error) {
 			}
 			s.udp = append(s.udp, c)
 			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
-		case "tcp":
+		case "tcp", "tls":
 			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
 			if err != nil {
-				return fail(fmt.Errorf("listen tcp %s: %w", l.Address, err))
+				return fail(fmt.Errorf("listen %s %s: %w", l.Transport, l.Address, err))
 			}
-			s.tcp = append(s.tcp, &idleListener{TCPListener: ln, idle: s.cfg.TCPIdleTimeout})
+			sl := &streamListener{TCPListener: ln, idle: s.cfg.TCPIdleTimeout, slots: s.conns(), log: s.log, transport: l.Transport}
+			if l.Transport == "tcp" {
+				s.tcp = append(s.tcp, sl)
+			} else {
+				if s.tlsc.server == nil {
+					return fail(fmt.Errorf("listen tls %s: sip.tls.cert_file and key_file are not set", l.Address))
+				}
+				s.tls = append(s.tls, tls.NewListener(sl, s.tlsc.server))
+			}
 			bound = ln.Addr().(*net.TCPAddr).AddrPort()
 		}
 		host, port := bound.Addr().Unmap().String(), int(bound.Port())
@@ -108,6 +140,7 @@ func (s *Server) Listen() (*sip.Self, error) {
 	parser := siplib.NewParser()
 	parser.MaxMessageLength = s.cfg.MaxMessageSize
 	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgenTLSConfig(s.tlsc.client),
 		sipgo.WithUserAgentParser(parser),
 		sipgo.WithUserAgent("voxvisor"),
 		sipgo.WithUserAgentHostname(s.cfg.Domain),
@@ -157,25 +190,25 @@ func (s *Server) SetHandler(h sip.Handler) {
 // sipgo stack. It returns nil on a clean stop.
 func (s *Server) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, len(s.udp)+len(s.tcp))
+	errc := make(chan error, len(s.udp)+len(s.tcp)+len(s.tls))
 	tp := s.ua.TransportLayer()
-	for _, c := range s.udp {
+	serve := func(name string, addr net.Addr, run func() error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := tp.ServeUDP(c); err != nil && !errors.Is(err, net.ErrClosed) {
-				errc <- fmt.Errorf("udp %s: %w", c.LocalAddr(), err)
+			if err := run(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("%s %s: %w", name, addr, err)
 			}
 		}()
 	}
+	for _, c := range s.udp {
+		serve("udp", c.LocalAddr(), func() error { return tp.ServeUDP(c) })
+	}
 	for _, ln := range s.tcp {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := tp.ServeTCP(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-				errc <- fmt.Errorf("tcp %s: %w", ln.Addr(), err)
-			}
-		}()
+		serve("tcp", ln.Addr(), func() error { return tp.ServeTCP(ln) })
+	}
+	for _, ln := range s.tls {
+		serve("tls", ln.Addr(), func() error { return tp.ServeTLS(ln) })
 	}
 	var err error
 	select {
@@ -224,6 +257,9 @@ func (s *Server) closeSockets() {
 	for _, l := range s.tcp {
 		l.Close()
 	}
+	for _, l := range s.tls {
+		l.Close()
+	}
 }
 
 // onRequest runs one request through the pipeline. sipgo calls it on its
@@ -238,7 +274,23 @@ func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
 	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
 		r.Source = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	err := h.ServeSIP(context.Background(), r)
+	var err error
+	if r.Tx != nil {
+		// A request in progress holds one of its source's slots until the
+		// pipeline has answered it.
+		src := r.Source.Addr()
+		if ok, first := s.txs().Take(src); ok {
+			err = h.ServeSIP(context.Background(), r)
+			s.txs().Give(src)
+		} else {
+			if first {
+				s.log.Warn("source at its limit of requests in progress", "source", src.String(), "limit", s.txs().Max)
+			}
+			err = sip.Status(503, "Too Many Requests In Progress", siplib.NewHeader("Retry-After", "5"))
+		}
+	} else {
+		err = h.ServeSIP(context.Background(), r)
+	}
 	if err != nil && !req.IsAck() {
 		se := sip.StatusOf(err)
 		switch {
@@ -312,27 +364,51 @@ func lowerTransport(t string) string {
 	return "udp"
 }
 
-// idleListener closes TCP connections that stay silent longer than idle,
-// so slow or dead clients cannot hold sockets forever.
-type idleListener struct {
+// streamListener accepts TCP connections (plain, or under TLS) within
+// the per-source connection limit, and closes connections that stay
+// silent longer than idle, so slow or dead clients cannot hold sockets.
+type streamListener struct {
 	*net.TCPListener
-	idle time.Duration
+	idle      time.Duration
+	slots     *guard.Slots
+	log       *slog.Logger
+	transport string
 }
 
-func (l *idleListener) Accept() (net.Conn, error) {
-	c, err := l.TCPListener.Accept()
-	if err != nil || l.idle <= 0 {
-		return c, err
+func (l *streamListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.TCPListener.Accept()
+		if err != nil {
+			return c, err
+		}
+		src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		ok, first := l.slots.Take(src)
+		if !ok {
+			if first {
+				l.log.Warn("source at its connection limit", "source", src.String(), "transport", l.transport, "limit", l.slots.Max)
+			}
+			c.Close()
+			continue
+		}
+		return &streamConn{Conn: c, idle: l.idle, give: func() { l.slots.Give(src) }}, nil
 	}
-	return &idleConn{Conn: c, idle: l.idle}, nil
 }
 
-type idleConn struct {
+type streamConn struct {
 	net.Conn
-	idle time.Duration
+	idle   time.Duration
+	give   func()
+	closed sync.Once
 }
 
-func (c *idleConn) Read(b []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+func (c *streamConn) Read(b []byte) (int, error) {
+	if c.idle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
 	return c.Conn.Read(b)
+}
+
+func (c *streamConn) Close() error {
+	c.closed.Do(c.give)
+	return c.Conn.Close()
 }
