@@ -23,6 +23,7 @@ type LegStats struct {
 	Rejected uint64 // packets from a source that is not this side
 	Dropped  uint64 // packets that are not RTP/RTCP
 	NoDest   uint64 // packets the other side had no address for yet
+	SRTP     bool   // the SDP made this side's media SRTP; forwarded untouched
 
 	// From this side's RTCP receiver reports about what it receives.
 	ReportedLost       int64   // cumulative packets lost
@@ -182,6 +183,7 @@ func (l *Leg) Stats() LegStats {
 		Packets: l.stats.packets.Load(), Bytes: l.stats.bytes.Load(), Sent: l.stats.sent.Load(),
 		Lost: l.stats.lost.Load(), RTCP: l.stats.rtcpIn.Load(), RTCPSent: l.stats.rtcpSent.Load(),
 		Rejected: l.stats.rejected.Load(), Dropped: l.stats.dropped.Load(), NoDest: l.stats.noDest.Load(),
+		SRTP: l.stats.secure.Load(),
 	}
 	rate := float64(l.clockRate())
 	s.Jitter = math.Float64frombits(l.stats.jitterBits.Load()) / rate

@@ -6,23 +6,48 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/voxvisor/voxvisor/internal/config"
 )
 
-// baresip starts one baresip softphone registered as user, quitting after
-// quit; extra are -e commands. It returns a wait function.
+// baresip starts one baresip softphone registered as user over UDP,
+// quitting after quit; extra are -e commands. It returns a wait function.
 func baresip(t *testing.T, sipPort int, user string, rtpLow int, quit time.Duration, extra ...string) func() {
 	t.Helper()
+	return baresipWith(t, phone{sipPort: sipPort, user: user, rtpLow: rtpLow}, quit, extra...)
+}
+
+// phone is one baresip's account and settings.
+type phone struct {
+	user      string
+	sipPort   int    // the switch's port for transport
+	transport string // udp (default) or tls
+	params    string // more account parameters, e.g. ";mediaenc=srtp-mand"
+	config    string // more config lines, e.g. "sip_cafile /path"
+	modules   string // more modules, loaded before the accounts: "srtp.so"
+	rtpLow    int
+}
+
+func baresipWith(t *testing.T, ph phone, quit time.Duration, extra ...string) func() {
+	t.Helper()
 	bin := need(t, "baresip")
+	if ph.transport == "" {
+		ph.transport = "udp"
+	}
+	user, sipPort, rtpLow := ph.user, ph.sipPort, ph.rtpLow
 	dir := t.TempDir()
 	port := freePort(t)
+	mods := ""
+	for _, m := range strings.Fields(ph.modules) {
+		mods += "module " + m + "\n"
+	}
 	cfg := fmt.Sprintf(`sip_listen 127.0.0.1:%d
 net_interface 127.0.0.1
 module_path /usr/lib/baresip/modules
-module g711.so
+%smodule g711.so
 module ausine.so
 module aubridge.so
 module account.so
@@ -34,9 +59,11 @@ ausrc_srate 48000
 auplay_srate 48000
 ausrc_channels 2
 rtp_ports %d-%d
-`, port, user, user, rtpLow, rtpLow+100)
+%s
+`, port, mods, user, user, rtpLow, rtpLow+100, ph.config)
 	// The AOR names the port and transport, so baresip does no DNS lookup.
-	acct := fmt.Sprintf("<sip:%s@127.0.0.1:%d;transport=udp>;auth_pass=demo%s;regint=600;answermode=auto;audio_codecs=PCMU\n", user, sipPort, user)
+	acct := fmt.Sprintf("<sip:%s@127.0.0.1:%d;transport=%s>;auth_pass=demo%s;regint=600;answermode=auto;audio_codecs=PCMU%s\n",
+		user, sipPort, ph.transport, user, ph.params)
 	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func need(t *testing.T, tool string) string {
 // running is a switch started for one test.
 type running struct {
 	*Switch
-	udp, tcp string // bound addresses
+	udp, tcp, tls string // bound addresses
 	stop     func()
 }
 
@@ -61,10 +61,13 @@ func start(t *testing.T, dir string, mutate func(*config.Config)) *running {
 	go func() { done <- sw.Serve(ctx) }()
 	r := &running{Switch: sw}
 	for _, l := range sw.Self.Listeners {
-		if l.Transport == "udp" {
+		switch l.Transport {
+		case "udp":
 			r.udp = l.Bound.String()
-		} else {
+		case "tcp":
 			r.tcp = l.Bound.String()
+		case "tls":
+			r.tls = l.Bound.String()
 		}
 	}
 	stopped := false

@@ -341,6 +341,11 @@ func (sw *Switch) drain() {
 // the trunks' registrations keep their start-up settings. The caller has
 // validated cfg (a bad file never gets here).
 func (sw *Switch) Reload(cfg *config.Config) error {
+	// The certificate first: a renewed one that fails to load leaves
+	// everything as it was.
+	if err := sw.Server.ReloadCertificate(cfg.SIP.TLS); err != nil {
+		return fmt.Errorf("reload certificate: %w", err)
+	}
 	if err := sw.Auth.SetUsers(cfg.Users); err != nil {
 		return fmt.Errorf("reload users: %w", err)
 	}
