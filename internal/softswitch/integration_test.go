@@ -30,7 +30,7 @@ func need(t *testing.T, tool string) string {
 type running struct {
 	*Switch
 	udp, tcp, tls string // bound addresses
-	stop     func()
+	stop          func()
 }
 
 // start runs a switch on loopback port 0 with the default users and dir
