@@ -8,6 +8,7 @@ import (
 
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/media"
+	"github.com/voxvisor/voxvisor/sip/guard"
 )
 
 // metrics registers voxvisor's Prometheus metrics. Most read the
@@ -36,6 +37,14 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	counter("flood_blocks_total", "Sources blocked for flooding.", func() float64 { return float64(sw.Guard.Blocks.Load()) })
 	counter("flood_dropped_total", "Requests dropped from blocked sources.", func() float64 { return float64(sw.Guard.Dropped.Load()) })
 	counter("auth_lockouts_total", "Users or sources locked out after failed logins.", func() float64 { return float64(sw.Guard.Lockouts.Load()) })
+	for name, slots := range map[string]*guard.Slots{"connections": sw.Guard.Conns, "transactions": sw.Guard.Txs, "dialogs": sw.Guard.Dialogs} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "source_limit_refused_total",
+			Help: "Connections, requests or calls refused because their source was at its limit (limits.*).", ConstLabels: prometheus.Labels{"limit": name}},
+			func() float64 { return float64(slots.Refused.Load()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "source_limit_blocks_total",
+			Help: "Times a source reached a per-source limit (each logged once).", ConstLabels: prometheus.Labels{"limit": name}},
+			func() float64 { return float64(slots.Blocks.Load()) }))
+	}
 	gauge("relay_sessions", "Anchored calls with relay ports.", func() float64 { return float64(sw.Relay.Len()) })
 	gauge("relay_port_pairs_in_use", "RTP/RTCP port pairs allocated.", func() float64 { return float64(sw.Relay.Allocator().InUse()) })
 	gauge("relay_port_pairs", "RTP/RTCP port pairs in the range.", func() float64 { return float64(sw.Relay.Allocator().Pairs()) })

@@ -22,7 +22,7 @@ type Binding struct {
 	AOR       string    `json:"aor"`       // user@domain
 	Contact   string    `json:"contact"`   // the Contact URI as registered
 	Source    string    `json:"source"`    // ip:port the REGISTER came from (RFC 3581)
-	Transport string    `json:"transport"` // udp or tcp
+	Transport string    `json:"transport"` // udp, tcp or tls
 	Expires   time.Time `json:"expires"`
 	CallID    string    `json:"call_id"`
 	CSeq      uint32    `json:"cseq"`

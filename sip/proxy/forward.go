@@ -201,6 +201,14 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 		case <-timerC:
 			timerC = nil
 			timedOut = true
+			for _, b := range branches {
+				if !b.done && !b.provisional {
+					// Nothing heard from this branch: a CANCEL may not be
+					// sent (§9.1), so it ends here, as Kamailio's fr_timer
+					// does, instead of ringing on until Timer B.
+					b.tx.Terminate()
+				}
+			}
 			cancelBranches(nil)
 		case ev := <-events:
 			b := ev.b
