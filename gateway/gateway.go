@@ -10,7 +10,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -174,6 +173,16 @@ func (g *Gateway) Trunk(name string) *Trunk {
 // Trunks returns every trunk in configuration order.
 func (g *Gateway) Trunks() []*Trunk { return g.order }
 
+// Registers reports whether any trunk registers to its carrier.
+func (g *Gateway) Registers() bool {
+	for _, t := range g.order {
+		if t.Register {
+			return true
+		}
+	}
+	return false
+}
+
 // Identify returns the trunk whose inbound networks hold src, or nil.
 func (g *Gateway) Identify(src netip.Addr) *Trunk {
 	src = src.Unmap()
@@ -216,4 +225,3 @@ func normalise(n string, strip int, prepend string) string {
 	return prepend + n[strip:]
 }
 
-func parseIP(host string) net.IP { return net.ParseIP(host) }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	siplib "github.com/emiago/sipgo/sip"
+
+	"github.com/voxvisor/voxvisor/sip"
 )
 
 // RegState is a trunk's registration to its carrier, as the logs and the
@@ -29,10 +31,8 @@ type RegState struct {
 // refreshes at 80% of the granted expiry and retries with exponential
 // backoff (1 s to 60 s, with jitter) when the carrier fails.
 type Registrations struct {
-	client  *sipgo.Client
-	contact siplib.Uri // our address, in Contact
-	laddr   siplib.Addr
-	log     *slog.Logger
+	from map[string]regListener // by transport
+	log  *slog.Logger
 
 	// Timeout bounds one REGISTER transaction (default 8 s).
 	Timeout time.Duration
@@ -41,16 +41,45 @@ type Registrations struct {
 	states sync.Map // trunk name -> *atomic.Pointer[RegState]
 }
 
-// NewRegistrations prepares registrations sent from our UDP listener at
-// host:port through ua.
-func NewRegistrations(ua *sipgo.UserAgent, host string, port int, log *slog.Logger) (*Registrations, error) {
-	c, err := sipgo.NewClient(ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(port))
-	if err != nil {
-		return nil, fmt.Errorf("registration client: %w", err)
+// regListener is where REGISTERs over one transport come from.
+type regListener struct {
+	client  *sipgo.Client
+	contact siplib.Uri // our address, in Contact
+	laddr   siplib.Addr
+}
+
+// NewRegistrations prepares registrations sent through ua from the first
+// listener of each transport: a trunk registers over its first peer's
+// transport, with that listener in Via and Contact.
+func NewRegistrations(ua *sipgo.UserAgent, listeners []sip.Listener, log *slog.Logger) (*Registrations, error) {
+	rg := &Registrations{from: map[string]regListener{}, log: log, Timeout: 8 * time.Second}
+	for _, l := range listeners {
+		if _, ok := rg.from[l.Transport]; ok {
+			continue
+		}
+		c, err := sipgo.NewClient(ua, sipgo.WithClientHostname(l.Host), sipgo.WithClientPort(l.Port))
+		if err != nil {
+			return nil, fmt.Errorf("registration client: %w", err)
+		}
+		contact := siplib.Uri{Scheme: "sip", Host: l.Host, Port: l.Port, UriParams: siplib.NewParams()}
+		if l.Transport != "udp" {
+			contact.UriParams.Add("transport", l.Transport)
+		}
+		rg.from[l.Transport] = regListener{client: c, contact: contact,
+			laddr: siplib.Addr{IP: l.Bound.Addr().AsSlice(), Port: int(l.Bound.Port())}}
 	}
-	return &Registrations{client: c, log: log, Timeout: 8 * time.Second,
-		contact: siplib.Uri{Scheme: "sip", Host: host, Port: port},
-		laddr:   siplib.Addr{IP: parseIP(host), Port: port}}, nil
+	return rg, nil
+}
+
+// CanRegister checks that t's registration has a listener to go from.
+func (rg *Registrations) CanRegister(t *Trunk) error {
+	if len(t.Peers) == 0 {
+		return fmt.Errorf("trunk %s has no peer to register to", t.Name)
+	}
+	if _, ok := rg.from[t.Peers[0].Transport]; !ok {
+		return fmt.Errorf("trunk %s registers over %s, and there is no %s listener in sip.listen", t.Name, t.Peers[0].Transport, t.Peers[0].Transport)
+	}
+	return nil
 }
 
 // Start registers each trunk that asks for it until ctx ends, then
@@ -133,6 +162,10 @@ func (rg *Registrations) register(ctx context.Context, t *Trunk, callID string, 
 		return 0, errors.New("trunk has no peer or no credentials")
 	}
 	peer := t.Peers[0]
+	via, ok := rg.from[peer.Transport]
+	if !ok {
+		return 0, rg.CanRegister(t)
+	}
 	host := peer.Host
 	if t.Credentials.Realm != "" {
 		host = t.Credentials.Realm
@@ -147,7 +180,7 @@ func (rg *Registrations) register(ctx context.Context, t *Trunk, callID string, 
 	req.AppendHeader(&cid)
 	*cseq++
 	req.AppendHeader(&siplib.CSeqHeader{SeqNo: *cseq, MethodName: siplib.REGISTER})
-	contact := rg.contact
+	contact := via.contact
 	contact.User = t.Credentials.Username
 	req.AppendHeader(&siplib.ContactHeader{Address: contact})
 	exp := siplib.ExpiresHeader(expires)
@@ -155,17 +188,17 @@ func (rg *Registrations) register(ctx context.Context, t *Trunk, callID string, 
 	req.SetTransport(strings.ToUpper(peer.Transport))
 	req.SetDestination(fmt.Sprintf("%s:%d", peer.Host, peer.Port))
 	if peer.Transport == "udp" {
-		req.Laddr = rg.laddr
+		req.Laddr = via.laddr
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, rg.Timeout)
 	defer cancel()
-	res, err := rg.client.Do(ctx, req)
+	res, err := via.client.Do(ctx, req)
 	if err != nil {
 		return 0, fmt.Errorf("REGISTER to %s:%d: %w", peer.Host, peer.Port, err)
 	}
 	if res.StatusCode == 401 || res.StatusCode == 407 {
-		res, err = rg.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Credentials.Username, Password: t.Credentials.Password})
+		res, err = via.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Credentials.Username, Password: t.Credentials.Password})
 		if err != nil {
 			return 0, fmt.Errorf("REGISTER to %s:%d with credentials: %w", peer.Host, peer.Port, err)
 		}

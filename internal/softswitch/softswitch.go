@@ -134,25 +134,21 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		Gateway: gw, Calls: calls, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
-	if gw != nil {
-		for _, t := range gw.Trunks() {
-			if !t.Register {
-				continue
+	if gw != nil && gw.Registers() {
+		if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), self.Listeners, log); err == nil {
+			for _, t := range gw.Trunks() {
+				if t.Register {
+					if err = sw.Registrations.CanRegister(t); err != nil {
+						break
+					}
+				}
 			}
-			l, ok := self.Listener("udp")
-			if !ok {
-				srv.Close()
-				store.Close()
-				cdr.Close()
-				return nil, fmt.Errorf("trunk %s registers to its carrier, which needs a udp listener", t.Name)
-			}
-			if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), l.Host, l.Port, log); err != nil {
-				srv.Close()
-				store.Close()
-				cdr.Close()
-				return nil, err
-			}
-			break
+		}
+		if err != nil {
+			srv.Close()
+			store.Close()
+			cdr.Close()
+			return nil, err
 		}
 	}
 	sw.Proxy.SetGateway(gw)

@@ -211,3 +211,90 @@ func TestBaresipTLSWithSRTP(t *testing.T) {
 	sw.expectNoMedia(t)
 	callee()
 }
+
+// tlsFront starts socat as a carrier's TLS front: it accepts TLS on the
+// returned port with certificate serverBoth, requires a client
+// certificate signed by ca, and hands each connection to SIPp on TCP
+// port sippPort.
+func tlsFront(t *testing.T, sippPort int, serverBoth, ca string) int {
+	t.Helper()
+	bin := need(t, "socat")
+	port := freePort(t)
+	logf, err := os.Create(filepath.Join(t.TempDir(), "socat.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-d", "-d",
+		fmt.Sprintf("OPENSSL-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,cert=%s,cafile=%s,verify=1", port, serverBoth, ca),
+		fmt.Sprintf("TCP:127.0.0.1:%d", sippPort))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("socat log:\n%s", tail(b, 30))
+		}
+	})
+	waitListening(t, "tcp", port)
+	return port
+}
+
+// TestTLSTrunk: a trunk over TLS to a carrier that requires our client
+// certificate: voxvisor registers to it and places a call through it,
+// checking the carrier's certificate against the CA; a carrier whose
+// certificate another CA signed is refused and the call fails over to
+// nothing (503).
+func TestTLSTrunk(t *testing.T) {
+	certs := testenv.TLSCerts(t)
+	regSIPp, callSIPp, badSIPp := freePort(t), freePort(t), freePort(t)
+	regPort := tlsFront(t, regSIPp, certs.Both, certs.CA)
+	callPort := tlsFront(t, callSIPp, certs.Both, certs.CA)
+	stranger := filepath.Join(t.TempDir(), "stranger-both.pem")
+	sc, _ := os.ReadFile(certs.StrangerCert)
+	sk, _ := os.ReadFile(certs.StrangerKey)
+	os.WriteFile(stranger, append(sc, sk...), 0o600)
+	badPort := tlsFront(t, badSIPp, stranger, certs.CA)
+
+	waitReg := sippAsync(t, "carrier_registrar.xml", regSIPp, "tcp")
+	waitCall := sippAsync(t, "uas.xml", callSIPp, "tcp")
+	sw := startTLS(t, certs, "none", func(c *config.Config) {
+		c.Trunks = []config.Trunk{
+			{Name: "reg", Peers: []config.Peer{{Host: "127.0.0.1", Port: regPort, Transport: "tls"}},
+				Credentials: &config.Credential{Username: "acct", Password: "s3cret", Realm: "carrier.example"},
+				Register:    true, RegExpires: 600},
+			{Name: "calls", Peers: []config.Peer{{Host: "127.0.0.1", Port: callPort, Transport: "tls"}}, RegExpires: 600},
+			{Name: "impostor", Peers: []config.Peer{{Host: "127.0.0.1", Port: badPort, Transport: "tls"}}, RegExpires: 600},
+		}
+		c.DialPlan = []config.Rule{
+			{Prefix: "0", Strip: 1, Prepend: "+49", Trunks: []string{"calls"}},
+			{Prefix: "9", Trunks: []string{"impostor"}},
+		}
+	})
+	waitFor(t, 10*time.Second, "the registration over TLS", func() bool {
+		st, _ := sw.Registrations.State("reg")
+		return st.Registered
+	})
+	regTrace := waitReg()
+	if !strings.Contains(regTrace, "Contact: <sip:acct@127.0.0.1:") || !strings.Contains(regTrace, "transport=tls>") ||
+		!strings.Contains(regTrace, "Via: SIP/2.0/TLS") {
+		t.Errorf("REGISTER does not name our TLS listener:\n%s", regTrace)
+	}
+
+	trace := sipp(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	carrier := waitCall()
+	if !strings.Contains(trace, "SIP/2.0 200 OK") || !strings.Contains(carrier, "INVITE sip:+4930123456@127.0.0.1:") ||
+		!strings.Contains(carrier, "Via: SIP/2.0/TLS") || !strings.Contains(carrier, "BYE sip:") {
+		t.Errorf("call over the TLS trunk:\ncaller:\n%s\ncarrier:\n%s", trace, carrier)
+	}
+
+	trace = sipp(t, sw.udp, "uac_expect.xml", freePort(t), "udp", "-s", "9123", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	if !strings.Contains(trace, "SIP/2.0 503 ") {
+		t.Errorf("a carrier with a certificate from another CA was used:\n%s", trace)
+	}
+	sw.expectNoMedia(t)
+}

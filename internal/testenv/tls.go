@@ -45,7 +45,7 @@ func TLSCerts(t testing.TB) TLSFiles {
 	f.ClientKey = writePEM(t, dir, "client.key", nil, clKey)
 	f.ClientBoth = writePEM(t, dir, "client-both.pem", cl.Raw, clKey)
 	other, otherKey := makeCert(t, "another CA", nil, nil, true)
-	st, stKey := makeCert(t, "stranger", other, otherKey, false)
+	st, stKey := makeCert(t, "stranger", other, otherKey, false, "voxvisor.local", "localhost")
 	f.StrangerCert = writePEM(t, dir, "stranger.pem", st.Raw, nil)
 	f.StrangerKey = writePEM(t, dir, "stranger.key", nil, stKey)
 	return f
