@@ -224,4 +224,3 @@ func normalise(n string, strip int, prepend string) string {
 	}
 	return prepend + n[strip:]
 }
-

@@ -36,17 +36,23 @@ func startTLS(t *testing.T, certs testenv.TLSFiles, verify string, mutate func(*
 // clientBoth (certificate and key in one PEM file).
 func tlsTunnel(t *testing.T, remote, ca, clientBoth string) int {
 	t.Helper()
-	bin := need(t, "socat")
+	host, rport, _ := net.SplitHostPort(remote)
 	port := freePort(t)
-	dir := t.TempDir()
-	logf, err := os.Create(filepath.Join(dir, "socat.log"))
+	socat(t, port, fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", port),
+		fmt.Sprintf("OPENSSL:%s:%s,cafile=%s,cert=%s,verify=1", host, rport, ca, clientBoth))
+	return port
+}
+
+// socat runs socat between two addresses until the test ends and waits
+// until it listens on port.
+func socat(t *testing.T, port int, from, to string) {
+	t.Helper()
+	bin := need(t, "socat")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "socat.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, rport, _ := net.SplitHostPort(remote)
-	cmd := exec.Command(bin, "-d", "-d",
-		fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", port),
-		fmt.Sprintf("OPENSSL:%s:%s,cafile=%s,cert=%s,verify=1", host, rport, ca, clientBoth))
+	cmd := exec.Command(bin, "-d", "-d", from, to)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -61,7 +67,6 @@ func tlsTunnel(t *testing.T, remote, ca, clientBoth string) int {
 		}
 	})
 	waitListening(t, "tcp", port)
-	return port
 }
 
 // TestTLSRegisterAndCall: SIPp registers 1001 over TLS (through a socat
@@ -218,29 +223,9 @@ func TestBaresipTLSWithSRTP(t *testing.T) {
 // port sippPort.
 func tlsFront(t *testing.T, sippPort int, serverBoth, ca string) int {
 	t.Helper()
-	bin := need(t, "socat")
 	port := freePort(t)
-	logf, err := os.Create(filepath.Join(t.TempDir(), "socat.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-d", "-d",
-		fmt.Sprintf("OPENSSL-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,cert=%s,cafile=%s,verify=1", port, serverBoth, ca),
+	socat(t, port, fmt.Sprintf("OPENSSL-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,cert=%s,cafile=%s,verify=1", port, serverBoth, ca),
 		fmt.Sprintf("TCP:127.0.0.1:%d", sippPort))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("socat log:\n%s", tail(b, 30))
-		}
-	})
-	waitListening(t, "tcp", port)
 	return port
 }
 
