@@ -41,6 +41,7 @@ type LegStats struct {
 	Lost     int64   `json:"lost"`
 	JitterMS float64 `json:"jitter_ms"`
 	RTTMS    float64 `json:"rtt_ms"`
+	SRTP     bool    `json:"srtp,omitempty"` // forwarded untouched, encrypted end to end
 }
 
 // CDRWriter appends CDRs to a file opened append-only, rotating it by

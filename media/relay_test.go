@@ -345,3 +345,37 @@ func BenchmarkForward(b *testing.B) {
 		pb.ReadFromUDPAddrPort(buf)
 	}
 }
+
+// TestSRTPForwardedUntouched: on an SRTP stream the relay forwards RTP
+// and SRTCP byte for byte, counts RTP from the clear header, and does not
+// read the encrypted reports.
+func TestSRTPForwardedUntouched(t *testing.T) {
+	r := newRelay(t, Config{}, nil)
+	st, a, b, legA, _ := connected(t, r, "srtp")
+	st.Legs[0].SetSecure(true)
+	st.Legs[1].SetSecure(true)
+	for i := 0; i < 5; i++ {
+		pkt := rtpPacket(uint16(i), uint32(160*i))
+		for j := 12; j < len(pkt); j++ {
+			pkt[j] = byte(j * 31) // ciphertext stands in for the payload
+		}
+		pkt = append(pkt, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6) // auth tag
+		a.rtp.WriteToUDPAddrPort(pkt, legA)
+		got, _ := recv(t, b.rtp)
+		if string(got) != string(pkt) {
+			t.Fatal("SRTP packet changed on the way")
+		}
+	}
+	// An SRTCP report whose ciphertext happens to parse as a report block
+	// claiming 99 lost: the relay must not believe it. (Real SRTCP ends
+	// with E|index and a tag; pion would refuse that anyway.)
+	srtcp, _ := (&rtcp.ReceiverReport{SSRC: 0xdef, Reports: []rtcp.ReceptionReport{{SSRC: 0xabc, TotalLost: 99}}}).Marshal()
+	a.rtcp.WriteToUDPAddrPort(srtcp, netip.AddrPortFrom(lo, legA.Port()+1))
+	if got, _ := recv(t, b.rtcp); string(got) != string(srtcp) {
+		t.Fatal("SRTCP packet changed on the way")
+	}
+	s := st.Legs[0].Stats()
+	if !s.SRTP || s.Packets != 5 || s.Lost != 0 || s.RTCP != 1 || s.ReportedLost != 0 {
+		t.Fatalf("A leg stats = %+v", s)
+	}
+}

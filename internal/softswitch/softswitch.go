@@ -383,7 +383,7 @@ func (sw *Switch) Draining() bool { return sw.draining.Load() }
 func mediaStats(relay *media.Relay) func(string) []gateway.Stream {
 	conv := func(s media.LegStats) gateway.LegStats {
 		return gateway.LegStats{Packets: s.Packets, Bytes: s.Bytes, Lost: s.Lost,
-			JitterMS: s.Jitter * 1000, RTTMS: float64(s.RTT) / float64(time.Millisecond)}
+			JitterMS: s.Jitter * 1000, RTTMS: float64(s.RTT) / float64(time.Millisecond), SRTP: s.SRTP}
 	}
 	return func(id string) []gateway.Stream {
 		sess := relay.Get(id)

@@ -215,6 +215,10 @@ func TestBaresipTLSWithSRTP(t *testing.T) {
 	waitFor(t, 10*time.Second, "the hang-up to release the media", func() bool { return sw.Relay.Len() == 0 })
 	sw.expectNoMedia(t)
 	callee()
+	cdrs := readCDRs(t, sw, 1)
+	if m := cdrs[0].Media; len(m) != 1 || !m[0].Caller.SRTP || !m[0].Callee.SRTP || m[0].Caller.Packets < 100 {
+		t.Fatalf("the CDR does not record the SRTP streams: %+v", m)
+	}
 }
 
 // tlsFront starts socat as a carrier's TLS front: it accepts TLS on the
