@@ -328,16 +328,24 @@ func behindNAT(r *sip.Request) bool {
 // the media is released. It is the relay's timeout callback.
 func (a *Anchor) Timeout(id string) { a.hangup(id, 408, "media timeout") }
 
-// Hangup ends an answered call on an operator's request: a BYE to each
-// side, then the media is released. It reports whether the call existed.
-func (a *Anchor) Hangup(id string) bool {
+// Hangup ends an answered call from voxvisor's side (an operator, a
+// shutdown): a BYE to each side giving why, then the media is released.
+// It reports whether the call existed.
+func (a *Anchor) Hangup(id, why string) bool {
 	a.mu.Lock()
 	_, ok := a.calls[id]
 	a.mu.Unlock()
 	if ok {
-		a.hangup(id, 200, "hung up by the operator")
+		a.hangup(id, 200, why)
 	}
 	return ok
+}
+
+// Has reports whether call id is anchored here.
+func (a *Anchor) Has(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls[id] != nil
 }
 
 func (a *Anchor) hangup(id string, cause int, text string) {

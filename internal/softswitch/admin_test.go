@@ -110,10 +110,38 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("bindings after unregister: %d", n)
 	}
 	cdrs := readCDRs(t, sw, 1)
-	if cdrs[0].HangupBy != "operator" {
-		t.Errorf("CDR hangup_by = %q, want operator", cdrs[0].HangupBy)
+	if cdrs[0].HangupBy != "operator" || len(cdrs[0].Media) != 1 {
+		t.Errorf("CDR hangup_by = %q, media %+v; want operator, with the stream's statistics", cdrs[0].HangupBy, cdrs[0].Media)
 	}
 	sw.expectNoMedia(t)
+}
+
+// TestDrainTimeHangsUp: a call still up when sip.drain_time is over gets
+// a BYE to both sides and its CDR (hung up by the system) before the
+// process stops.
+func TestDrainTimeHangsUp(t *testing.T) {
+	sw := start(t, t.TempDir(), func(c *config.Config) { c.SIP.DrainTime = time.Second })
+	rcv := newReceiver(t)
+	calleePort := freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
+	done := sippGo(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
+	waitFor(t, 10*time.Second, "the call to be up", func() bool {
+		cs := sw.Calls.Snapshot()
+		return len(cs) == 1 && cs[0].Answer != nil
+	})
+	sw.stop()
+	caller, callee := <-done, wait()
+	for who, tr := range map[string]string{"caller": caller, "callee": callee} {
+		if !strings.Contains(tr, "shutting down") {
+			t.Errorf("%s got no BYE at the end of the drain:\n%s", who, tr)
+		}
+	}
+	cdrs, err := gatewayCDRs(sw)
+	if err != nil || len(cdrs) != 1 || cdrs[0].HangupBy != "system" || cdrs[0].Status != 200 || len(cdrs[0].Media) != 1 {
+		t.Fatalf("CDRs after the drain: %+v %v", cdrs, err)
+	}
 }
 
 // TestDrainOnShutdown: with a call up, stopping refuses new INVITEs with

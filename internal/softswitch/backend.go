@@ -17,13 +17,7 @@ func (b backend) Unregister(aor, contact string) (int, error) { return b.sw.Stor
 
 func (b backend) Calls() []gateway.CDR { return b.sw.Calls.Snapshot() }
 
-func (b backend) Hangup(id string) bool {
-	if !b.sw.Anchor.Hangup(id) {
-		return false
-	}
-	b.sw.Calls.End(id, "operator")
-	return true
-}
+func (b backend) Hangup(id string) bool { return b.sw.endCall(id, "operator", "hung up by the operator") }
 
 func (b backend) Trunks() []admin.TrunkInfo {
 	out := []admin.TrunkInfo{}

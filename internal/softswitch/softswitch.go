@@ -328,8 +328,24 @@ func (sw *Switch) drain() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if n := sw.Calls.Active(); n > 0 {
-		sw.log.Warn("drain time over: stopping with calls up", "calls", n)
+		sw.log.Warn("drain time over: hanging up the calls still up", "calls", n)
+		for _, c := range sw.Calls.Snapshot() {
+			if !sw.endCall(c.CallID, "system", "shutting down") {
+				sw.Calls.End(c.CallID, "system") // not anchored: its CDR at least
+			}
+		}
 	}
+}
+
+// endCall ends an anchored call from voxvisor's side: its CDR first,
+// while the media statistics are still there, then a BYE to both sides
+// and the media released. It reports whether the call was anchored here.
+func (sw *Switch) endCall(id, by, why string) bool {
+	if !sw.Anchor.Has(id) {
+		return false
+	}
+	sw.Calls.End(id, by)
+	return sw.Anchor.Hangup(id, why)
 }
 
 // Reload applies a new configuration's users, registrar rules, trunks and
