@@ -72,16 +72,11 @@ func metric(body, name string) float64 {
 // (BYE to both sides), and unregisters a contact.
 func TestAdminAPI(t *testing.T) {
 	sw := start(t, t.TempDir(), nil)
-	rcv := newReceiver(t)
-	calleePort := freePort(t)
-	sw.register(t, "1002", "udp", calleePort)
+	done, wait := sw.callUntilBYE(t)
 	code, body := sw.api(t, "GET", "/api/v1/registrations")
 	if code != 200 || !strings.Contains(body, `"aor": "1002@voxvisor.local"`) {
 		t.Fatalf("registrations: %d %s", code, body)
 	}
-	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
-	done := sippGo(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
-		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
 	var calls []struct {
 		CallID string `json:"call_id"`
 		Answer *time.Time
@@ -121,12 +116,7 @@ func TestAdminAPI(t *testing.T) {
 // process stops.
 func TestDrainTimeHangsUp(t *testing.T) {
 	sw := start(t, t.TempDir(), func(c *config.Config) { c.SIP.DrainTime = time.Second })
-	rcv := newReceiver(t)
-	calleePort := freePort(t)
-	sw.register(t, "1002", "udp", calleePort)
-	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
-	done := sippGo(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
-		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
+	done, wait := sw.callUntilBYE(t)
 	waitFor(t, 10*time.Second, "the call to be up", func() bool {
 		cs := sw.Calls.Snapshot()
 		return len(cs) == 1 && cs[0].Answer != nil

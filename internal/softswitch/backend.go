@@ -17,7 +17,9 @@ func (b backend) Unregister(aor, contact string) (int, error) { return b.sw.Stor
 
 func (b backend) Calls() []gateway.CDR { return b.sw.Calls.Snapshot() }
 
-func (b backend) Hangup(id string) bool { return b.sw.endCall(id, "operator", "hung up by the operator") }
+func (b backend) Hangup(id string) bool {
+	return b.sw.endCall(id, "operator", "hung up by the operator")
+}
 
 func (b backend) Trunks() []admin.TrunkInfo {
 	out := []admin.TrunkInfo{}

@@ -204,17 +204,26 @@ func TestMediaTimeoutSendsBYEBothWays(t *testing.T) {
 	sw := start(t, t.TempDir(), func(c *config.Config) {
 		c.Media.Timeout = 2 * time.Second
 	})
-	rcv := newReceiver(t)
-	calleePort := freePort(t)
-	sw.register(t, "1002", "udp", calleePort)
-	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
-	trace := sipp(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
-		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
-	callee := wait()
+	caller, wait := sw.callUntilBYE(t)
+	trace, callee := <-caller, wait()
 	for who, tr := range map[string]string{"caller": trace, "callee": callee} {
 		if !strings.Contains(tr, "BYE sip:") || !strings.Contains(tr, "media timeout") {
 			t.Errorf("%s got no media-timeout BYE:\n%s", who, tr)
 		}
 	}
 	sw.expectNoMedia(t)
+}
+
+// callUntilBYE starts a call 1001 → 1002 (both SIPp) that stays up until
+// voxvisor sends each side a BYE; the callee's media goes to a receiver.
+// It returns the caller's trace when it ends, and the callee's wait.
+func (r *running) callUntilBYE(t *testing.T) (<-chan string, func() string) {
+	t.Helper()
+	rcv := newReceiver(t)
+	calleePort := freePort(t)
+	r.register(t, "1002", "udp", calleePort)
+	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
+	caller := sippGo(t, r.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
+	return caller, wait
 }
