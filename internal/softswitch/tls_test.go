@@ -117,34 +117,59 @@ func TestTLSRegisterAndCall(t *testing.T) {
 	if err := tlsProbe(sw.tls, &tls.Config{RootCAs: pool}); err == nil {
 		t.Fatal("a client without a certificate was accepted with verify_client: require")
 	}
+
+	// sips: must be TLS end to end: 1002 is registered over UDP only.
+	client, err := tls.LoadX509KeyPair(certs.ClientCert, certs.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := tlsRequest(sw.tls, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{client}},
+		"INVITE sips:1002@voxvisor.local SIP/2.0\r\nVia: SIP/2.0/TLS %s;branch=z9hG4bKsips\r\n"+
+			"From: <sips:alice@elsewhere.example>;tag=a\r\nTo: <sips:1002@voxvisor.local>\r\nCall-ID: sips-1\r\n"+
+			"CSeq: 1 INVITE\r\nContact: <sips:alice@elsewhere.example>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+	if err != nil || !strings.HasPrefix(res, "SIP/2.0 480 ") || !strings.Contains(res, "no contact registered over TLS") {
+		t.Fatalf("sips: INVITE to a UDP-only user: %q %v", res, err)
+	}
 }
 
 // tlsProbe connects, sends an OPTIONS and reads the answer: it fails when
 // the handshake or the session fails.
 func tlsProbe(addr string, cfg *tls.Config) error {
+	res, err := tlsRequest(addr, cfg, "OPTIONS sip:voxvisor.local SIP/2.0\r\nVia: SIP/2.0/TLS %s;branch=z9hG4bKprobe\r\n"+
+		"From: <sip:probe@voxvisor.local>;tag=p\r\nTo: <sip:voxvisor.local>\r\nCall-ID: tls-probe\r\n"+
+		"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(res, "SIP/2.0 200") {
+		return fmt.Errorf("answer %q", res)
+	}
+	return nil
+}
+
+// tlsRequest sends one request over a new TLS connection (format gets
+// the local address for its Via) and returns the first final response.
+func tlsRequest(addr string, cfg *tls.Config, format string) (string, error) {
 	d := &net.Dialer{Timeout: 3 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(3 * time.Second))
-	la := c.LocalAddr().String()
-	msg := "OPTIONS sip:voxvisor.local SIP/2.0\r\nVia: SIP/2.0/TLS " + la + ";branch=z9hG4bKprobe\r\n" +
-		"From: <sip:probe@voxvisor.local>;tag=p\r\nTo: <sip:voxvisor.local>\r\nCall-ID: tls-probe\r\n" +
-		"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-	if _, err := c.Write([]byte(msg)); err != nil {
-		return err
+	if _, err := fmt.Fprintf(c, format, c.LocalAddr().String()); err != nil {
+		return "", err
 	}
 	buf := make([]byte, 4096)
-	n, err := c.Read(buf)
-	if err != nil {
-		return err
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return "", err
+		}
+		if res := string(buf[:n]); !strings.HasPrefix(res, "SIP/2.0 1") {
+			return res, nil
+		}
 	}
-	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
-		return fmt.Errorf("answer %q", buf[:n])
-	}
-	return nil
 }
 
 // TestTLSServerCertificate: a client checking the switch's certificate
