@@ -99,6 +99,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				siplib.SIPDebug = true
 				siplib.SIPDebugTracer(logging.NewTracer(trace))
 			}
+			// sipgo logs some things (connection reference counts) through its
+			// package logger rather than the ones the server hands it: route
+			// them through the same filter, into the same log.
+			siplib.SetDefaultLogger(logging.Library(log.With("component", "sipgo"), slog.LevelError+4))
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {
