@@ -85,11 +85,7 @@ func (w *CDRWriter) open() error {
 
 // Write appends one record.
 func (w *CDRWriter) Write(c CDR) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
+	b := append(c.appendJSON(make([]byte, 0, 512)), '\n')
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.f == nil {
