@@ -127,6 +127,20 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			// VOXVISOR_MEMPROFILE=FILE writes a heap profile at exit: with
+			// -sample_index=alloc_space it shows what the run allocated.
+			if path := os.Getenv("VOXVISOR_MEMPROFILE"); path != "" {
+				defer func() {
+					f, err := os.Create(path)
+					if err == nil {
+						err = pprof.Lookup("allocs").WriteTo(f, 0)
+						f.Close()
+					}
+					if err != nil {
+						log.Error("VOXVISOR_MEMPROFILE not written", "error", err)
+					}
+				}()
+			}
 			sw.Reloader = func() (*config.Config, error) {
 				c, err := load()
 				if err == nil {
