@@ -39,6 +39,18 @@ type Registrations struct {
 
 	wg     sync.WaitGroup
 	states sync.Map // trunk name -> *atomic.Pointer[RegState]
+
+	mu     sync.Mutex
+	parent context.Context     // guarded by mu; set by Start
+	loops  map[string]*regLoop // guarded by mu; by trunk name
+	closed bool                // guarded by mu; set by Wait: no loop starts after
+}
+
+// regLoop is one trunk's registration goroutine.
+type regLoop struct {
+	key    string // what the registration depends on: a change restarts it
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // regListener is where REGISTERs over one transport come from.
@@ -52,7 +64,7 @@ type regListener struct {
 // listener of each transport: a trunk registers over its first peer's
 // transport, with that listener in Via and Contact.
 func NewRegistrations(ua *sipgo.UserAgent, listeners []sip.Listener, log *slog.Logger) (*Registrations, error) {
-	rg := &Registrations{from: map[string]regListener{}, log: log, Timeout: 8 * time.Second}
+	rg := &Registrations{from: map[string]regListener{}, log: log, Timeout: 8 * time.Second, loops: map[string]*regLoop{}}
 	for _, l := range listeners {
 		if _, ok := rg.from[l.Transport]; ok {
 			continue
@@ -71,8 +83,24 @@ func NewRegistrations(ua *sipgo.UserAgent, listeners []sip.Listener, log *slog.L
 	return rg, nil
 }
 
-// CanRegister checks that t's registration has a listener to go from.
-func (rg *Registrations) CanRegister(t *Trunk) error {
+// CanRegister checks that every registration g asks for has a listener
+// to go from.
+func (rg *Registrations) CanRegister(g *Gateway) error {
+	if g == nil {
+		return nil
+	}
+	for _, t := range g.Trunks() {
+		if !t.Register {
+			continue
+		}
+		if err := rg.canRegister(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rg *Registrations) canRegister(t *Trunk) error {
 	if len(t.Peers) == 0 {
 		return fmt.Errorf("trunk %s has no peer to register to", t.Name)
 	}
@@ -82,26 +110,88 @@ func (rg *Registrations) CanRegister(t *Trunk) error {
 	return nil
 }
 
-// Start registers each trunk that asks for it until ctx ends, then
+// Start registers each trunk of g that asks for it until ctx ends, then
 // unregisters. Wait waits for that.
 func (rg *Registrations) Start(ctx context.Context, g *Gateway) {
-	for _, t := range g.Trunks() {
-		if !t.Register {
+	rg.mu.Lock()
+	rg.parent = ctx
+	rg.mu.Unlock()
+	rg.Update(g)
+}
+
+// Update makes the running registrations those of g (a reload): a trunk
+// whose registration is unchanged keeps it; a new one registers; a
+// removed or changed one unregisters (and a changed one registers
+// again). It returns once the unregistrations are sent. Before Start it
+// does nothing.
+func (rg *Registrations) Update(g *Gateway) {
+	want := map[string]*Trunk{}
+	if g != nil {
+		for _, t := range g.Trunks() {
+			if t.Register && len(t.Peers) > 0 && t.Credentials != nil {
+				want[t.Name] = t
+			}
+		}
+	}
+	rg.mu.Lock()
+	if rg.parent == nil || rg.closed || rg.parent.Err() != nil {
+		rg.mu.Unlock()
+		return
+	}
+	var stopped []*regLoop
+	for name, l := range rg.loops {
+		if t, ok := want[name]; !ok || regKey(t) != l.key {
+			l.cancel()
+			stopped = append(stopped, l)
+			delete(rg.loops, name)
+			if !ok {
+				rg.states.Delete(name)
+			}
+		}
+	}
+	rg.mu.Unlock()
+	for _, l := range stopped {
+		<-l.done // unregistered: a changed trunk registers afresh below
+	}
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	if rg.closed || rg.parent.Err() != nil {
+		return
+	}
+	for name, t := range want {
+		if _, ok := rg.loops[name]; ok {
 			continue
 		}
 		st := &atomic.Pointer[RegState]{}
 		st.Store(&RegState{Since: time.Now(), LastError: "not yet registered"})
-		rg.states.Store(t.Name, st)
+		rg.states.Store(name, st)
+		ctx, cancel := context.WithCancel(rg.parent)
+		l := &regLoop{key: regKey(t), cancel: cancel, done: make(chan struct{})}
+		rg.loops[name] = l
 		rg.wg.Add(1)
 		go func() {
 			defer rg.wg.Done()
+			defer close(l.done)
+			defer cancel()
 			rg.run(ctx, t, st)
 		}()
 	}
 }
 
-// Wait waits for every registration loop to end.
-func (rg *Registrations) Wait() { rg.wg.Wait() }
+// regKey is what a trunk's registration depends on.
+func regKey(t *Trunk) string {
+	p, c := t.Peers[0], t.Credentials
+	return fmt.Sprintf("%s|%d|%s|%s|%s|%s|%d", p.Host, p.Port, p.Transport, c.Username, c.Password, c.Realm, t.RegExpires)
+}
+
+// Wait waits for every registration loop to end (after Start's context
+// did); no loop starts after it is called.
+func (rg *Registrations) Wait() {
+	rg.mu.Lock()
+	rg.closed = true
+	rg.mu.Unlock()
+	rg.wg.Wait()
+}
 
 // State returns a trunk's registration state.
 func (rg *Registrations) State(trunk string) (RegState, bool) {
@@ -164,7 +254,7 @@ func (rg *Registrations) register(ctx context.Context, t *Trunk, callID string, 
 	peer := t.Peers[0]
 	via, ok := rg.from[peer.Transport]
 	if !ok {
-		return 0, rg.CanRegister(t)
+		return 0, rg.canRegister(t)
 	}
 	host := peer.Host
 	if t.Credentials.Realm != "" {

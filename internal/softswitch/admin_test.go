@@ -272,3 +272,54 @@ func TestFloodAndBruteForce(t *testing.T) {
 	// An innocent user from an innocent source is not affected.
 	sw.register(t, "1001", "udp", freePort(t))
 }
+
+// TestReloadRegistrations: a reload that adds a registering trunk
+// registers it (and its metrics appear); one that removes it unregisters
+// it at the carrier (and its metrics go).
+func TestReloadRegistrations(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	carrier := freePort(t)
+	with := *sw.Config
+	with.Trunks = []config.Trunk{{Name: "late", Peers: []config.Peer{{Host: "127.0.0.1", Port: carrier, Transport: "udp"}},
+		Credentials: &config.Credential{Username: "acct", Password: "s3cret", Realm: "carrier.example"}, Register: true, RegExpires: 600}}
+	without := *sw.Config
+
+	wait := sippAsync(t, "carrier_registrar1.xml", carrier, "udp", "-key", "expires", "600")
+	if err := sw.Reload(&with); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the added trunk to register", func() bool {
+		st, _ := sw.Registrations.State("late")
+		return st.Registered
+	})
+	wait()
+	_, m := sw.api(t, "GET", "/metrics")
+	if metric(m, `voxvisor_trunk_registered{trunk="late"}`) != 1 || metric(m, `voxvisor_trunk_channels{trunk="late"}`) != 0 {
+		t.Errorf("metrics lack the added trunk:\n%s", grepLines(m, "voxvisor_trunk"))
+	}
+
+	wait = sippAsync(t, "carrier_registrar1.xml", carrier, "udp", "-key", "expires", "600")
+	if err := sw.Reload(&without); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the removed trunk to be forgotten", func() bool {
+		_, ok := sw.Registrations.State("late")
+		return !ok
+	})
+	if trace := wait(); !strings.Contains(trace, "Expires: 0") {
+		t.Errorf("the removed trunk did not unregister:\n%s", trace)
+	}
+	if _, m := sw.api(t, "GET", "/metrics"); strings.Contains(m, `trunk="late"`) {
+		t.Errorf("metrics still report the removed trunk:\n%s", grepLines(m, "voxvisor_trunk"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -174,7 +174,7 @@ func TestUpstreamRegistration(t *testing.T) {
 		t.Fatal("the password went over the wire")
 	}
 	waitFor(t, 15*time.Second, "the registration to fail with the carrier gone", func() bool { return !state().registered && state().lastError != "" })
-	waitCarrier = sippAsync(t, "carrier_registrar1.xml", carrier, "udp")
+	waitCarrier = sippAsync(t, "carrier_registrar1.xml", carrier, "udp", "-key", "expires", "3")
 	waitFor(t, 20*time.Second, "registration after the carrier came back", func() bool { return state().registered })
 	waitCarrier()
 }

@@ -70,22 +70,38 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	sw.Calls.OnEnd = func(c gateway.CDR) {
 		outcomes.WithLabelValues(strconv.Itoa(c.Status), c.Direction).Inc()
 	}
-	if sw.Gateway != nil {
-		for _, t := range sw.Gateway.Trunks() {
-			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "voxvisor", Name: "trunk_channels",
-				Help: "Channels in use on a trunk.", ConstLabels: prometheus.Labels{"trunk": t.Name}},
-				func() float64 { return float64(t.Channels()) }))
-			if t.Register && sw.Registrations != nil {
-				reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "voxvisor", Name: "trunk_registered",
-					Help: "1 when the trunk is registered to its carrier.", ConstLabels: prometheus.Labels{"trunk": t.Name}},
-					func() float64 {
-						if st, _ := sw.Registrations.State(t.Name); st.Registered {
-							return 1
-						}
-						return 0
-					}))
-			}
-		}
-	}
+	reg.MustRegister(trunkCollector{sw})
 	return reg
+}
+
+// trunkCollector reports each trunk of the running gateway, so trunks a
+// reload adds or removes appear or go.
+type trunkCollector struct{ sw *Switch }
+
+var (
+	trunkChannelsDesc = prometheus.NewDesc("voxvisor_trunk_channels", "Channels in use on a trunk.", []string{"trunk"}, nil)
+	trunkRegDesc      = prometheus.NewDesc("voxvisor_trunk_registered", "1 when the trunk is registered to its carrier (trunks with register: true).", []string{"trunk"}, nil)
+)
+
+func (trunkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- trunkChannelsDesc
+	ch <- trunkRegDesc
+}
+
+func (c trunkCollector) Collect(ch chan<- prometheus.Metric) {
+	gw := c.sw.gateway()
+	if gw == nil {
+		return
+	}
+	for _, t := range gw.Trunks() {
+		ch <- prometheus.MustNewConstMetric(trunkChannelsDesc, prometheus.GaugeValue, float64(t.Channels()), t.Name)
+		if !t.Register {
+			continue
+		}
+		v := 0.0
+		if st, _ := c.sw.Registrations.State(t.Name); st.Registered {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(trunkRegDesc, prometheus.GaugeValue, v, t.Name)
+	}
 }

@@ -49,8 +49,8 @@ type Switch struct {
 	Guard     *guard.Guard
 	Calls     *gateway.Calls
 	CDR       *gateway.CDRWriter
-	// Registrations keeps trunks registered to their carriers; nil when
-	// no trunk registers.
+	// Registrations keeps trunks registered to their carriers, following
+	// reloads.
 	Registrations *gateway.Registrations
 	// Admin serves /metrics and the JSON API; nil with admin.listen: off.
 	Admin *admin.Server
@@ -134,22 +134,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		Gateway: gw, Calls: calls, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
-	if gw != nil && gw.Registers() {
-		if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), self.Listeners, log); err == nil {
-			for _, t := range gw.Trunks() {
-				if t.Register {
-					if err = sw.Registrations.CanRegister(t); err != nil {
-						break
-					}
-				}
-			}
-		}
-		if err != nil {
-			srv.Close()
-			store.Close()
-			cdr.Close()
-			return nil, err
-		}
+	if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), self.Listeners, log); err == nil {
+		err = sw.Registrations.CanRegister(gw)
+	}
+	if err != nil {
+		srv.Close()
+		store.Close()
+		cdr.Close()
+		return nil, err
 	}
 	sw.Proxy.SetGateway(gw)
 	sw.gw.Store(gw)
@@ -278,14 +270,14 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
 	go func() { served <- sw.Server.Serve(srvCtx) }()
-	if sw.Registrations != nil {
+	if sw.Gateway != nil && sw.Gateway.Registers() {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := sw.Server.WaitReady(rctx); err != nil {
 			sw.log.Error("listeners not ready; trunks register anyway", "error", err)
 		}
 		cancel()
-		sw.Registrations.Start(ctx, sw.Gateway)
 	}
+	sw.Registrations.Start(ctx, sw.gateway())
 	var err error
 	done := false
 	select {
@@ -296,9 +288,7 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	if !done {
 		sw.drain()
 	}
-	if sw.Registrations != nil {
-		sw.Registrations.Wait()
-	}
+	sw.Registrations.Wait()
 	stopServer()
 	if !done {
 		err = <-served
@@ -368,10 +358,16 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 		if gw, err = gateway.New(cfg, sw.gateway()); err != nil {
 			return fmt.Errorf("reload trunks: %w", err)
 		}
+		if err := sw.Registrations.CanRegister(gw); err != nil {
+			return fmt.Errorf("reload trunks: %w", err)
+		}
 	}
 	sw.Proxy.SetGateway(gw)
 	sw.Calls.SetGateway(gw)
 	sw.gw.Store(gw)
+	// Registrations follow in the background: an unregistration takes a
+	// round trip to the carrier.
+	go sw.Registrations.Update(gw)
 	sw.log.Info("configuration reloaded", "config", cfg.Source, "users", len(cfg.Users), "trunks", len(cfg.Trunks), "rules", len(cfg.DialPlan))
 	return nil
 }
