@@ -9,12 +9,25 @@ import (
 	"github.com/voxvisor/voxvisor/internal/testenv"
 )
 
-// BenchmarkNFTCheck100 checks 100 trunks against real nftables in a
-// network namespace, as a plan does: one snapshot of the table, then the
-// comparisons.
-func BenchmarkNFTCheck100(b *testing.B) {
+// BenchmarkCheck100 checks 100 trunks against real nftables and real
+// iptables in a network namespace, as a plan does: one snapshot of the
+// tables, then the comparisons.
+func BenchmarkCheck100(b *testing.B) {
+	b.Run("nftables", func(b *testing.B) { benchCheck100(b, "nft", func() (snapshotter, error) { return OpenNFT() }) })
+	b.Run("iptables", func(b *testing.B) {
+		benchCheck100(b, "iptables-save", func() (snapshotter, error) { return OpenIPTables() })
+	})
+}
+
+type snapshotter interface {
+	Backend
+	Snapshot(context.Context) error
+	Release()
+}
+
+func benchCheck100(b *testing.B, tool string, open func() (snapshotter, error)) {
 	testenv.NeedRoot(b)
-	testenv.Need(b, "nft")
+	testenv.Need(b, tool)
 	ns := testenv.Netns(b, fmt.Sprintf("vxfw-bench-%d", os.Getpid()))
 	ctx := context.Background()
 	var rules []*Rules
@@ -23,8 +36,8 @@ func BenchmarkNFTCheck100(b *testing.B) {
 	}
 	var err error
 	testenv.InNetns(b, ns, func() {
-		var fw *NFT
-		if fw, err = OpenNFT(); err != nil {
+		var fw snapshotter
+		if fw, err = open(); err != nil {
 			return
 		}
 		for _, r := range rules {

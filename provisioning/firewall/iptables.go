@@ -19,6 +19,9 @@ import (
 // swapped in, so packets see one or the other.
 type IPTables struct {
 	v4, v6 Table
+	host   bool // v4 and v6 are this host's tables: Snapshot can read them
+
+	snap4, snap6 *iptState // set by Snapshot for one plan's Checks
 }
 
 // Table is the part of go-iptables the backend uses; tests give a fake.
@@ -45,7 +48,7 @@ func OpenIPTables() (*IPTables, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ip6tables: %w", err)
 	}
-	return &IPTables{v4: v4, v6: v6}, nil
+	return &IPTables{v4: v4, v6: v6, host: true}, nil
 }
 
 // NewIPTables uses the given tables (for tests).
@@ -124,6 +127,9 @@ func (r *Rules) jumpSpec(chain string) []string {
 
 func (p *IPTables) Check(_ context.Context, r *Rules) (Status, error) {
 	st := Status{Trunk: r.Trunk}
+	if s := p.snapshot(r); s != nil {
+		return s.check(r, st), nil
+	}
 	t := p.table(r)
 	chain := IPTChain(r.Trunk)
 	chains, err := t.ListChains(filter)
@@ -184,6 +190,7 @@ func (p *IPTables) counters(t Table, chain string, st *Status) {
 }
 
 func (p *IPTables) Add(ctx context.Context, r *Rules) error {
+	p.Release()
 	t := p.table(r)
 	chain := IPTChain(r.Trunk)
 	fail := func(err error) error { return fmt.Errorf("iptables: trunk %s: %w", r.Trunk, err) }
@@ -264,6 +271,7 @@ func unquote(f []string) []string {
 }
 
 func (p *IPTables) Del(_ context.Context, trunk string) error {
+	p.Release()
 	chain := IPTChain(trunk)
 	for _, t := range []Table{p.v4, p.v6} {
 		chains, err := t.ListChains(filter)
