@@ -40,6 +40,9 @@ type Registrations struct {
 	wg     sync.WaitGroup
 	states sync.Map // trunk name -> *atomic.Pointer[RegState]
 
+	latest   atomic.Pointer[Gateway] // the gateway Update was last given
+	updating sync.Mutex              // one Update at a time, applying latest
+
 	mu     sync.Mutex
 	parent context.Context     // guarded by mu; set by Start
 	loops  map[string]*regLoop // guarded by mu; by trunk name
@@ -123,8 +126,13 @@ func (rg *Registrations) Start(ctx context.Context, g *Gateway) {
 // whose registration is unchanged keeps it; a new one registers; a
 // removed or changed one unregisters (and a changed one registers
 // again). It returns once the unregistrations are sent. Before Start it
-// does nothing.
+// does nothing. Updates run one at a time, each applying the newest
+// gateway given, so reloads in quick succession end in the last one.
 func (rg *Registrations) Update(g *Gateway) {
+	rg.latest.Store(g)
+	rg.updating.Lock()
+	defer rg.updating.Unlock()
+	g = rg.latest.Load()
 	want := map[string]*Trunk{}
 	if g != nil {
 		for _, t := range g.Trunks() {
