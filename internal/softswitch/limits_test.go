@@ -43,6 +43,9 @@ func TestConnectionAndCallLimits(t *testing.T) {
 	hog := netip.MustParseAddr("127.0.0.2")
 	a, b := dialFrom(t, "127.0.0.2", sw.tcp), dialFrom(t, "127.0.0.2", sw.tcp)
 	waitFor(t, 3*time.Second, "two connections held", func() bool { return sw.Guard.Conns.Held(hog) == 2 })
+	if _, m := sw.api(t, "GET", "/metrics"); metric(m, `voxvisor_sip_connections{transport="tcp"}`) != 2 {
+		t.Errorf("connections gauge:\n%s", grepLines(m, "sip_connections"))
+	}
 	extra := dialFrom(t, "127.0.0.2", sw.tcp)
 	extra.SetReadDeadline(time.Now().Add(3 * time.Second))
 	if _, err := extra.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {

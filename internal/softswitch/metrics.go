@@ -2,6 +2,7 @@ package softswitch
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -32,6 +33,11 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	counter("sip_stateless_total", "ACKs and 2xx retransmissions forwarded statelessly.", func() float64 { return float64(sw.Proxy.Stateless.Load()) })
 	counter("sip_malformed_rejected_total", "Malformed requests answered 400.", func() float64 { return float64(sw.Server.Stats.Rejected.Load()) })
 	counter("sip_malformed_dropped_total", "Malformed datagrams dropped.", func() float64 { return float64(sw.Server.Stats.Dropped.Load()) })
+	for tp, n := range map[string]*atomic.Int64{"tcp": &sw.Server.Stats.TCPConns, "tls": &sw.Server.Stats.TLSConns} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "voxvisor", Name: "sip_connections",
+			Help: "TCP and TLS connections accepted and open now.", ConstLabels: prometheus.Labels{"transport": tp}},
+			func() float64 { return float64(n.Load()) }))
+	}
 	counter("sip_parse_errors_total", "Messages sipgo could not parse.", func() float64 { return float64(sw.Server.Stats.ParseErrors.N.Load()) })
 	counter("auth_failures_total", "Digest authentications that failed (wrong password, unknown user).", func() float64 { return float64(sw.Auth.Failures.Load()) })
 	counter("flood_blocks_total", "Sources blocked for flooding.", func() float64 { return float64(sw.Guard.Blocks.Load()) })

@@ -34,6 +34,8 @@ type Stats struct {
 	Rejected    atomic.Uint64 // malformed input answered 400
 	Dropped     atomic.Uint64 // malformed input dropped without an answer
 	ParseErrors logging.Counter
+	// Connections open now, accepted on the tcp and tls listeners.
+	TCPConns, TLSConns atomic.Int64
 }
 
 // Server owns the SIP sockets and the sipgo stack.
@@ -110,7 +112,10 @@ func (s *Server) Listen() (*sip.Self, error) {
 			if err != nil {
 				return fail(fmt.Errorf("listen %s %s: %w", l.Transport, l.Address, err))
 			}
-			sl := &streamListener{TCPListener: ln, idle: s.cfg.TCPIdleTimeout, slots: s.conns(), log: s.log, transport: l.Transport}
+			sl := &streamListener{TCPListener: ln, idle: s.cfg.TCPIdleTimeout, slots: s.conns(), log: s.log, transport: l.Transport, open: &s.Stats.TCPConns}
+			if l.Transport == "tls" {
+				sl.open = &s.Stats.TLSConns
+			}
 			if l.Transport == "tcp" {
 				s.tcp = append(s.tcp, sl)
 			} else {
@@ -373,6 +378,7 @@ type streamListener struct {
 	slots     *guard.Slots
 	log       *slog.Logger
 	transport string
+	open      *atomic.Int64 // connections accepted and not yet closed
 }
 
 func (l *streamListener) Accept() (net.Conn, error) {
@@ -390,7 +396,8 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return &streamConn{Conn: c, idle: l.idle, give: func() { l.slots.Give(src) }}, nil
+		l.open.Add(1)
+		return &streamConn{Conn: c, idle: l.idle, give: func() { l.slots.Give(src); l.open.Add(-1) }}, nil
 	}
 }
 
