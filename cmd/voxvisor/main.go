@@ -193,6 +193,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintln(stdout, "voxvisor", version)
 		},
 	}
-	root.AddCommand(serve, cfgCmd, ver, newCtl(stdout), newProvision(load, stdout, stderr))
+	root.AddCommand(serve, cfgCmd, ver, newCtl(stdout), newProvision(load, stdout, stderr), newTLS(stdout))
 	return root
 }
