@@ -91,7 +91,10 @@ func newCtl(stdout io.Writer) *cobra.Command {
 				Start     time.Time
 				Answer    *time.Time
 				Media     []struct {
-					Caller, Callee struct{ Packets uint64 }
+					Caller, Callee struct {
+						Packets uint64
+						SRTP    bool
+					}
 				}
 			}
 			if err := call("GET", "/api/v1/calls", &cs); err != nil {
@@ -105,7 +108,11 @@ func newCtl(stdout io.Writer) *cobra.Command {
 				}
 				pk := ""
 				for _, m := range c.Media {
-					pk += fmt.Sprintf("%d/%d ", m.Caller.Packets, m.Callee.Packets)
+					pk += fmt.Sprintf("%d/%d", m.Caller.Packets, m.Callee.Packets)
+					if m.Caller.SRTP || m.Callee.SRTP {
+						pk += " srtp"
+					}
+					pk += " "
 				}
 				rows = append(rows, []string{c.CallID, c.From, c.To, c.Direction, c.Trunk, state, strings.TrimSpace(pk)})
 			}
