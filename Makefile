@@ -39,7 +39,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-test: test-deps vet fmt-check ## install test packages, then vet, the whole suite with -race, and bench-smoke
+test: test-deps lint ## install test packages, then vet, gofmt, go mod tidy, the whole suite with -race, and bench-smoke
 	$(GO) test -tags $(TAGS) -race -count=1 -timeout 40m ./...
 	$(MAKE) bench-smoke
 
