@@ -129,12 +129,16 @@ func ports(cfg *config.Config) (udp, tcp []firewall.PortRange) {
 			continue
 		}
 		p := firewall.PortRange{Lo: ap.Port(), Hi: ap.Port()}
-		key := l.Transport + fmt.Sprint(p.Lo)
+		proto := "udp"
+		if l.Transport == "tcp" || l.Transport == "tls" {
+			proto = "tcp" // TLS runs over TCP
+		}
+		key := proto + fmt.Sprint(p.Lo)
 		if seen[key] {
 			continue
 		}
 		seen[key] = true
-		if l.Transport == "tcp" {
+		if proto == "tcp" {
 			tcp = append(tcp, p)
 		} else {
 			udp = append(udp, p)
