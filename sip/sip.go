@@ -28,7 +28,7 @@ type Request struct {
 	*siplib.Request
 	Tx siplib.ServerTransaction // nil for ACK and stateless requests
 
-	// Source is the address the request came from, Transport "udp" or "tcp".
+	// Source is the address the request came from, Transport "udp", "tcp" or "tls".
 	Source    netip.AddrPort
 	Transport string
 
