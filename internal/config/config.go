@@ -262,6 +262,11 @@ type Limits struct {
 	Connections  int `yaml:"connections"`
 	Transactions int `yaml:"transactions"`
 	Dialogs      int `yaml:"dialogs"`
+	// Trusted sources (CIDRs or addresses) are exempt from the rate
+	// limit, the per-source limits and the per-source lockout: an SBC in
+	// front, a load generator. Trunks' inbound.cidrs and peers given as
+	// addresses are trusted too.
+	Trusted []string `yaml:"trusted"`
 }
 
 // Admin configures the metrics and admin API listener.
@@ -440,6 +445,42 @@ func LoadFile(path string) (*Config, error) {
 // DemoPasswords are the passwords of the demo users in the embedded default.
 // serve refuses to expose them on a listener that is not loopback.
 var DemoPasswords = map[string]bool{"demo1001": true, "demo1002": true, "demo1003": true}
+
+// TrustedSources are limits.trusted, every trunk's inbound networks and
+// every trunk peer given as an address, as prefixes. Valid after Validate.
+func (c *Config) TrustedSources() []netip.Prefix {
+	var out []netip.Prefix
+	add := func(s string) {
+		if p, err := parsePrefixOrAddr(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	for _, s := range c.Limits.Trusted {
+		add(s)
+	}
+	for _, t := range c.Trunks {
+		for _, s := range t.Inbound.CIDRs {
+			add(s)
+		}
+		for _, p := range t.Peers {
+			add(p.Host)
+		}
+	}
+	return out
+}
+
+// parsePrefixOrAddr reads a CIDR, or an address as its one-address prefix.
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
 
 // CheckExposure returns an error when a demo password would be reachable
 // from outside this host.

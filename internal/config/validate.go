@@ -140,6 +140,11 @@ func (c *Config) validate(d *document) Errors {
 	if l.Rate < 0 {
 		bad("limits.rate", "must not be negative (0 turns the limit off); got %v", l.Rate)
 	}
+	for i, tr := range l.Trusted {
+		if _, err := parsePrefixOrAddr(tr); err != nil {
+			bad(fmt.Sprintf("limits.trusted[%d]", i), "must be an address or a CIDR such as 192.0.2.0/24; got %q", tr)
+		}
+	}
 
 	c.validateTrunks(bad)
 	c.validateProvision(bad)

@@ -144,3 +144,43 @@ func TestTransactionLimit(t *testing.T) {
 	waitFor(t, 10*time.Second, "the ring timeout to end the two INVITEs", func() bool { return sw.Guard.Txs.Held(src) == 0 })
 	sw.expectNoMedia(t)
 }
+
+// TestTrustedSourceNotLimited: a source in limits.trusted (an SBC, a load
+// generator) sends far past the rate limit and is answered throughout.
+func TestTrustedSourceNotLimited(t *testing.T) {
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Limits.Rate, c.Limits.Burst = 20, 40
+		c.Limits.Trusted = []string{"127.0.0.4"}
+	})
+	c, err := net.ListenPacket("udp", "127.0.0.4:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst, _ := net.ResolveUDPAddr("udp", sw.udp)
+	const n = 300
+	answered := 0
+	buf := make([]byte, 4096)
+	for i := 0; i < n; i++ {
+		c.WriteTo([]byte(optionsMsg("SIP/2.0/UDP "+c.LocalAddr().String(), fmt.Sprintf("trusted-%d", i))), dst)
+		if i%20 == 19 { // read as we go, so no socket buffer overflows
+			for answered < i-10 {
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, _, err := c.ReadFrom(buf); err != nil {
+					break
+				}
+				answered++
+			}
+		}
+	}
+	for answered < n {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := c.ReadFrom(buf); err != nil {
+			break
+		}
+		answered++
+	}
+	if answered != n || sw.Guard.Blocks.Load() != 0 {
+		t.Fatalf("trusted source: %d of %d answered, %d blocks", answered, n, sw.Guard.Blocks.Load())
+	}
+}

@@ -121,6 +121,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	g := guard.New(guard.Config{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, Block: cfg.Limits.Block,
 		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout,
 		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs})
+	g.SetTrusted(cfg.TrustedSources())
 	srv.SetGuard(g)
 	a.SetGuard(g)
 	calls.PerSource = g.Dialogs
@@ -365,6 +366,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	sw.Proxy.SetGateway(gw)
 	sw.Calls.SetGateway(gw)
 	sw.gw.Store(gw)
+	sw.Guard.SetTrusted(cfg.TrustedSources())
 	// Registrations follow in the background: an unregistration takes a
 	// round trip to the carrier.
 	go sw.Registrations.Update(gw)

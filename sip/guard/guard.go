@@ -7,6 +7,7 @@ package guard
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,8 @@ type Guard struct {
 	// Per-source limits; never nil.
 	Conns, Txs, Dialogs *Slots
 
+	trusted atomic.Pointer[[]netip.Prefix] // exempt sources; replaced by SetTrusted
+
 	// Counters for metrics.
 	Dropped  atomic.Uint64 // requests dropped from blocked sources
 	Blocks   atomic.Uint64 // sources blocked for flooding
@@ -63,15 +66,45 @@ func New(cfg Config) *Guard {
 	if cfg.Burst < cfg.Rate {
 		cfg.Burst = cfg.Rate
 	}
-	return &Guard{cfg: cfg, now: time.Now, buckets: map[netip.Addr]*bucket{}, failures: map[string]*failureCount{},
+	g := &Guard{cfg: cfg, now: time.Now, buckets: map[netip.Addr]*bucket{}, failures: map[string]*failureCount{},
 		Conns: NewSlots(cfg.Connections), Txs: NewSlots(cfg.Transactions), Dialogs: NewSlots(cfg.Dialogs)}
+	for _, s := range []*Slots{g.Conns, g.Txs, g.Dialogs} {
+		s.exempt = g.Trusted
+	}
+	return g
+}
+
+// SetTrusted replaces the sources exempt from the rate limit, the
+// per-source limits and the per-source lockout: carriers, an SBC in
+// front, a load generator. A user's lockout still applies to them.
+func (g *Guard) SetTrusted(ps []netip.Prefix) {
+	ps = slices.Clone(ps)
+	g.trusted.Store(&ps)
+}
+
+// Trusted reports whether src is exempt.
+func (g *Guard) Trusted(src netip.Addr) bool {
+	if g == nil {
+		return false
+	}
+	ps := g.trusted.Load()
+	if ps == nil {
+		return false
+	}
+	src = src.Unmap()
+	for _, p := range *ps {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
 }
 
 // Allow takes a token for src. It returns false while src is blocked;
 // blocked is true only for the request that started the block, so the
 // caller logs each block once.
 func (g *Guard) Allow(src netip.Addr) (ok, blocked bool) {
-	if g == nil || g.cfg.Rate <= 0 {
+	if g == nil || g.cfg.Rate <= 0 || g.Trusted(src) {
 		return true, false
 	}
 	now := g.now()
@@ -106,7 +139,7 @@ func (g *Guard) Locked(user string, src netip.Addr) bool {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, k := range failureKeys(user, src) {
+	for _, k := range g.failureKeys(user, src) {
 		if f := g.failures[k]; f != nil && now.Before(f.locked) {
 			return true
 		}
@@ -123,7 +156,7 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, k := range failureKeys(user, src) {
+	for _, k := range g.failureKeys(user, src) {
 		f := g.failures[k]
 		if f == nil || now.Sub(f.first) > g.cfg.AuthWindow {
 			f = &failureCount{first: now}
@@ -139,9 +172,13 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 	return lockedNow
 }
 
-// failureKeys are the two things a failed login counts against.
-func failureKeys(user string, src netip.Addr) [2]string {
-	return [2]string{"user:" + user, "src:" + src.String()}
+// failureKeys are what a failed login counts against: the user, and the
+// source unless it is trusted.
+func (g *Guard) failureKeys(user string, src netip.Addr) []string {
+	if g.Trusted(src) {
+		return []string{"user:" + user}
+	}
+	return []string{"user:" + user, "src:" + src.String()}
 }
 
 // Sweep forgets idle sources and expired failures.

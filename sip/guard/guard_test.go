@@ -86,3 +86,44 @@ func TestSlotsPerSource(t *testing.T) {
 		t.Fatal("nil slots refused")
 	}
 }
+
+// TestTrustedSources: a trusted source is never rate limited, held to a
+// per-source limit or locked out as a source; a user's lockout still
+// holds from it.
+func TestTrustedSources(t *testing.T) {
+	g := New(Config{Rate: 10, Burst: 10, Block: time.Minute, AuthFailures: 2, AuthWindow: time.Minute, Lockout: time.Minute, Dialogs: 1})
+	sbc, other := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")
+	g.SetTrusted([]netip.Prefix{netip.MustParsePrefix("192.0.2.8/30")})
+	for i := 0; i < 100; i++ {
+		if ok, _ := g.Allow(sbc); !ok {
+			t.Fatalf("trusted source blocked after %d requests", i)
+		}
+	}
+	if ok, _ := g.Dialogs.Take(sbc); !ok {
+		t.Fatal("trusted source refused a first call")
+	}
+	if ok, _ := g.Dialogs.Take(sbc); !ok {
+		t.Fatal("trusted source held to the call limit")
+	}
+	g.Dialogs.Give(sbc)
+	g.Dialogs.Give(sbc)
+	if g.Dialogs.Held(sbc) != 0 {
+		t.Fatal("slots of a trusted source not given back")
+	}
+	g.AuthFailed("1001", sbc)
+	g.AuthFailed("1001", sbc)
+	if !g.Locked("1001", sbc) || g.Locked("1002", sbc) {
+		t.Fatal("want the user locked and the trusted source not")
+	}
+	// Trust can be withdrawn (a reload).
+	g.SetTrusted(nil)
+	for i := 0; i < 20; i++ {
+		g.Allow(sbc)
+	}
+	if ok, _ := g.Allow(sbc); ok {
+		t.Fatal("a source no longer trusted was not limited")
+	}
+	if ok, _ := g.Allow(other); !ok {
+		t.Fatal("another source was blocked")
+	}
+}

@@ -11,7 +11,8 @@ import (
 // per-source limits: one source at its limit is refused while every
 // other source goes on. A nil *Slots, or one with Max 0, allows all.
 type Slots struct {
-	Max int
+	Max    int
+	exempt func(netip.Addr) bool // sources without a limit; may be nil
 
 	mu   sync.Mutex
 	held map[netip.Addr]int  // guarded by mu; sources holding at least one
@@ -30,6 +31,12 @@ func NewSlots(max int) *Slots {
 // the first refusal since src last had room, so the caller logs it once.
 func (s *Slots) Take(src netip.Addr) (ok, first bool) {
 	if s == nil || s.Max <= 0 {
+		return true, false
+	}
+	if s.exempt != nil && s.exempt(src) {
+		s.mu.Lock()
+		s.held[src]++ // counted, so Give stays balanced, but never refused
+		s.mu.Unlock()
 		return true, false
 	}
 	s.mu.Lock()
