@@ -25,7 +25,8 @@ type Calls struct {
 	// OnEnd, when set before serving, sees every finished call (metrics).
 	OnEnd func(CDR)
 	// PerSource, when set before serving, bounds the calls one source
-	// has in progress; calls from trunks are bounded by their channels.
+	// has in progress. Carriers are among its exempt (trusted) sources:
+	// their calls are bounded by the trunks' channels.
 	PerSource *guard.Slots
 
 	mu    sync.Mutex
@@ -61,7 +62,7 @@ func (c *Calls) Request(r *sip.Request, _ *siplib.Request) error {
 		return nil
 	}
 	var src netip.Addr
-	if r.Direction != "inbound" && r.Direction != "transit" && r.Source.IsValid() {
+	if r.Source.IsValid() {
 		ok, first := c.PerSource.Take(r.Source.Addr())
 		if !ok {
 			if first {

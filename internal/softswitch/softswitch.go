@@ -271,7 +271,7 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
 	go func() { served <- sw.Server.Serve(srvCtx) }()
-	if sw.Gateway != nil && sw.Gateway.Registers() {
+	if gw := sw.gateway(); gw != nil && gw.Registers() {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := sw.Server.WaitReady(rctx); err != nil {
 			sw.log.Error("listeners not ready; trunks register anyway", "error", err)
@@ -339,10 +339,11 @@ func (sw *Switch) endCall(id, by, why string) bool {
 	return sw.Anchor.Hangup(id, why)
 }
 
-// Reload applies a new configuration's users, registrar rules, trunks and
-// dial plan without dropping registrations or calls. Listeners, media and
-// the trunks' registrations keep their start-up settings. The caller has
-// validated cfg (a bad file never gets here).
+// Reload applies a new configuration's TLS certificate, users, registrar
+// rules, trunks (with their registrations and trusted sources) and dial
+// plan without dropping registrations or calls. Listeners and media keep
+// their start-up settings. The caller has validated cfg (a bad file never
+// gets here).
 func (sw *Switch) Reload(cfg *config.Config) error {
 	// The certificate first: a renewed one that fails to load leaves
 	// everything as it was.

@@ -34,7 +34,6 @@ type Table interface {
 	Append(table, chain string, rulespec ...string) error
 	Insert(table, chain string, pos int, rulespec ...string) error
 	DeleteIfExists(table, chain string, rulespec ...string) error
-	Exists(table, chain string, rulespec ...string) (bool, error)
 	Stats(table, chain string) ([][]string, error)
 }
 
@@ -127,66 +126,14 @@ func (r *Rules) jumpSpec(chain string) []string {
 
 func (p *IPTables) Check(_ context.Context, r *Rules) (Status, error) {
 	st := Status{Trunk: r.Trunk}
-	if s := p.snapshot(r); s != nil {
-		return s.check(r, st), nil
-	}
-	t := p.table(r)
-	chain := IPTChain(r.Trunk)
-	chains, err := t.ListChains(filter)
-	if err != nil {
-		return st, fmt.Errorf("iptables: %w", err)
-	}
-	if !slices.Contains(chains, chain) {
-		st.Action = Missing
-		return st, nil
-	}
-	p.counters(t, chain, &st)
-	rules, err := t.List(filter, chain)
-	if err != nil {
-		return st, fmt.Errorf("iptables: %w", err)
-	}
-	rules = slices.DeleteFunc(rules, func(s string) bool { return strings.HasPrefix(s, "-N ") })
-	want := r.iptSpecs()
-	st.Action = Drifted
-	if len(rules) != len(want) {
-		st.Detail = fmt.Sprintf("chain %s has %d rules, want %d", chain, len(rules), len(want))
-		return st, nil
-	}
-	for _, rule := range rules {
-		if !strings.Contains(rule, iptComment(r)) {
-			st.Detail = fmt.Sprintf("chain %s holds rules of another configuration", chain)
-			return st, nil
+	state := p.snapshot(r)
+	if state == nil {
+		var err error
+		if state, err = readChain(p.table(r), IPTChain(r.Trunk)); err != nil {
+			return st, fmt.Errorf("iptables: %w", err)
 		}
 	}
-	for _, hook := range []string{"INPUT", "FORWARD"} {
-		ok, err := t.Exists(filter, hook, r.jumpSpec(chain)...)
-		if err != nil || !ok {
-			st.Detail = fmt.Sprintf("%s does not jump to %s for %s", hook, chain, r.Dest)
-			return st, nil
-		}
-	}
-	st.Action = InSync
-	return st, nil
-}
-
-// counters sums the packets of the chain's ACCEPT and DROP rules.
-func (p *IPTables) counters(t Table, chain string, st *Status) {
-	stats, err := t.Stats(filter, chain)
-	if err != nil {
-		return
-	}
-	for _, s := range stats {
-		if len(s) < 3 {
-			continue
-		}
-		n, _ := strconv.ParseUint(s[0], 10, 64)
-		switch s[2] {
-		case "ACCEPT":
-			st.Accepted += n
-		case "DROP":
-			st.Dropped += n
-		}
-	}
+	return state.check(r, st), nil
 }
 
 func (p *IPTables) Add(ctx context.Context, r *Rules) error {

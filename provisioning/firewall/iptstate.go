@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -16,6 +17,47 @@ type iptState struct {
 	chains  map[string]bool
 	rules   map[string][][]string
 	packets map[string][]uint64
+}
+
+func newIPTState() *iptState {
+	return &iptState{chains: map[string]bool{}, rules: map[string][][]string{}, packets: map[string][]uint64{}}
+}
+
+// readChain reads what a Check of chain needs without a snapshot,
+// through the iptables commands: whether the chain exists, its rules and
+// their counters, and the rules of INPUT and FORWARD.
+func readChain(t Table, chain string) (*iptState, error) {
+	st := newIPTState()
+	chains, err := t.ListChains(filter)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(chains, chain) {
+		return st, nil
+	}
+	st.chains[chain] = true
+	for _, c := range []string{chain, "INPUT", "FORWARD"} {
+		rules, err := t.List(filter, c)
+		if err != nil {
+			return nil, err
+		}
+		for _, rule := range rules {
+			if f := unquote(strings.Fields(rule)); len(f) >= 2 && f[0] == "-A" {
+				st.rules[c] = append(st.rules[c], f)
+			}
+		}
+	}
+	// Counters are for status only: without them the check still holds.
+	if stats, err := t.Stats(filter, chain); err == nil {
+		for _, row := range stats {
+			var n uint64
+			if len(row) > 0 {
+				n, _ = strconv.ParseUint(row[0], 10, 64)
+			}
+			st.packets[chain] = append(st.packets[chain], n)
+		}
+	}
+	return st, nil
 }
 
 // Snapshot reads the filter tables once (iptables-save and
@@ -55,7 +97,7 @@ func readIPTables(ctx context.Context, cmd string) (*iptState, error) {
 // parseIPTablesSave reads iptables-save -c output for one table:
 // ":CHAIN POLICY [p:b]" declares a chain, "[p:b] -A CHAIN ..." is a rule.
 func parseIPTablesSave(out string) *iptState {
-	st := &iptState{chains: map[string]bool{}, rules: map[string][][]string{}, packets: map[string][]uint64{}}
+	st := newIPTState()
 	for _, line := range strings.Split(out, "\n") {
 		switch {
 		case strings.HasPrefix(line, ":"):
@@ -88,20 +130,24 @@ func (p *IPTables) snapshot(r *Rules) *iptState {
 	return p.snap4
 }
 
-// check is Check against the snapshot.
+// check compares r with the state read: Missing, Drifted (with what
+// differs) or InSync, and the chain's counters.
 func (s *iptState) check(r *Rules, st Status) Status {
 	chain := IPTChain(r.Trunk)
 	if !s.chains[chain] {
 		st.Action = Missing
 		return st
 	}
-	rules := s.rules[chain]
+	rules, packets := s.rules[chain], s.packets[chain]
 	for i, f := range rules {
+		if i >= len(packets) {
+			break
+		}
 		switch target(f) {
 		case "ACCEPT":
-			st.Accepted += s.packets[chain][i]
+			st.Accepted += packets[i]
 		case "DROP":
-			st.Dropped += s.packets[chain][i]
+			st.Dropped += packets[i]
 		}
 	}
 	st.Action = Drifted
