@@ -117,6 +117,9 @@ type Media struct {
 	Timeout     time.Duration `yaml:"timeout"`      // no RTP: hang up
 	HoldTimeout time.Duration `yaml:"hold_timeout"` // no RTP while on hold: hang up
 	Codecs      []string      `yaml:"codecs"`       // allowed encodings; empty allows all
+	// MaxStreams is how many media streams (m= lines with a port) one call
+	// may anchor; an offer with more is refused with 488.
+	MaxStreams int `yaml:"max_streams"`
 }
 
 // Trunk is a SIP trunk to a carrier (or to a trunk's media endpoint).
@@ -262,6 +265,12 @@ type Limits struct {
 	Connections  int `yaml:"connections"`
 	Transactions int `yaml:"transactions"`
 	Dialogs      int `yaml:"dialogs"`
+	// Streams is how many anchored media streams (relay port pairs) one
+	// source's calls hold at once. 0: no limit.
+	Streams int `yaml:"streams"`
+	// TotalConnections caps the TCP and TLS connections of all sources
+	// together, below the process's file limit. 0: no limit.
+	TotalConnections int `yaml:"total_connections"`
 	// Trusted sources (CIDRs or addresses) are exempt from the rate
 	// limit, the per-source limits and the per-source lockout: an SBC in
 	// front, a load generator. Trunks' inbound.cidrs and peers given as
@@ -281,6 +290,10 @@ type Registrar struct {
 	MaxExpires     int `yaml:"max_expires"`
 	DefaultExpires int `yaml:"default_expires"`
 	MaxContacts    int `yaml:"max_contacts"`
+	// ContactNetworks, when set, are the only networks a registered
+	// Contact (and the REGISTER's source) may be in. Contacts at the
+	// switch itself or at a trunk's peers are refused in any case.
+	ContactNetworks []string `yaml:"contact_networks"`
 }
 
 // Auth configures digest authentication of local users.
@@ -324,13 +337,30 @@ const (
 	DefaultAnchor         = "always"
 	DefaultMediaTimeout   = 60 * time.Second
 	DefaultHoldTimeout    = time.Hour
+	DefaultMaxStreams     = 4
+
+	// Limits that apply when the file does not set them (an explicit 0
+	// turns one off).
+	DefaultRate             = 100
+	DefaultAuthFailures     = 5
+	DefaultConnections      = 256
+	DefaultTransactions     = 200
+	DefaultDialogs          = 100
+	DefaultStreams          = 200
+	DefaultTotalConnections = 4096
 )
 
 // DefaultAlgorithms is the digest challenge order when none is configured.
 var DefaultAlgorithms = []string{"MD5", "SHA-256"}
 
-// applyDefaults fills every zero value that has a default.
-func (c *Config) applyDefaults() {
+// applyDefaults fills every zero value that has a default. present
+// reports whether the file sets a key (a dotted path such as
+// "limits.rate"): limits take their default only when absent, so an
+// explicit 0 can still turn one off. nil: nothing is set.
+func (c *Config) applyDefaults(present func(key string) bool) {
+	if present == nil {
+		present = func(string) bool { return false }
+	}
 	def := func(s *string, v string) {
 		if *s == "" {
 			*s = v
@@ -418,8 +448,29 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	def(&c.Admin.Listen, "127.0.0.1:8060")
-	if c.Limits.Burst == 0 {
-		c.Limits.Burst = 2 * c.Limits.Rate
+	defInt(&c.Media.MaxStreams, DefaultMaxStreams)
+	l := &c.Limits
+	if !present("limits.rate") {
+		l.Rate = DefaultRate
+	}
+	for _, f := range []struct {
+		key string
+		v   *int
+		def int
+	}{
+		{"limits.auth_failures", &l.AuthFailures, DefaultAuthFailures},
+		{"limits.connections", &l.Connections, DefaultConnections},
+		{"limits.transactions", &l.Transactions, DefaultTransactions},
+		{"limits.dialogs", &l.Dialogs, DefaultDialogs},
+		{"limits.streams", &l.Streams, DefaultStreams},
+		{"limits.total_connections", &l.TotalConnections, DefaultTotalConnections},
+	} {
+		if !present(f.key) {
+			*f.v = f.def
+		}
+	}
+	if l.Burst == 0 {
+		l.Burst = 2 * l.Rate
 	}
 	defDur(&c.Limits.Block, time.Minute)
 	defDur(&c.Limits.AuthWindow, time.Minute)

@@ -58,7 +58,7 @@ func Load(name string, data []byte) (*Config, error) {
 		return nil, doc.fromYAML(err)
 	}
 	c.Source = name
-	c.applyDefaults()
+	c.applyDefaults(doc.present)
 	if errs := c.validate(doc); len(errs) > 0 {
 		return nil, errs
 	}
@@ -144,6 +144,12 @@ func (v visitor) Visit(n ast.Node) ast.Visitor {
 // keyPath turns goccy's "$.sip.listen[0].address" into "sip.listen[0].address".
 func keyPath(p string) string {
 	return strings.TrimPrefix(strings.TrimPrefix(p, "$"), ".")
+}
+
+// present reports whether the file sets key (a dotted path).
+func (d *document) present(key string) bool {
+	_, ok := d.lines[key]
+	return ok
 }
 
 // at builds an error for key, finding its line (or its nearest parent's).

@@ -132,13 +132,22 @@ func (c *Config) validate(d *document) Errors {
 	for _, f := range []struct {
 		key string
 		v   int
-	}{{"limits.auth_failures", l.AuthFailures}, {"limits.connections", l.Connections}, {"limits.transactions", l.Transactions}, {"limits.dialogs", l.Dialogs}} {
+	}{{"limits.auth_failures", l.AuthFailures}, {"limits.connections", l.Connections}, {"limits.transactions", l.Transactions}, {"limits.dialogs", l.Dialogs},
+		{"limits.streams", l.Streams}, {"limits.total_connections", l.TotalConnections}} {
 		if f.v < 0 {
 			bad(f.key, "must not be negative (0 turns the limit off); got %d", f.v)
 		}
 	}
 	if l.Rate < 0 {
 		bad("limits.rate", "must not be negative (0 turns the limit off); got %v", l.Rate)
+	}
+	for i, n := range c.Registrar.ContactNetworks {
+		if _, err := parsePrefixOrAddr(n); err != nil {
+			bad(fmt.Sprintf("registrar.contact_networks[%d]", i), "must be an address or a CIDR such as 192.0.2.0/24; got %q", n)
+		}
+	}
+	if m.MaxStreams < 1 || m.MaxStreams > 64 {
+		bad("media.max_streams", "must be 1-64; got %d", m.MaxStreams)
 	}
 	for i, tr := range l.Trusted {
 		if _, err := parsePrefixOrAddr(tr); err != nil {
