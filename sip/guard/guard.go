@@ -27,6 +27,9 @@ type Config struct {
 	Connections  int // TCP and TLS connections
 	Transactions int // requests in progress
 	Dialogs      int // calls
+	// Relay port pairs the anchored calls of one source hold (each
+	// anchored stream takes two, one facing each side).
+	Streams int
 }
 
 // Guard is safe for concurrent use.
@@ -39,7 +42,7 @@ type Guard struct {
 	failures map[string]*failureCount // guarded by mu; by "user:NAME" or "src:ADDR"
 
 	// Per-source limits; never nil.
-	Conns, Txs, Dialogs *Slots
+	Conns, Txs, Dialogs, Streams *Slots
 
 	trusted atomic.Pointer[[]netip.Prefix] // exempt sources; replaced by SetTrusted
 
@@ -67,8 +70,9 @@ func New(cfg Config) *Guard {
 		cfg.Burst = cfg.Rate
 	}
 	g := &Guard{cfg: cfg, now: time.Now, buckets: map[netip.Addr]*bucket{}, failures: map[string]*failureCount{},
-		Conns: NewSlots(cfg.Connections), Txs: NewSlots(cfg.Transactions), Dialogs: NewSlots(cfg.Dialogs)}
-	for _, s := range []*Slots{g.Conns, g.Txs, g.Dialogs} {
+		Conns: NewSlots(cfg.Connections), Txs: NewSlots(cfg.Transactions), Dialogs: NewSlots(cfg.Dialogs),
+		Streams: NewSlots(cfg.Streams)}
+	for _, s := range []*Slots{g.Conns, g.Txs, g.Dialogs, g.Streams} {
 		s.exempt = g.Trusted
 	}
 	return g

@@ -29,19 +29,23 @@ func NewSlots(max int) *Slots {
 
 // Take takes a slot for src. ok is false at the limit; first is true for
 // the first refusal since src last had room, so the caller logs it once.
-func (s *Slots) Take(src netip.Addr) (ok, first bool) {
-	if s == nil || s.Max <= 0 {
+func (s *Slots) Take(src netip.Addr) (ok, first bool) { return s.TakeN(src, 1) }
+
+// TakeN takes n slots for src at once (a call's port pairs), or none:
+// ok is false when src would go over the limit; first as for Take.
+func (s *Slots) TakeN(src netip.Addr, n int) (ok, first bool) {
+	if s == nil || s.Max <= 0 || n <= 0 {
 		return true, false
 	}
 	if s.exempt != nil && s.exempt(src) {
 		s.mu.Lock()
-		s.held[src]++ // counted, so Give stays balanced, but never refused
+		s.held[src] += n // counted, so Give stays balanced, but never refused
 		s.mu.Unlock()
 		return true, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.held[src] >= s.Max {
+	if s.held[src]+n > s.Max {
 		s.Refused.Add(1)
 		if s.full[src] {
 			return false, false
@@ -50,22 +54,25 @@ func (s *Slots) Take(src netip.Addr) (ok, first bool) {
 		s.Blocks.Add(1)
 		return false, true
 	}
-	s.held[src]++
+	s.held[src] += n
 	return true, false
 }
 
 // Give returns a slot src took.
-func (s *Slots) Give(src netip.Addr) {
-	if s == nil || s.Max <= 0 {
+func (s *Slots) Give(src netip.Addr) { s.GiveN(src, 1) }
+
+// GiveN returns n slots src took.
+func (s *Slots) GiveN(src netip.Addr, n int) {
+	if s == nil || s.Max <= 0 || n <= 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch n := s.held[src]; {
-	case n <= 1:
+	switch h := s.held[src]; {
+	case h <= n:
 		delete(s.held, src)
 	default:
-		s.held[src] = n - 1
+		s.held[src] = h - n
 	}
 	delete(s.full, src)
 }
