@@ -10,7 +10,8 @@ import (
 )
 
 // Sanity is the first step of the pipeline (RFC 3261 §16.3): it rejects
-// requests a proxy must not process and records where the request really
+// requests a proxy must not process (no hops left, looped, unsupported
+// extensions) and records where the request really
 // came from in the top Via (RFC 3581).
 func Sanity(self *Self) Middleware {
 	return func(next Handler) Handler {
@@ -23,6 +24,11 @@ func Sanity(self *Self) Middleware {
 				if !(r.Method == siplib.OPTIONS && r.Recipient.User == "" && self.IsLocal(r.Recipient.Host)) {
 					return Status(483, "Too Many Hops")
 				}
+			}
+			if r.Method != siplib.ACK && r.Method != siplib.CANCEL && Looped(r.Request) {
+				// It passed here before with the same Request-URI and
+				// dialog identifiers: a loop, not a spiral (§16.3 step 4).
+				return Status(482, "Loop Detected")
 			}
 			if h := r.GetHeader("Proxy-Require"); h != nil && r.Method != siplib.ACK && r.Method != siplib.CANCEL {
 				return Status(420, "Bad Extension", siplib.NewHeader("Unsupported", h.Value()))

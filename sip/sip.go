@@ -43,6 +43,17 @@ type Request struct {
 	Dialed    string
 	// Codecs is the trunk's codec policy for this call; empty: the global one.
 	Codecs []string
+
+	loopKey string // LoopKey, computed once
+}
+
+// LoopKey is the request's loop key as received (see LoopKey), computed
+// on first use. Call it before the Request-URI is changed.
+func (r *Request) LoopKey() string {
+	if r.loopKey == "" {
+		r.loopKey = LoopKey(r.Request)
+	}
+	return r.loopKey
 }
 
 // Handler handles a request. It either responds itself (through Respond)

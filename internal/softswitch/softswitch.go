@@ -134,7 +134,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
 		Gateway: gw, Calls: calls, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
-	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout}, log)
+	secret, err := nodeSecret(filepath.Join(cfg.DataDir, "node.key"))
+	if err != nil {
+		srv.Close()
+		store.Close()
+		cdr.Close()
+		return nil, err
+	}
+	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout, Secret: secret}, log)
 	if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), self.Listeners, log); err == nil {
 		err = sw.Registrations.CanRegister(gw)
 	}

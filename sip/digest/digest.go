@@ -18,7 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -36,6 +39,7 @@ var (
 	ErrBadNonce     = errors.New("digest: nonce not issued by this server")
 	ErrWrongAnswer  = errors.New("digest: wrong response")
 	ErrQOPMalformed = errors.New("digest: qop=auth without cnonce or nc")
+	ErrReplay       = errors.New("digest: nonce count not above the last one used (replay)")
 )
 
 func newHash(alg string) (func() hash.Hash, error) {
@@ -205,20 +209,37 @@ func Verify(creds Credentials, ha1, method string) error {
 	return nil
 }
 
-// Nonces issues and checks stateless nonces: a timestamp and random bytes
-// sealed with an HMAC, so any instance holding the key can check them and
-// an expired one is told apart (stale=true) from a forged one.
+// Nonces issues and checks nonces: a timestamp and random bytes sealed
+// with an HMAC, so a forged one is refused and an expired one is told
+// apart (stale=true) without state; and, for the nonces actually used,
+// the highest nonce count seen, so each (nonce, nc) is accepted once
+// (RFC 7616 §3.3, the replay protection Kamailio's nonce_count gives).
 type Nonces struct {
-	key []byte
-	ttl time.Duration
+	key []byte        // set once
+	ttl time.Duration // set once
+	max int           // set once; nonces remembered at most
 	now func() time.Time
+
+	mu    sync.Mutex
+	used  map[string]usedNonce // guarded by mu
+	floor time.Time            // guarded by mu; nonces issued before it are stale (forgotten early)
 }
+
+type usedNonce struct {
+	nc     uint64
+	issued time.Time
+}
+
+// DefaultMaxNonces bounds the nonces remembered for replay checks: about
+// 100 bytes each. Past it the oldest are forgotten and nonces issued up
+// to then answered stale, so none can be replayed.
+const DefaultMaxNonces = 500_000
 
 // NewNonces returns a nonce source with a random key and the given lifetime.
 func NewNonces(ttl time.Duration) *Nonces {
 	key := make([]byte, 32)
 	rand.Read(key)
-	return &Nonces{key: key, ttl: ttl, now: time.Now}
+	return &Nonces{key: key, ttl: ttl, max: DefaultMaxNonces, now: time.Now, used: map[string]usedNonce{}}
 }
 
 const nonceRaw = 8 + 8 + 16 // time, random, truncated mac
@@ -241,19 +262,94 @@ func (n *Nonces) mac(p []byte) []byte {
 // Check reports whether nonce was issued here (ErrBadNonce if not) and is
 // still fresh (ErrStaleNonce if not).
 func (n *Nonces) Check(nonce string) error {
+	_, err := n.issued(nonce)
+	return err
+}
+
+func (n *Nonces) issued(nonce string) (time.Time, error) {
 	b, err := base64.RawURLEncoding.DecodeString(nonce)
 	if err != nil || len(b) != nonceRaw {
-		return ErrBadNonce
+		return time.Time{}, ErrBadNonce
 	}
 	if !hmac.Equal(b[16:], n.mac(b[:16])) {
-		return ErrBadNonce
+		return time.Time{}, ErrBadNonce
 	}
 	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
 	age := n.now().Sub(issued)
 	if age > n.ttl || age < -time.Minute {
+		return issued, ErrStaleNonce
+	}
+	return issued, nil
+}
+
+// Use records that nonce was used with nonce count nc (hex, as sent; ""
+// for a request without qop, which may then use the nonce only once). It
+// returns ErrReplay when nc is not above every count used before with
+// this nonce, and ErrStaleNonce for a nonce forgotten early. Call it only
+// after the response was verified, so a stranger cannot burn counts.
+func (n *Nonces) Use(nonce, nc string) error {
+	count := uint64(0)
+	if nc != "" {
+		v, err := strconv.ParseUint(nc, 16, 64)
+		if err != nil || v == 0 {
+			return ErrQOPMalformed
+		}
+		count = v
+	}
+	issued, err := n.issued(nonce)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !issued.After(n.floor) {
 		return ErrStaleNonce
 	}
+	if u, ok := n.used[nonce]; ok && (count <= u.nc || nc == "") {
+		return ErrReplay
+	}
+	if len(n.used) >= n.max {
+		n.forget()
+	}
+	n.used[nonce] = usedNonce{nc: count, issued: issued}
 	return nil
+}
+
+// forget drops expired nonces, then, if still full, the older half,
+// raising the floor so those can no longer be used. Holds mu.
+func (n *Nonces) forget() {
+	now := n.now()
+	for k, u := range n.used {
+		if now.Sub(u.issued) > n.ttl {
+			delete(n.used, k)
+		}
+	}
+	if len(n.used) < n.max*3/4 {
+		return
+	}
+	times := make([]time.Time, 0, len(n.used))
+	for _, u := range n.used {
+		times = append(times, u.issued)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	n.floor = times[len(times)/2]
+	for k, u := range n.used {
+		if !u.issued.After(n.floor) {
+			delete(n.used, k)
+		}
+	}
+}
+
+// Sweep forgets nonces past their lifetime.
+func (n *Nonces) Sweep() {
+	now := n.now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k, u := range n.used {
+		if now.Sub(u.issued) > n.ttl {
+			delete(n.used, k)
+		}
+	}
 }
 
 // ParseChallenge parses a "Digest realm=..., nonce=..." challenge.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -36,10 +37,32 @@ type branch struct {
 	done          bool
 }
 
-func newBranchID() string {
+// newBranchID returns a branch for a copy of a request whose loop key
+// (sip.LoopKey of the request as received) is key, so the copy is
+// recognised if it ever comes back unchanged.
+func newBranchID(key string) string {
 	var b [10]byte
 	rand.Read(b[:])
-	return sip.BranchPrefix + hex.EncodeToString(b[:])
+	return sip.BranchPrefix + key + "." + hex.EncodeToString(b[:])
+}
+
+// maxHops caps Max-Forwards on what we forward (as Kamailio's maxfwd
+// max_limit does): a loop the Via check misses still ends quickly.
+const maxHops = 70
+
+// setMaxForwards gives out its own Max-Forwards header, one less than
+// in (sipgo shares the parsed header between clones, so decrementing it
+// in place would count every branch against the others), at most maxHops.
+func setMaxForwards(out *siplib.Request, in uint32) {
+	for _, h := range out.Headers() {
+		if strings.EqualFold(h.Name(), "Max-Forwards") {
+			out.RemoveHeader(h.Name())
+			break
+		}
+	}
+	n := min(in, maxHops+1) - 1
+	v := siplib.MaxForwardsHeader(n)
+	out.AppendHeader(&v)
 }
 
 // prepare turns fwd into the copy sent to t: Request-URI, Max-Forwards,
@@ -54,12 +77,15 @@ func (p *Proxy) prepare(r *sip.Request, fwd *siplib.Request, t target, addRR boo
 	if t.uri.Host != "" {
 		out.Recipient = t.uri
 	}
-	if mf := out.MaxForwards(); mf != nil {
-		mf.Dec()
-	} else {
-		v := siplib.MaxForwardsHeader(70)
-		out.AppendHeader(&v)
+	hops := uint32(maxHops + 1)
+	if mf := r.MaxForwards(); mf != nil {
+		hops = mf.Val()
 	}
+	if hops == 0 {
+		// Only an ACK gets here with none left (Sanity answers the rest 483).
+		return nil, errDrop
+	}
+	setMaxForwards(out, hops)
 	outL, ok := p.self.Listener(t.transport)
 	if !ok {
 		return nil, &sip.StatusError{Code: 503, Reason: "No " + t.transport + " Listener", Err: errors.New("no listener for transport " + t.transport)}
@@ -70,14 +96,15 @@ func (p *Proxy) prepare(r *sip.Request, fwd *siplib.Request, t target, addRR boo
 		// Double Record-Route (RFC 5658): the top entry faces the callee,
 		// the one below it faces the caller; each remembers its side's flow.
 		secure := r.Recipient.IsEncrypted()
-		out.PrependHeader(recordRoute(inL, flowToken{transport: r.Transport, addr: r.Source}, secure))
-		out.PrependHeader(recordRoute(outL, flowToken{transport: t.transport, addr: dest}, secure))
+		callID := r.CallID().Value()
+		out.PrependHeader(p.recordRoute(inL, flowToken{transport: r.Transport, addr: r.Source}, callID, secure))
+		out.PrependHeader(p.recordRoute(outL, flowToken{transport: t.transport, addr: dest}, callID, secure))
 	}
 	via := &siplib.ViaHeader{
 		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transportUpper(t.transport),
 		Host: outL.Host, Port: outL.Port, Params: siplib.NewParams(),
 	}
-	via.Params.Add("branch", newBranchID())
+	via.Params.Add("branch", newBranchID(r.LoopKey()))
 	via.Params.Add("rport", "")
 	out.PrependHeader(via)
 	out.SetDestination(t.dest)
@@ -360,7 +387,7 @@ func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, event
 	}
 	retry.CSeq().SeqNo++
 	if via := retry.Via(); via != nil {
-		via.Params.Add("branch", newBranchID())
+		via.Params.Add("branch", newBranchID(r.LoopKey()))
 	}
 	retry.SetDestination(b.req.Destination())
 	retry.SetTransport(b.req.Transport())

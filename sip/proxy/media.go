@@ -64,7 +64,7 @@ func (p *Proxy) Originate(ctx context.Context, req *siplib.Request, dest, transp
 	}
 	via := &siplib.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transportUpper(transport),
 		Host: outL.Host, Port: outL.Port, Params: siplib.NewParams()}
-	via.Params.Add("branch", newBranchID())
+	via.Params.Add("branch", newBranchID("o"))
 	via.Params.Add("rport", "")
 	req.PrependHeader(via)
 	if req.MaxForwards() == nil {

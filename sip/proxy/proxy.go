@@ -9,6 +9,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -30,6 +31,11 @@ type Config struct {
 	// RingTimeout is Timer C: an INVITE with no final answer by then is
 	// cancelled and answered 408.
 	RingTimeout time.Duration
+	// Secret signs the flow tokens in our Record-Route entries, so only
+	// dialogs this switch set up can be continued through it. Keep it
+	// across restarts (and share it in a cluster) or in-dialog requests
+	// of calls set up before are refused. Empty: a random one.
+	Secret []byte
 }
 
 // Proxy routes and forwards requests. Safe for concurrent use.
@@ -51,12 +57,17 @@ type Proxy struct {
 	// Counters for metrics.
 	Forwarded atomic.Uint64 // requests forwarded statefully
 	Stateless atomic.Uint64 // ACKs and 2xx retransmissions forwarded statelessly
+	Refused   atomic.Uint64 // in-dialog requests matching no dialog of ours
 }
 
 var _ sip.Handler = (*Proxy)(nil)
 
 // New returns a proxy sending through txl.
 func New(txl *siplib.TransactionLayer, self *sip.Self, loc *location.Store, a *auth.Authenticator, cfg Config, log *slog.Logger) *Proxy {
+	if len(cfg.Secret) == 0 {
+		cfg.Secret = make([]byte, 32)
+		rand.Read(cfg.Secret)
+	}
 	return &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log}
 }
 
@@ -81,13 +92,13 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	fwd := r.Request.Clone()
 	fwd.SetBody(r.Body())
 	sip.MarkReceived(fwd.Via(), r.Source)
-	flow, _ := p.popOwnRoutes(fwd)
+	flow, _, forged := p.popOwnRoutes(fwd)
 
 	var targets []target
 	serial := false
 	switch {
 	case hasToTag(r.Request):
-		t, err := p.routeInDialog(fwd, flow)
+		t, err := p.routeInDialog(r, flow, forged)
 		if err != nil {
 			return err
 		}
@@ -136,19 +147,26 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	return err
 }
 
-// routeInDialog follows the route set: the next Route entry, or the
-// Request-URI, or the flow our own Record-Route remembered.
-func (p *Proxy) routeInDialog(fwd *siplib.Request, flow *flowToken) (target, error) {
-	if h := fwd.Route(); h != nil {
-		return uriTarget(h.Address), nil
+// routeInDialog sends an in-dialog request along its dialog: to the flow
+// our own Record-Route entry remembered, signed for this Call-ID. A
+// request with a To-tag that carries no such entry is not part of a
+// dialog this switch set up, and goes nowhere (481; 403 when the entry
+// was forged): a To-tag is no ticket to a carrier. The Route entries
+// after ours stay in the request for the next hop.
+func (p *Proxy) routeInDialog(r *sip.Request, flow *flowToken, forged bool) (target, error) {
+	switch {
+	case forged:
+		p.Refused.Add(1)
+		p.log.Warn("in-dialog request with a forged route refused", "method", string(r.Method), "source", r.Source.String())
+		return target{}, sip.Status(403, "Forbidden")
+	case flow == nil:
+		p.Refused.Add(1)
+		if r.Method == siplib.ACK {
+			return target{}, errDrop
+		}
+		return target{}, sip.Status(481, "Call/Transaction Does Not Exist")
 	}
-	if flow != nil {
-		return target{dest: flow.addr.String(), transport: flow.transport}, nil
-	}
-	if p.self.IsMe(fwd.Recipient) {
-		return target{}, sip.Status(404, "Not Found")
-	}
-	return uriTarget(fwd.Recipient), nil
+	return target{dest: flow.addr.String(), transport: flow.transport}, nil
 }
 
 // routeInitial finds targets for a request outside a dialog: an inbound

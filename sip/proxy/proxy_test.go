@@ -110,40 +110,89 @@ func TestRouteInitial(t *testing.T) {
 func TestInDialogFollowsFlow(t *testing.T) {
 	p := testProxy(t)
 	flow := flowToken{transport: "tcp", addr: netip.MustParseAddrPort("198.51.100.3:4001")}
-	rr := recordRoute(p.self.Listeners[1], flow, false)
-	raw := strings.Join([]string{
-		"BYE sip:1002@10.0.0.3:5062;transport=tcp SIP/2.0",
-		"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK2",
-		"Route: <sip:127.0.0.1:5060;lr;vxf=udp~203.0.113.9~5060>",
-		"Route: " + rr.Value(),
-		"From: <sip:1001@voxvisor.local>;tag=1",
-		"To: <sip:1002@voxvisor.local>;tag=2",
-		"Call-ID: c1", "CSeq: 2 BYE", "Max-Forwards: 70", "Content-Length: 0",
-	}, "\n")
-	r, _, err := siptest.Request(raw, "203.0.113.9:5060", "udp")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rr := p.recordRoute(p.self.Listeners[1], flow, "c1", false)
+	caller := p.recordRoute(p.self.Listeners[0], flowToken{transport: "udp", addr: netip.MustParseAddrPort("203.0.113.9:5060")}, "c1", false)
+	r := inDialog(t, "c1", "Route: "+caller.Value(), "Route: "+rr.Value())
 	fwd := r.Request.Clone()
-	got, popped := p.popOwnRoutes(fwd)
-	if !popped || got == nil || *got != flow {
-		t.Fatalf("flow = %+v, want %+v", got, flow)
+	got, popped, forged := p.popOwnRoutes(fwd)
+	if !popped || forged || got == nil || *got != flow {
+		t.Fatalf("flow = %+v (popped %v, forged %v), want %+v", got, popped, forged, flow)
 	}
 	if fwd.Route() != nil {
 		t.Fatalf("our Route entries left in the request: %v", fwd.Route())
 	}
-	tg, err := p.routeInDialog(fwd, got)
+	tg, err := p.routeInDialog(r, got, forged)
 	if err != nil || tg.dest != "198.51.100.3:4001" || tg.transport != "tcp" {
 		t.Fatalf("target = %+v, %v", tg, err)
 	}
 }
 
+// inDialog is a BYE with a To-tag, Call-ID callID and the given extra
+// header lines, from 203.0.113.9.
+func inDialog(t *testing.T, callID string, hdrs ...string) *sip.Request {
+	t.Helper()
+	lines := []string{
+		"BYE sip:+4930123456@198.51.100.77 SIP/2.0",
+		"Via: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK2",
+	}
+	lines = append(lines, hdrs...)
+	lines = append(lines, "From: <sip:1001@voxvisor.local>;tag=1", "To: <sip:+4930123456@voxvisor.local>;tag=x",
+		"Call-ID: "+callID, "CSeq: 2 BYE", "Max-Forwards: 70", "Content-Length: 0")
+	r, _, err := siptest.Request(strings.Join(lines, "\n"), "203.0.113.9:5060", "udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestInDialogRefused: a To-tag is no ticket. A request claiming to be in
+// a dialog goes nowhere unless it carries our own Record-Route entry,
+// signed for its Call-ID: not by its Request-URI, not by a Route to a
+// carrier, not with a hand-made or copied flow token.
+func TestInDialogRefused(t *testing.T) {
+	p := testProxy(t)
+	carrier := flowToken{transport: "udp", addr: netip.MustParseAddrPort("198.51.100.77:5060")}
+	other := p.recordRoute(p.self.Listeners[0], carrier, "another-call", false)
+	for _, tc := range []struct {
+		name string
+		hdrs []string
+		code int
+	}{
+		{"Request-URI only", nil, 481},
+		{"Route to the carrier", []string{"Route: <sip:198.51.100.77;lr>"}, 481},
+		{"our address without a token", []string{"Route: <sip:127.0.0.1:5060;lr>", "Route: <sip:198.51.100.77;lr>"}, 481},
+		{"unsigned token", []string{"Route: <sip:127.0.0.1:5060;lr;vxf=" + carrier.plain() + ">"}, 403},
+		{"bad signature", []string{"Route: <sip:127.0.0.1:5060;lr;vxf=" + carrier.plain() + "~AAAAAAAAAAAAAAAA>"}, 403},
+		{"token of another call", []string{"Route: " + other.Value()}, 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := inDialog(t, "attack-1", tc.hdrs...)
+			fwd := r.Request.Clone()
+			flow, _, forged := p.popOwnRoutes(fwd)
+			tg, err := p.routeInDialog(r, flow, forged)
+			if err == nil {
+				t.Fatalf("forwarded to %s", tg.dest)
+			}
+			if got := sip.StatusOf(err).Code; got != tc.code {
+				t.Fatalf("status %d, want %d", got, tc.code)
+			}
+		})
+	}
+}
+
 func TestFlowTokenRoundTrip(t *testing.T) {
+	key := []byte("k")
 	for _, s := range []string{"198.51.100.3:4001", "[2001:db8::1]:5060"} {
 		f := flowToken{transport: "udp", addr: netip.MustParseAddrPort(s)}
-		g, ok := parseFlow(f.String())
+		g, ok := verifyFlow(key, "c", f.sign(key, "c"))
 		if !ok || *g != f {
 			t.Errorf("%s: round trip gave %+v", s, g)
+		}
+		if _, ok := verifyFlow(key, "d", f.sign(key, "c")); ok {
+			t.Errorf("%s: token for Call-ID c accepted for d", s)
+		}
+		if _, ok := verifyFlow([]byte("other"), "c", f.sign(key, "c")); ok {
+			t.Errorf("%s: token accepted under another key", s)
 		}
 	}
 	for _, bad := range []string{"", "sctp~1.2.3.4~5", "udp~nohost", "udp~1.2.3.4~x"} {
@@ -214,18 +263,19 @@ func TestSecureRecordRoute(t *testing.T) {
 	p := testProxy(t)
 	flow := flowToken{transport: "tls", addr: netip.MustParseAddrPort("198.51.100.4:4002")}
 	tlsL, _ := p.self.Listener("tls")
-	rr := recordRoute(tlsL, flow, true)
+	rr := p.recordRoute(tlsL, flow, "c", true)
 	if got := rr.Value(); !strings.HasPrefix(got, "<sips:127.0.0.1:5061;lr;vxf=tls~") {
 		t.Fatalf("Record-Route %s is not a sips: URI on the TLS listener", got)
 	}
-	if plain := recordRoute(tlsL, flow, false).Value(); !strings.Contains(plain, "transport=tls") {
+	if plain := p.recordRoute(tlsL, flow, "c", false).Value(); !strings.Contains(plain, "transport=tls") {
 		t.Fatalf("Record-Route %s for a sip: dialog over TLS lacks transport=tls", plain)
 	}
 	if !p.self.IsMe(rr.Address) {
 		t.Fatal("our own sips: Record-Route is not recognised as ours")
 	}
-	got, ok := parseFlow(flow.String())
+	v, _ := rr.Address.UriParams.Get(flowParam)
+	got, ok := verifyFlow(p.cfg.Secret, "c", v)
 	if !ok || *got != flow {
-		t.Fatalf("flow %s parsed as %+v", flow, got)
+		t.Fatalf("flow %s parsed as %+v", v, got)
 	}
 }

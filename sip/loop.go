@@ -1,0 +1,63 @@
+package sip
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
+	siplib "github.com/emiago/sipgo/sip"
+)
+
+// LoopKey is what a forwarded request's branch carries so the request is
+// recognised if it comes back unchanged (RFC 3261 §16.3 step 4, §16.6
+// step 8): a hash of the Request-URI as received, the From and To tags,
+// the Call-ID, the CSeq number and Proxy-Require. A request that returns
+// with another Request-URI is spiralling (legitimate) and gets another
+// key; one that returns with the same key has looped.
+func LoopKey(r *siplib.Request) string {
+	h := sha256.New()
+	w := func(s string) {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	w(r.Recipient.String())
+	if f := r.From(); f != nil {
+		v, _ := f.Params.Get("tag")
+		w(v)
+	}
+	if t := r.To(); t != nil {
+		v, _ := t.Params.Get("tag")
+		w(v)
+	}
+	if c := r.CallID(); c != nil {
+		w(c.Value())
+	}
+	if c := r.CSeq(); c != nil {
+		w(c.Value())
+	}
+	for _, p := range r.GetHeaders("Proxy-Require") {
+		w(p.Value())
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+// Looped reports whether r carries a Via branch this switch wrote into
+// an earlier copy of the same request: it has been here before,
+// unchanged. Branches are matched as text, over every Via value (a
+// header may carry several), so a Via sipgo left unparsed counts too.
+func Looped(r *siplib.Request) bool {
+	key := ""
+	for _, h := range r.GetHeaders("Via") {
+		v := h.Value()
+		if !strings.Contains(v, BranchPrefix) {
+			continue
+		}
+		if key == "" {
+			key = BranchPrefix + LoopKey(r) + "."
+		}
+		if strings.Contains(v, key) {
+			return true
+		}
+	}
+	return false
+}
