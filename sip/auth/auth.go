@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,9 @@ type Authenticator struct {
 
 	// Failures counts rejected credentials (wrong password, unknown user).
 	Failures atomic.Uint64
+	// Replays counts verified credentials refused because their nonce
+	// count was used before (a replay, or a client reusing a count).
+	Replays atomic.Uint64
 }
 
 // New returns an authenticator for realm over users.
@@ -77,15 +81,26 @@ func (a *Authenticator) SetUsers(users []config.User) error {
 // SetGuard enables the failed-login lockout. Call before serving.
 func (a *Authenticator) SetGuard(g *guard.Guard) { a.guard = g }
 
-// fail records a failed login and builds the 403.
+// fail records a failed login and builds the 403, the same for an
+// unknown user and a wrong password, so the answer tells no one which
+// users exist. The answer is held back while the user is under attack.
 func (a *Authenticator) fail(r *siplib.Request, user string, err error) error {
 	a.Failures.Add(1)
 	if a.guard != nil {
-		if src, perr := netip.ParseAddrPort(r.Source()); perr == nil && a.guard.AuthFailed(user, src.Addr().Unmap()) {
-			a.log.Warn("locked out after failed logins", "user", user, "source", src.Addr().Unmap().String())
+		src := source(r)
+		if a.guard.AuthFailed(user, src) {
+			a.log.Warn("source locked out after failed logins", "user", user, "source", src.String())
+		}
+		if d := a.guard.FailureDelay(user); d > 0 {
+			time.Sleep(d)
 		}
 	}
 	return &sip.StatusError{Code: 403, Reason: "Forbidden", Err: err}
+}
+
+func source(r *siplib.Request) netip.Addr {
+	ap, _ := netip.ParseAddrPort(r.Source())
+	return ap.Addr().Unmap()
 }
 
 // Known reports whether username is a local user.
@@ -103,12 +118,24 @@ var (
 	ErrIdentity     = errors.New("authenticated user may not act for this identity")
 	ErrNoAlgorithm  = errors.New("no secret stored for the requested algorithm")
 	ErrNoCredential = errors.New("no credentials")
+	ErrAlgorithm    = errors.New("algorithm not offered")
+	ErrNoQOP        = errors.New("qop=auth required (RFC 2069 digest refused)")
+	ErrURI          = errors.New("digest uri is not the Request-URI")
 )
+
+// dummy is what an unknown user's answer is checked against, so it takes
+// as long as a known user's.
+var dummy = secrets{digest.MD5: strings.Repeat("0", 32), digest.SHA256: strings.Repeat("0", 64)}
 
 // Check authenticates r as the user identity (the To user for REGISTER,
 // the From user otherwise). With proxy true it uses Proxy-Authorization
 // and 407, otherwise Authorization and 401. It returns the user, or a
 // *sip.StatusError to send.
+//
+// Credentials count only when they answer one of our challenges with an
+// algorithm we offered, qop=auth, the request's own Request-URI and a
+// nonce count not used before with that nonce: a sniffed header replayed
+// for another request, or the same one again, gets a fresh challenge.
 func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (string, error) {
 	hdrName, chName, code, reason := "Authorization", "WWW-Authenticate", 401, "Unauthorized"
 	if proxy {
@@ -129,10 +156,18 @@ func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (s
 	if !found {
 		return "", a.challenge(code, reason, chName, false, ErrNoCredential)
 	}
-	if a.guard != nil {
-		if src, err := netip.ParseAddrPort(r.Source()); err == nil && a.guard.Locked(creds.Username, src.Addr().Unmap()) {
-			return "", &sip.StatusError{Code: 403, Reason: "Locked Out", Err: fmt.Errorf("user %s or its source is locked out", creds.Username)}
-		}
+	if a.guard.Locked(source(r)) {
+		return "", &sip.StatusError{Code: 403, Reason: "Forbidden", Err: fmt.Errorf("source %s is locked out after failed logins", source(r))}
+	}
+	alg := strings.ToUpper(creds.Algorithm)
+	if alg == "" {
+		alg = digest.MD5
+	}
+	switch {
+	case !slices.Contains(a.algs, alg):
+		return "", a.challenge(code, reason, chName, false, fmt.Errorf("%w: %s", ErrAlgorithm, alg))
+	case creds.QOP == "":
+		return "", a.challenge(code, reason, chName, false, ErrNoQOP)
 	}
 	switch err := a.nonces.Check(creds.Nonce); {
 	case errors.Is(err, digest.ErrStaleNonce):
@@ -140,20 +175,28 @@ func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (s
 	case err != nil:
 		return "", a.challenge(code, reason, chName, false, err)
 	}
-	sec, ok := (*a.users.Load())[creds.Username]
-	if !ok {
-		return "", a.fail(r, creds.Username, fmt.Errorf("%w %q", ErrUnknownUser, creds.Username))
+	if !sameURI(creds.URI, r.Recipient) {
+		return "", a.fail(r, creds.Username, fmt.Errorf("user %s: %w (%q)", creds.Username, ErrURI, creds.URI))
 	}
-	alg := strings.ToUpper(creds.Algorithm)
-	if alg == "" {
-		alg = digest.MD5
+	sec, known := (*a.users.Load())[creds.Username]
+	if !known {
+		sec = dummy
 	}
 	ha1, ok := sec[alg]
 	if !ok {
 		return "", a.fail(r, creds.Username, fmt.Errorf("user %s: %w %s", creds.Username, ErrNoAlgorithm, alg))
 	}
-	if err := digest.Verify(creds, ha1, string(r.Method)); err != nil {
+	err := digest.Verify(creds, ha1, string(r.Method))
+	switch {
+	case !known:
+		return "", a.fail(r, creds.Username, fmt.Errorf("%w %q", ErrUnknownUser, creds.Username))
+	case err != nil:
 		return "", a.fail(r, creds.Username, fmt.Errorf("user %s: %w", creds.Username, err))
+	}
+	if err := a.nonces.Use(creds.Nonce, creds.NC); err != nil {
+		a.Replays.Add(1)
+		a.log.Debug("digest refused", "user", creds.Username, "source", source(r).String(), "error", err)
+		return "", a.challenge(code, reason, chName, true, err)
 	}
 	if identity != "" && identity != creds.Username {
 		a.Failures.Add(1)
@@ -161,6 +204,23 @@ func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (s
 	}
 	return creds.Username, nil
 }
+
+// sameURI reports whether the digest uri names the Request-URI: equal as
+// text, or as URIs (scheme, user, host and port; host case aside).
+func sameURI(digestURI string, ruri siplib.Uri) bool {
+	if digestURI == ruri.String() {
+		return true
+	}
+	var u siplib.Uri
+	if err := siplib.ParseUri(digestURI, &u); err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Scheme, ruri.Scheme) && u.User == ruri.User &&
+		strings.EqualFold(u.Host, ruri.Host) && sip.DefaultPort(u) == sip.DefaultPort(ruri)
+}
+
+// Sweep forgets used nonces past their lifetime.
+func (a *Authenticator) Sweep() { a.nonces.Sweep() }
 
 func (a *Authenticator) challenge(code int, reason, name string, stale bool, cause error) error {
 	se := &sip.StatusError{Code: code, Reason: reason, Err: cause}

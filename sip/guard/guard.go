@@ -21,7 +21,8 @@ type Config struct {
 	Block        time.Duration // how long a flooding source stays blocked
 	AuthFailures int           // failures within AuthWindow that lock out
 	AuthWindow   time.Duration
-	Lockout      time.Duration
+	Lockout      time.Duration // how long a source is locked out
+	AuthDelay    time.Duration // failed logins of a user under attack are answered this late
 
 	// What one source may hold at once; 0 allows any number.
 	Connections  int // TCP and TLS connections
@@ -135,24 +136,24 @@ func (g *Guard) Allow(src netip.Addr) (ok, blocked bool) {
 	return true, false
 }
 
-// Locked reports whether user or src is locked out after failed logins.
-func (g *Guard) Locked(user string, src netip.Addr) bool {
-	if g == nil || g.cfg.AuthFailures <= 0 {
+// Locked reports whether src is locked out after failed logins. Users are
+// never locked out: a stranger could otherwise lock the real user out
+// with a few wrong passwords. See FailureDelay.
+func (g *Guard) Locked(src netip.Addr) bool {
+	if g == nil || g.cfg.AuthFailures <= 0 || g.Trusted(src) {
 		return false
 	}
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, k := range g.failureKeys(user, src) {
-		if f := g.failures[k]; f != nil && now.Before(f.locked) {
-			return true
-		}
-	}
-	return false
+	f := g.failures["src:"+src.String()]
+	return f != nil && now.Before(f.locked)
 }
 
 // AuthFailed records a failed login of user from src and reports whether
-// it just locked either out (log it once).
+// it just locked src out (log it once). A source that is not trusted is
+// locked out after AuthFailures failures within AuthWindow; the user's
+// failures, from every source, only slow its failed logins down.
 func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 	if g == nil || g.cfg.AuthFailures <= 0 {
 		return false
@@ -160,14 +161,18 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, k := range g.failureKeys(user, src) {
+	keys := []string{"user:" + user}
+	if !g.Trusted(src) {
+		keys = append(keys, "src:"+src.String())
+	}
+	for _, k := range keys {
 		f := g.failures[k]
-		if f == nil || now.Sub(f.first) > g.cfg.AuthWindow {
+		if f == nil || (now.Sub(f.first) > g.cfg.AuthWindow && !now.Before(f.locked)) {
 			f = &failureCount{first: now}
 			g.failures[k] = f
 		}
 		f.n++
-		if f.n >= g.cfg.AuthFailures && !now.Before(f.locked) {
+		if k[0] == 's' && f.n >= g.cfg.AuthFailures && !now.Before(f.locked) {
 			f.locked = now.Add(g.cfg.Lockout)
 			g.Lockouts.Add(1)
 			lockedNow = true
@@ -176,13 +181,21 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 	return lockedNow
 }
 
-// failureKeys are what a failed login counts against: the user, and the
-// source unless it is trusted.
-func (g *Guard) failureKeys(user string, src netip.Addr) []string {
-	if g.Trusted(src) {
-		return []string{"user:" + user}
+// FailureDelay is how long to hold back the answer to a failed login of
+// user: AuthDelay once the user has had AuthFailures failures within
+// AuthWindow (a password guessed from many sources), else 0. A login
+// with the right password is never delayed.
+func (g *Guard) FailureDelay(user string) time.Duration {
+	if g == nil || g.cfg.AuthFailures <= 0 {
+		return 0
 	}
-	return []string{"user:" + user, "src:" + src.String()}
+	now := g.now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f := g.failures["user:"+user]; f != nil && f.n >= g.cfg.AuthFailures && now.Sub(f.first) <= g.cfg.AuthWindow {
+		return g.cfg.AuthDelay
+	}
+	return 0
 }
 
 // Sweep forgets idle sources and expired failures.

@@ -29,18 +29,40 @@ func TestRateLimitBlocksOneSourceOnly(t *testing.T) {
 	}
 }
 
+// TestAuthLockout: the guessing source is locked out; the user is not
+// (anyone could lock a user out otherwise), its failed logins are only
+// slowed down; a trusted source is never locked out.
 func TestAuthLockout(t *testing.T) {
-	g := New(Config{AuthFailures: 3, AuthWindow: time.Minute, Lockout: 5 * time.Minute})
-	src := netip.MustParseAddr("192.0.2.9")
+	g := New(Config{AuthFailures: 3, AuthWindow: time.Minute, Lockout: 5 * time.Minute, AuthDelay: time.Second})
+	g.SetTrusted([]netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")})
+	src, elsewhere := netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("198.51.100.1")
+	if g.FailureDelay("1001") != 0 {
+		t.Fatal("a user with no failures is slowed down")
+	}
 	locked := false
 	for i := 0; i < 3; i++ {
 		locked = g.AuthFailed("1001", src) || locked
 	}
-	if !locked || !g.Locked("1001", netip.MustParseAddr("198.51.100.1")) || !g.Locked("1002", src) {
-		t.Fatal("neither the user nor the source was locked out")
+	if !locked || !g.Locked(src) {
+		t.Fatal("the guessing source was not locked out")
 	}
-	if g.Locked("1002", netip.MustParseAddr("198.51.100.1")) {
-		t.Fatal("an innocent user and source were locked out")
+	if g.Locked(elsewhere) {
+		t.Fatal("an innocent source was locked out")
+	}
+	if d := g.FailureDelay("1001"); d != time.Second {
+		t.Fatalf("failure delay of the attacked user = %v, want 1s", d)
+	}
+	if g.FailureDelay("1002") != 0 {
+		t.Fatal("another user is slowed down")
+	}
+	sbc := netip.MustParseAddr("203.0.113.5")
+	for i := 0; i < 10; i++ {
+		if g.AuthFailed("1003", sbc) {
+			t.Fatal("a trusted source was locked out")
+		}
+	}
+	if g.Locked(sbc) {
+		t.Fatal("a trusted source is locked")
 	}
 }
 
@@ -91,7 +113,7 @@ func TestSlotsPerSource(t *testing.T) {
 // per-source limit or locked out as a source; a user's lockout still
 // holds from it.
 func TestTrustedSources(t *testing.T) {
-	g := New(Config{Rate: 10, Burst: 10, Block: time.Minute, AuthFailures: 2, AuthWindow: time.Minute, Lockout: time.Minute, Dialogs: 1})
+	g := New(Config{Rate: 10, Burst: 10, Block: time.Minute, AuthFailures: 2, AuthWindow: time.Minute, Lockout: time.Minute, AuthDelay: time.Second, Dialogs: 1})
 	sbc, other := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")
 	g.SetTrusted([]netip.Prefix{netip.MustParsePrefix("192.0.2.8/30")})
 	for i := 0; i < 100; i++ {
@@ -112,8 +134,8 @@ func TestTrustedSources(t *testing.T) {
 	}
 	g.AuthFailed("1001", sbc)
 	g.AuthFailed("1001", sbc)
-	if !g.Locked("1001", sbc) || g.Locked("1002", sbc) {
-		t.Fatal("want the user locked and the trusted source not")
+	if g.Locked(sbc) || g.FailureDelay("1001") == 0 {
+		t.Fatal("want the user's failures slowed and the trusted source not locked")
 	}
 	// Trust can be withdrawn (a reload).
 	g.SetTrusted(nil)

@@ -184,7 +184,9 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 		}
 	}
 	from := r.From()
-	if from != nil && p.self.IsLocal(from.Address.Host) && p.auth.Known(from.Address.User) && r.User == "" {
+	if from != nil && p.self.IsLocal(from.Address.Host) && r.User == "" {
+		// Anyone claiming to be one of ours is challenged, known or not,
+		// so the answer does not tell which users exist.
 		user, err := p.auth.Check(r.Request, from.Address.User, true)
 		if err != nil {
 			return nil, false, err
@@ -203,6 +205,11 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 		r.Direction = "local"
 		ts, err := p.locate(ruri.User, ruri.IsEncrypted())
 		return ts, false, err
+	}
+	if p.self.IsLocal(ruri.Host) && r.User == "" && (gw == nil || r.Method != siplib.INVITE) {
+		// An anonymous caller gets the same answer for a user that does
+		// not exist as for one that is not registered: no enumeration.
+		return nil, false, sip.Status(480, "Temporarily Unavailable")
 	}
 	if gw != nil && r.User != "" && r.Method == siplib.INVITE {
 		return p.routeOutbound(r, fwd, ruri.User, nil, "outbound")

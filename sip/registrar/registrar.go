@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,7 +32,8 @@ type Registrar struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	rules atomic.Pointer[config.Registrar]
+	rules  atomic.Pointer[config.Registrar]
+	policy atomic.Pointer[ContactPolicy]
 
 	// Registered counts successful REGISTER transactions.
 	Registered atomic.Uint64
@@ -79,15 +81,8 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 		return sip.Status(404, "Domain Not Served")
 	}
 	user := to.Address.User
-	if !g.auth.Known(user) {
-		// Challenge anyway, so an unknown AOR is not told apart from a
-		// known one without credentials.
-		if r.GetHeader("Authorization") == nil {
-			_, err := g.auth.Check(r.Request, user, false)
-			return err
-		}
-		return sip.Status(404, "Not Found")
-	}
+	// Unknown AORs are challenged and refused exactly as known ones with
+	// a wrong password: the answers tell no one which users exist.
 	if _, err := g.auth.Check(r.Request, user, false); err != nil {
 		return err
 	}
@@ -153,6 +148,13 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 		q := 0.0
 		if v, ok := c.Params.Get("q"); ok {
 			q, _ = strconv.ParseFloat(v, 64)
+		}
+		if exp > 0 {
+			if err := g.contactAllowed(c.Address, r.Source); err != nil {
+				g.log.Warn("registration refused", "aor", user+"@"+g.domain, "contact", c.Address.String(), "source", r.Source.String(), "reason", err)
+				return &sip.StatusError{Code: 403, Reason: "Contact Not Allowed", Err: err,
+					Headers: []siplib.Header{siplib.NewHeader("Warning", `399 voxvisor "`+err.Error()+`"`)}}
+			}
 		}
 		changes = append(changes, change{uri: c.Address.String(), expires: exp, q: q})
 	}
@@ -228,6 +230,70 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 }
 
 var errTooMany = errors.New("more contacts than registrar.max_contacts")
+
+// ContactPolicy says where a registered contact may point, so a
+// registration cannot turn the switch against itself (a loop) or make it
+// call a carrier or any third party on an attacker's behalf.
+type ContactPolicy struct {
+	// IsMe reports whether a URI addresses this switch (host and port).
+	IsMe func(siplib.Uri) bool
+	// Refused are networks no contact or registering source may be in:
+	// the trunks' peers and inbound networks.
+	Refused []netip.Prefix
+	// Allowed, when not empty, are the only networks contacts (given as
+	// addresses; names are then refused) and registering sources may be in.
+	Allowed []netip.Prefix
+}
+
+// SetContactPolicy replaces the contact policy (start-up and reload).
+func (g *Registrar) SetContactPolicy(p ContactPolicy) { g.policy.Store(&p) }
+
+// contactAllowed checks a contact to be bound, registered from source.
+func (g *Registrar) contactAllowed(u siplib.Uri, source netip.AddrPort) error {
+	p := g.policy.Load()
+	if p == nil {
+		return nil
+	}
+	if p.IsMe != nil && p.IsMe(u) {
+		return errors.New("contact points at this switch")
+	}
+	if strings.EqualFold(u.Host, g.domain) {
+		return errors.New("contact points at this switch's domain")
+	}
+	host, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	isAddr := err == nil
+	if isAddr {
+		host = host.Unmap()
+		if host.IsUnspecified() || host.IsMulticast() {
+			return errors.New("contact address is unspecified or multicast")
+		}
+	}
+	src := source.Addr().Unmap()
+	for _, n := range p.Refused {
+		if (isAddr && n.Contains(host)) || n.Contains(src) {
+			return errors.New("contact or source is a trunk peer")
+		}
+	}
+	if len(p.Allowed) == 0 {
+		return nil
+	}
+	if !isAddr {
+		return errors.New("contact must be an address in registrar.contact_networks")
+	}
+	if !inAny(p.Allowed, host) || !inAny(p.Allowed, src) {
+		return errors.New("contact or source outside registrar.contact_networks")
+	}
+	return nil
+}
+
+func inAny(ns []netip.Prefix, a netip.Addr) bool {
+	for _, n := range ns {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
 
 // sameContact compares contact URIs as RFC 3261 §19.1.4 roughly does:
 // scheme, user, host and port; parameters are ignored.
