@@ -7,7 +7,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +35,16 @@ type Stats struct {
 	ParseErrors logging.Counter
 	// Connections open now, accepted on the tcp and tls listeners.
 	TCPConns, TLSConns atomic.Int64
+	// AcceptErrors counts accepts that failed for a temporary reason
+	// (EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED, ECONNRESET, EINTR);
+	// each is retried after a backoff.
+	AcceptErrors atomic.Uint64
+	// ConnsOverCap counts connections closed on accept because the
+	// total connection cap was reached (see SetConnectionLimit).
+	ConnsOverCap atomic.Uint64
+	// ConnsTimedOut counts connections closed for silence past the idle
+	// timeout, or for a message not complete within it.
+	ConnsTimedOut atomic.Uint64
 }
 
 // Server owns the SIP sockets and the sipgo stack.
@@ -52,6 +61,8 @@ type Server struct {
 	guard *guard.Guard // set once, may be nil
 	tlsc  *tlsConfigs  // set in Listen
 
+	streams streams // connections accepted on the tcp and tls listeners
+
 	handler atomic.Pointer[sip.Handler] // replaced by SetHandler; read per request
 
 	Stats Stats
@@ -60,6 +71,18 @@ type Server struct {
 // SetGuard installs flood protection and the per-source limits. Call
 // before Listen.
 func (s *Server) SetGuard(g *guard.Guard) { s.guard = g }
+
+// SetConnectionLimit caps the TCP and TLS connections open at once, all
+// sources and listeners together (limits.total_connections); 0 for no cap.
+// More are accepted and closed at once. Whatever n is, Listen lowers the
+// cap to fit under the process's open-file limit (RLIMIT_NOFILE, less a
+// reserve), so connections are refused before the kernel refuses accept.
+// It may be called at any time; connections already open stay.
+func (s *Server) SetConnectionLimit(n int) { s.streams.max.Store(int64(max(n, 0))) }
+
+// ConnectionLimit is the cap in force: the smaller of SetConnectionLimit's
+// and the open-file limit's; 0 for none.
+func (s *Server) ConnectionLimit() int { return int(s.streams.limit()) }
 
 // conns and txs are the guard's per-source limits (nil: none).
 func (s *Server) conns() *guard.Slots {
@@ -96,6 +119,12 @@ func (s *Server) Listen() (*sip.Self, error) {
 		return nil, err
 	}
 	s.tlsc = tc
+	s.streams.reserve = fdReserve + len(s.cfg.Listen)
+	if fd := s.streams.clampToFDs(); fd > 0 {
+		if max := s.streams.max.Load(); max <= 0 || fd < max {
+			s.log.Info("TCP and TLS connections capped by the open-file limit", "cap", fd, "reserve", s.streams.reserve)
+		}
+	}
 	for _, l := range s.cfg.Listen {
 		ap := l.AddrPort()
 		var bound netip.AddrPort
@@ -112,17 +141,17 @@ func (s *Server) Listen() (*sip.Self, error) {
 			if err != nil {
 				return fail(fmt.Errorf("listen %s %s: %w", l.Transport, l.Address, err))
 			}
-			sl := &streamListener{TCPListener: ln, idle: s.cfg.TCPIdleTimeout, slots: s.conns(), log: s.log, transport: l.Transport, open: &s.Stats.TCPConns}
-			if l.Transport == "tls" {
-				sl.open = &s.Stats.TLSConns
-			}
+			sl := &streamListener{ln: ln, transport: l.Transport, name: "TCP", idle: s.cfg.TCPIdleTimeout, slots: s.conns(),
+				streams: &s.streams, stats: &s.Stats, open: &s.Stats.TCPConns, log: s.log, done: make(chan struct{})}
 			if l.Transport == "tcp" {
 				s.tcp = append(s.tcp, sl)
 			} else {
 				if s.tlsc.server == nil {
+					ln.Close()
 					return fail(fmt.Errorf("listen tls %s: sip.tls.cert_file and key_file are not set", l.Address))
 				}
-				s.tls = append(s.tls, tls.NewListener(sl, s.tlsc.server))
+				sl.name, sl.tls, sl.open = "TLS", s.tlsc.server, &s.Stats.TLSConns
+				s.tls = append(s.tls, sl)
 			}
 			bound = ln.Addr().(*net.TCPAddr).AddrPort()
 		}
@@ -163,6 +192,9 @@ func (s *Server) Listen() (*sip.Self, error) {
 	}
 	s.ua = ua
 	ua.TransactionLayer().OnRequest(s.onRequest)
+	// After the transaction layer's own handler, on each connection's
+	// reading goroutine: a complete message keeps its connection open.
+	ua.TransportLayer().OnMessage(s.onMessage)
 	return s.self, nil
 }
 
@@ -367,55 +399,4 @@ func lowerTransport(t string) string {
 		return "tls"
 	}
 	return "udp"
-}
-
-// streamListener accepts TCP connections (plain, or under TLS) within
-// the per-source connection limit, and closes connections that stay
-// silent longer than idle, so slow or dead clients cannot hold sockets.
-type streamListener struct {
-	*net.TCPListener
-	idle      time.Duration
-	slots     *guard.Slots
-	log       *slog.Logger
-	transport string
-	open      *atomic.Int64 // connections accepted and not yet closed
-}
-
-func (l *streamListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.TCPListener.Accept()
-		if err != nil {
-			return c, err
-		}
-		src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-		ok, first := l.slots.Take(src)
-		if !ok {
-			if first {
-				l.log.Warn("source at its connection limit", "source", src.String(), "transport", l.transport, "limit", l.slots.Max)
-			}
-			c.Close()
-			continue
-		}
-		l.open.Add(1)
-		return &streamConn{Conn: c, idle: l.idle, give: func() { l.slots.Give(src); l.open.Add(-1) }}, nil
-	}
-}
-
-type streamConn struct {
-	net.Conn
-	idle   time.Duration
-	give   func()
-	closed sync.Once
-}
-
-func (c *streamConn) Read(b []byte) (int, error) {
-	if c.idle > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
-	}
-	return c.Conn.Read(b)
-}
-
-func (c *streamConn) Close() error {
-	c.closed.Do(c.give)
-	return c.Conn.Close()
 }
