@@ -7,6 +7,9 @@
 package config
 
 import (
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -520,6 +523,18 @@ func (c *Config) TrustedSources() []netip.Prefix {
 	return out
 }
 
+// Prefixes parses addresses and CIDRs (validated ones: what does not
+// parse is left out) as prefixes; a host name is left out too.
+func Prefixes(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := parsePrefixOrAddr(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // parsePrefixOrAddr reads a CIDR, or an address as its one-address prefix.
 func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
@@ -534,11 +549,13 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 }
 
 // CheckExposure returns an error when a demo password would be reachable
-// from outside this host.
+// from outside this host: given as password, or as its ha1 or ha1_sha256
+// under this configuration's realm (which is what the demo's password
+// amounts to: the digest is computed from the HA1, never the password).
 func (c *Config) CheckExposure() error {
-	demo := ""
+	demo, how := "", ""
 	for _, u := range c.Users {
-		if DemoPasswords[u.Password] {
+		if how = c.demoSecret(u); how != "" {
 			demo = u.Username
 			break
 		}
@@ -548,10 +565,28 @@ func (c *Config) CheckExposure() error {
 	}
 	for _, l := range c.SIP.Listen {
 		if !l.AddrPort().Addr().IsLoopback() {
-			return fmt.Errorf("%s: user %s has a demo password and listener %s %s is not loopback: "+
+			return fmt.Errorf("%s: user %s has a demo password (%s) and listener %s %s is not loopback: "+
 				"set real passwords (or ha1) for every user, or listen on 127.0.0.1 only",
-				c.Source, demo, l.Transport, l.Address)
+				c.Source, demo, how, l.Transport, l.Address)
 		}
 	}
 	return nil
+}
+
+// demoSecret says how u's secret is a demo password ("password", "ha1",
+// "ha1_sha256"), or "" when it is none.
+func (c *Config) demoSecret(u User) string {
+	for pw := range DemoPasswords {
+		if u.Password == pw {
+			return "password"
+		}
+		a1 := []byte(u.Username + ":" + c.Auth.Realm + ":" + pw)
+		if md := md5.Sum(a1); u.HA1 != "" && strings.EqualFold(u.HA1, hex.EncodeToString(md[:])) {
+			return "ha1"
+		}
+		if sh := sha256.Sum256(a1); u.HA1SHA256 != "" && strings.EqualFold(u.HA1SHA256, hex.EncodeToString(sh[:])) {
+			return "ha1_sha256"
+		}
+	}
+	return ""
 }

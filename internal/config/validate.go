@@ -1,10 +1,16 @@
 package config
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
+	"reflect"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -17,8 +23,14 @@ var (
 // validate checks every value and returns all problems at once.
 func (c *Config) validate(d *document) Errors {
 	var errs Errors
-	bad := func(key, format string, args ...any) {
+	// A value with a control character is reported once, for that.
+	ctl := c.checkControl(func(key, format string, args ...any) {
 		errs = append(errs, d.at(key, format, args...))
+	})
+	bad := func(key, format string, args ...any) {
+		if !ctl[key] {
+			errs = append(errs, d.at(key, format, args...))
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -62,6 +74,9 @@ func (c *Config) validate(d *document) Errors {
 			bad(key+".address", "%s %s is listed twice", l.Transport, l.Address)
 		}
 		seen[k] = true
+		if l.Advertise != "" && !isHostPort(l.Advertise) {
+			bad(key+".advertise", "must be a host name or an IP address, with an optional :port (it goes into Via and Record-Route); got %q", l.Advertise)
+		}
 	}
 	if c.SIP.MaxMessageSize < 1024 || c.SIP.MaxMessageSize > 1<<20 {
 		bad("sip.max_message_size", "must be between 1024 and 1048576 bytes; got %d", c.SIP.MaxMessageSize)
@@ -94,6 +109,9 @@ func (c *Config) validate(d *document) Errors {
 		bad("registrar.max_contacts", "must be at least 1; got %d", r.MaxContacts)
 	}
 
+	if !quotedSafe(c.Auth.Realm) || c.Auth.Realm == "" {
+		bad("auth.realm", "must not be empty or hold a quote or a backslash (it goes into a quoted WWW-Authenticate parameter); got %q", c.Auth.Realm)
+	}
 	if c.Auth.NonceTTL < 1e9 {
 		bad("auth.nonce_ttl", "must be at least 1s; got %s", c.Auth.NonceTTL)
 	}
@@ -155,6 +173,7 @@ func (c *Config) validate(d *document) Errors {
 		}
 	}
 
+	c.validateAdmin(bad)
 	c.validateTrunks(bad)
 	c.validateProvision(bad)
 
@@ -181,7 +200,61 @@ func (c *Config) validate(d *document) Errors {
 			bad(key+".ha1_sha256", "must be 64 hex digits (SHA-256 of username:realm:password)")
 		}
 	}
+	// In file order; problems with keys the file does not set, last.
+	slices.SortStableFunc(errs, func(a, b *Error) int {
+		if (a.Line == 0) != (b.Line == 0) {
+			return cmp.Compare(b.Line, a.Line)
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
 	return errs
+}
+
+// isHostPort reports whether s is host or host:port, the host a name or
+// an IP address (IPv6 in [ ] when a port follows).
+func isHostPort(s string) bool {
+	if isHost(s) {
+		return true
+	}
+	h, p, err := net.SplitHostPort(s)
+	if err != nil || !isHost(h) {
+		return false
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535 && p[0] != '+'
+}
+
+// firstTransport is the transport of t's first peer when it is a valid
+// one, else "".
+func firstTransport(t Trunk) string {
+	if len(t.Peers) == 0 {
+		return ""
+	}
+	switch tr := t.Peers[0].Transport; tr {
+	case "udp", "tcp", "tls":
+		return tr
+	}
+	return ""
+}
+
+// validateAdmin checks the admin listener as the admin server will:
+// off loopback, it needs a token.
+func (c *Config) validateAdmin(bad func(key, format string, args ...any)) {
+	a := c.Admin
+	if a.Listen == "off" {
+		return
+	}
+	host, port, err := net.SplitHostPort(a.Listen)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || host != "" && !isHost(host) {
+		bad("admin.listen", "must be ip:port such as 127.0.0.1:8060, or off; got %q", a.Listen)
+		return
+	}
+	if ip, err := netip.ParseAddr(host); (err != nil || !ip.IsLoopback()) && a.Token == "" {
+		bad("admin.listen", "%s is not a loopback address: set admin.token, or listen on 127.0.0.1", a.Listen)
+	}
+	if strings.ContainsAny(a.Token, " ") {
+		bad("admin.token", "must not hold spaces (it is sent as a bearer token)")
+	}
 }
 
 func isHex(s string, n int) bool {
@@ -198,9 +271,7 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 	names := map[string]bool{}
 	for i, t := range c.Trunks {
 		key := fmt.Sprintf("trunks[%d]", i)
-		if !usernameRE.MatchString(t.Name) {
-			bad(key+".name", "must be 1-64 letters, digits or ._+-; got %q", t.Name)
-		}
+		checkTrunkName(bad, key+".name", t.Name)
 		if names[t.Name] {
 			bad(key+".name", "trunk %q is defined twice", t.Name)
 		}
@@ -212,6 +283,8 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 			pk := fmt.Sprintf("%s.peers[%d]", key, j)
 			if p.Host == "" {
 				bad(pk+".host", "is required")
+			} else if !isHost(p.Host) {
+				bad(pk+".host", "must be a host name or an IP address, nothing else (no port, brackets or spaces); got %q", p.Host)
 			}
 			if p.Port < 1 || p.Port > 65535 {
 				bad(pk+".port", "must be 1-65535; got %d", p.Port)
@@ -222,6 +295,25 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 		}
 		if t.Register && (t.Credentials == nil || t.Credentials.Username == "") {
 			bad(key+".register", "registering needs credentials.username and credentials.password")
+		}
+		if tr := firstTransport(t); t.Register && tr != "" && !slices.ContainsFunc(c.SIP.Listen, func(l Listener) bool { return l.Transport == tr }) {
+			bad(key+".register", "trunk %s registers over %s (its first peer's transport), and there is no %s listener in sip.listen", t.Name, tr, tr)
+		}
+		if cr := t.Credentials; cr != nil {
+			if !quotedSafe(cr.Username) {
+				bad(key+".credentials.username", "must not hold a quote or a backslash (it goes into a quoted Authorization parameter); got %q", cr.Username)
+			}
+			if !quotedSafe(cr.Realm) {
+				bad(key+".credentials.realm", "must not hold a quote or a backslash (it is compared with a quoted realm parameter); got %q", cr.Realm)
+			}
+		}
+		if u := t.CallerID.FromUser; u != "" && !userPartRE.MatchString(u) {
+			bad(key+".caller_id.from_user", "may hold %s only (it becomes the From URI's user part); got %q", userPartChars, u)
+		}
+		if u := t.CallerID.PAI; u != "" {
+			if why := checkURI(u, "sip", "sips", "tel"); why != "" {
+				bad(key+".caller_id.pai", "must be a sip:, sips: or tel: URI such as sip:+4930123456@carrier.example (it goes into P-Asserted-Identity): %s; got %q", why, u)
+			}
 		}
 		if t.RegExpires < 60 {
 			bad(key+".register_expires", "must be at least 60 seconds; got %d", t.RegExpires)
@@ -253,8 +345,13 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 			if n != 1 {
 				bad(dk, "give exactly one of user, uri and trunk")
 			}
-			if did.URI != "" && !strings.HasPrefix(did.URI, "sip:") {
-				bad(dk+".uri", "must be a sip: URI; got %q", did.URI)
+			if did.Number != "" && !userPartRE.MatchString(did.Number) {
+				bad(dk+".number", "may hold %s only (it is a Request-URI's user part); got %q", userPartChars, did.Number)
+			}
+			if did.URI != "" {
+				if why := checkURI(strings.ReplaceAll(did.URI, "{did}", "0"), "sip", "sips"); why != "" {
+					bad(dk+".uri", "must be a sip: or sips: URI such as sip:{did}@10.10.0.21:5060 (it becomes the Request-URI): %s; got %q", why, did.URI)
+				}
 			}
 		}
 	}
@@ -278,6 +375,16 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 		if r.Strip < 0 {
 			bad(key+".strip", "must not be negative")
 		}
+		if r.Prepend != "" && !userPartRE.MatchString(r.Prepend) {
+			bad(key+".prepend", "may hold %s only (it goes into the Request-URI's user part); got %q", userPartChars, r.Prepend)
+		}
+		if r.Replace != "" {
+			if r.Match == "" {
+				bad(key+".replace", "needs match (a regular expression whose groups it uses)")
+			} else if lit := expandRefRE.ReplaceAllString(r.Replace, ""); lit != "" && !userPartRE.MatchString(lit) {
+				bad(key+".replace", "may hold $1, ${name} and %s only (it becomes the Request-URI's user part); got %q", userPartChars, r.Replace)
+			}
+		}
 		if len(r.Trunks) == 0 {
 			bad(key+".trunks", "a rule needs at least one trunk")
 		}
@@ -293,9 +400,8 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 }
 
 var (
-	macRE    = regexp.MustCompile(`^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$`)
-	lvNameRE = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
-	sizeRE   = regexp.MustCompile(`^([0-9]+)\s*([KMGT]?)(i?B)?$`)
+	macRE  = regexp.MustCompile(`^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$`)
+	sizeRE = regexp.MustCompile(`^([0-9]+)\s*([KMGT]?)(i?B)?$`)
 )
 
 // ParseSize reads a size such as 512M, 4G, 4GiB or 1073741824 (bytes);
@@ -329,11 +435,15 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 		if p.Storage.VolumeGroup == "" && c.HasEndpoints() {
 			bad("provision.storage.volume_group", "the lvm backend needs a volume group (or set backend: dir)")
 		}
-		if p.Storage.VolumeGroup != "" && !lvNameRE.MatchString(p.Storage.VolumeGroup) {
-			bad("provision.storage.volume_group", "%q is not a volume group name", p.Storage.VolumeGroup)
+		if vg := p.Storage.VolumeGroup; vg != "" {
+			if why := lvmNameProblem(vg, false); why != "" {
+				bad("provision.storage.volume_group", "%s (a volume group name); got %q", why, vg)
+			}
 		}
-		if p.Storage.ThinPool != "" && !lvNameRE.MatchString(p.Storage.ThinPool) {
-			bad("provision.storage.thin_pool", "%q is not a logical volume name", p.Storage.ThinPool)
+		if tp := p.Storage.ThinPool; tp != "" {
+			if why := lvmNameProblem(tp, true); why != "" {
+				bad("provision.storage.thin_pool", "%s (a logical volume name); got %q", why, tp)
+			}
 		}
 	case "dir":
 		if p.Storage.ThinPool != "" || p.Storage.VolumeGroup != "" {
@@ -389,11 +499,19 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 		if (n.Bridge == "") == (n.Network == "") {
 			bad(key+".network", "give exactly one of bridge and network")
 		}
+		if n.Bridge != "" && !isIfName(n.Bridge) {
+			bad(key+".network.bridge", "must be an interface name: 1-15 letters, digits or _.-, not . or ..; got %q", n.Bridge)
+		}
+		if n.Network != "" && !isIfName(n.Network) {
+			bad(key+".network.network", "must be a libvirt network name of 1-15 letters, digits or _.-, not . or ..; got %q", n.Network)
+		}
 		if n.MAC != "" {
 			if !macRE.MatchString(n.MAC) {
 				bad(key+".network.mac", "must be six hex bytes such as 52:54:00:12:34:56; got %q", n.MAC)
 			} else if o, dup := macs[strings.ToLower(n.MAC)]; dup {
 				bad(key+".network.mac", "%s is also trunk %q's", n.MAC, o)
+			} else {
+				checkMAC(bad, key+".network.mac", n.MAC)
 			}
 			macs[strings.ToLower(n.MAC)] = t.Name
 		}
@@ -426,4 +544,257 @@ func (c *Config) HasEndpoints() bool {
 		}
 	}
 	return false
+}
+
+// Values that reach a SIP header, a file path, a command line or XML are
+// checked here for what each place can carry. The rules are narrow on
+// purpose: a carrier never needs a CR in a caller ID, and a bridge never
+// needs a semicolon in its name.
+
+// secretKeys are the keys whose values an error must not print.
+var secretKeys = map[string]bool{"password": true, "token": true, "ha1": true, "ha1_sha256": true}
+
+// checkControl reports every string value of the configuration that holds
+// a control character (a byte below 0x20, or DEL): none of them has a use
+// for one, and a CR or LF in a value that reaches a SIP header starts a
+// header of the attacker's choosing. It returns the keys it reported, so
+// that the checks of each value's form do not report them again.
+func (c *Config) checkControl(bad func(key, format string, args ...any)) map[string]bool {
+	found := map[string]bool{}
+	var walk func(v reflect.Value, key string)
+	walk = func(v reflect.Value, key string) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if !v.IsNil() {
+				walk(v.Elem(), key)
+			}
+		case reflect.Struct:
+			for i := range v.NumField() {
+				f := v.Type().Field(i)
+				name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				if !f.IsExported() || name == "" || name == "-" {
+					continue
+				}
+				k := name
+				if key != "" {
+					k = key + "." + name
+				}
+				walk(v.Field(i), k)
+			}
+		case reflect.Slice:
+			for i := range v.Len() {
+				walk(v.Index(i), fmt.Sprintf("%s[%d]", key, i))
+			}
+		case reflect.String:
+			s := v.String()
+			i := strings.IndexFunc(s, isControl)
+			if i < 0 {
+				return
+			}
+			found[key] = true
+			if secretKeys[key[strings.LastIndexAny(key, ".]")+1:]] {
+				bad(key, "must not hold control characters: found %s at byte %d (value not shown: it is a secret)", ctlName(s[i]), i)
+				return
+			}
+			bad(key, "must not hold control characters: found %s at byte %d of %q", ctlName(s[i]), i, s)
+		}
+	}
+	walk(reflect.ValueOf(c).Elem(), "")
+	return found
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func ctlName(b byte) string {
+	switch b {
+	case '\r':
+		return "CR"
+	case '\n':
+		return "LF"
+	case '\t':
+		return "TAB"
+	case 0:
+		return "NUL"
+	case 0x7f:
+		return "DEL"
+	}
+	return fmt.Sprintf("byte 0x%02x", b)
+}
+
+// userPartRE is what a number or a SIP URI's user part may hold here:
+// RFC 3261's unreserved and user-unreserved characters and %XX escapes,
+// without ';' and '?', which many parsers take for the start of
+// parameters and headers.
+var userPartRE = regexp.MustCompile(`^([A-Za-z0-9\-_.!~*'()&=+$,/]|%[0-9A-Fa-f]{2})+$`)
+
+const userPartChars = "letters, digits, %XX escapes and -_.!~*'()&=+$,/"
+
+// expandRefRE matches the references regexp.Expand replaces in a
+// dial plan's replace template: $1, ${1}, $name, ${name} and $$.
+var expandRefRE = regexp.MustCompile(`\$(\$|\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)`)
+
+// isHostname reports whether s is a DNS host name (letters, digits and
+// hyphens in dot-separated labels of at most 63 characters).
+func isHostname(s string) bool {
+	if len(s) > 253 || !domainRE.MatchString(s) {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if len(l) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
+// isHost reports whether s is a host name or an IP address literal
+// (IPv6 without brackets and without a zone).
+func isHost(s string) bool {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Zone() == ""
+	}
+	return isHostname(s)
+}
+
+// uriParamRE is a URI's ;name or ;name=value parameters (RFC 3261's
+// paramchar, and the characters of a tel: URI's parameters).
+var uriParamRE = regexp.MustCompile(`^(;[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]+(=[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]+)?)*$`)
+
+// telNumberRE is a tel: URI's number (RFC 3966): a global number with
+// its visual separators, or a local one.
+var telNumberRE = regexp.MustCompile(`^\+?[0-9A-Fa-f*#.()-]+$`)
+
+// checkURI reports what is wrong with u as a URI of one of schemes (sip,
+// sips, tel), or "" when it is fine: a user part of safe characters, a
+// host name or an IP literal, an optional port, and parameters. Nothing
+// else: no headers (?), no spaces, quotes or angle brackets, which would
+// end the header the URI is written into.
+func checkURI(u string, schemes ...string) string {
+	scheme, rest, ok := strings.Cut(u, ":")
+	if !ok || !slices.Contains(schemes, strings.ToLower(scheme)) {
+		return "must start with " + strings.Join(schemes, ": or ") + ":"
+	}
+	if i := strings.IndexAny(rest, " <>\"?\\`{}|^"); i >= 0 {
+		return fmt.Sprintf("must not hold %q: it ends the header the URI is written into or adds headers to it", rest[i])
+	}
+	rest, params, _ := strings.Cut(rest, ";")
+	if params != "" && !uriParamRE.MatchString(";"+params) {
+		return "has a malformed ;parameter"
+	}
+	if strings.EqualFold(scheme, "tel") {
+		if !telNumberRE.MatchString(rest) {
+			return "a tel: URI holds a number (digits, a leading +, and -.() as separators)"
+		}
+		return ""
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		user, pass, _ := strings.Cut(rest[:i], ":")
+		if !userPartRE.MatchString(user) || pass != "" && !userPartRE.MatchString(pass) {
+			return "its user part may hold " + userPartChars + " only"
+		}
+		rest = rest[i+1:]
+	}
+	host, port := rest, ""
+	if strings.HasPrefix(host, "[") {
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "has an unclosed [ in its host"
+		}
+		a, err := netip.ParseAddr(host[1:end])
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return "holds no IPv6 address between [ and ]"
+		}
+		host, port = "", host[end+1:]
+		if port != "" && port[0] != ':' {
+			return "has something after its host that is not :port"
+		}
+	} else {
+		host, port, _ = strings.Cut(host, ":")
+		if port != "" {
+			port = ":" + port
+		}
+		if a, err := netip.ParseAddr(host); err == nil && a.Is6() || !isHost(host) {
+			return "its host must be a host name, an IPv4 address or an IPv6 address in [ ]"
+		}
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port[1:]); err != nil || n < 1 || n > 65535 || port[1] == '+' {
+			return "its port must be 1-65535"
+		}
+	}
+	return ""
+}
+
+// quotedSafe reports whether s may go inside a quoted-string of an
+// Authorization or WWW-Authenticate header: no quote, no backslash.
+func quotedSafe(s string) bool { return !strings.ContainsAny(s, `"\`) }
+
+// ifNameRE is a Linux network interface name (IFNAMSIZ is 16 with the NUL).
+var ifNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
+func isIfName(s string) bool { return ifNameRE.MatchString(s) && s != "." && s != ".." }
+
+// lvmNameRE is a volume group or logical volume name as lvm2 accepts it.
+var lvmNameRE = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$`)
+
+// lvmReserved are what lvm2 keeps for its own hidden volumes: a logical
+// volume's name may not contain them.
+var lvmReserved = []string{"_cdata", "_cmeta", "_corig", "_cpool", "_cvol", "_imeta", "_iorig", "_mimage",
+	"_mlog", "_pmspare", "_rimage", "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig"}
+
+// lvmNameProblem says why s is not a volume group name (lv false) or a
+// logical volume name (lv true), or "".
+func lvmNameProblem(s string, lv bool) string {
+	if !lvmNameRE.MatchString(s) || s == "." || s == ".." {
+		return "must be 1-127 letters, digits or +_.-, not start with -, and not be . or .."
+	}
+	if lv {
+		for _, p := range []string{"snapshot", "pvmove"} {
+			if strings.HasPrefix(s, p) {
+				return fmt.Sprintf("must not start with %q: lvm2 keeps such names", p)
+			}
+		}
+		for _, r := range lvmReserved {
+			if strings.Contains(s, r) {
+				return fmt.Sprintf("must not contain %q: lvm2 keeps such names for its hidden volumes", r)
+			}
+		}
+	}
+	return ""
+}
+
+// trunkNameRE: a trunk's name becomes the guest's and the volume's name
+// (vox-NAME), the firewall's chain and set names and a log prefix, so it
+// is kept to characters all of them take, without the '+' that the
+// firewall would fold into '_' (two trunks on one chain).
+var trunkNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// checkTrunkName reports through bad what makes name unusable.
+func checkTrunkName(bad func(key, format string, args ...any), key, name string) {
+	if !trunkNameRE.MatchString(name) {
+		bad(key, "must be 1-64 letters, digits or _.-, starting with a letter or digit (it names the trunk's guest, volume and firewall chain); got %q", name)
+		return
+	}
+	for _, r := range lvmReserved {
+		if strings.Contains(name, r) {
+			bad(key, "must not contain %q: it names the trunk's logical volume, and lvm2 keeps such names; got %q", r, name)
+			return
+		}
+	}
+}
+
+// checkMAC reports through bad a MAC address that a guest's NIC must not
+// have: a multicast or broadcast one (the low bit of the first octet
+// set), or all zeros.
+func checkMAC(bad func(key, format string, args ...any), key, mac string) {
+	b, err := hex.DecodeString(strings.ReplaceAll(mac, ":", ""))
+	if err != nil || len(b) != 6 {
+		return // the form is checked apart
+	}
+	switch {
+	case b[0]&1 == 1:
+		bad(key, "%s is a multicast or broadcast address (the low bit of the first octet is set): give a unicast one such as 52:54:00:12:34:56", mac)
+	case bytes.Equal(b, make([]byte, 6)):
+		bad(key, "must not be all zeros: give a unicast address such as 52:54:00:12:34:56")
+	}
 }
