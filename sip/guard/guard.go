@@ -33,6 +33,12 @@ type Config struct {
 	Streams int
 }
 
+// DefaultAuthDelay is how late failed logins of a user under attack are
+// answered: a guesser spread over many sources gets a few tries a second
+// per connection at most, while the user, who knows the password, is
+// never delayed.
+const DefaultAuthDelay = 2 * time.Second
+
 // Guard is safe for concurrent use.
 type Guard struct {
 	cfg Config

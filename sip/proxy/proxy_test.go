@@ -279,3 +279,34 @@ func TestSecureRecordRoute(t *testing.T) {
 		t.Fatalf("flow %s parsed as %+v", v, got)
 	}
 }
+
+// TestBranchMaxForwards: every forked branch carries one hop less than
+// the request had (sipgo shares the parsed header between clones: it
+// once went 0, 4294967295, 4294967294 over three branches), capped at 70,
+// and its Via branch carries the request's loop key.
+func TestBranchMaxForwards(t *testing.T) {
+	p := testProxy(t)
+	for _, tc := range []struct{ in, want string }{{"1", "0"}, {"70", "69"}, {"4000000000", "70"}} {
+		raw := strings.Replace(invite("sip:1002@voxvisor.local", "sip:stranger@example.net"), "Max-Forwards: 70", "Max-Forwards: "+tc.in, 1)
+		r, _, err := siptest.Request(raw, "203.0.113.9:5060", "udp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fwd := r.Request.Clone()
+		for i, dest := range []string{"198.51.100.2:4000", "198.51.100.3:4001", "198.51.100.4:4002"} {
+			out, err := p.prepare(r, fwd, target{dest: dest, transport: "udp"}, true, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := out.GetHeader("Max-Forwards").Value(); got != tc.want {
+				t.Fatalf("Max-Forwards %s: branch %d carries %s, want %s", tc.in, i, got, tc.want)
+			}
+			if b, _ := out.Via().Params.Get("branch"); !strings.HasPrefix(b, sip.BranchPrefix+r.LoopKey()+".") {
+				t.Fatalf("branch %s lacks the loop key", b)
+			}
+		}
+		if got := r.Request.GetHeader("Max-Forwards").Value(); got != tc.in {
+			t.Fatalf("the received request's Max-Forwards changed to %s", got)
+		}
+	}
+}

@@ -238,8 +238,11 @@ type ContactPolicy struct {
 	// IsMe reports whether a URI addresses this switch (host and port).
 	IsMe func(siplib.Uri) bool
 	// Refused are networks no contact or registering source may be in:
-	// the trunks' peers and inbound networks.
+	// the trunks' inbound networks.
 	Refused []netip.Prefix
+	// Peers are the trunks' peer addresses: no contact may point at one,
+	// and no REGISTER may come from one.
+	Peers []netip.AddrPort
 	// Allowed, when not empty, are the only networks contacts (given as
 	// addresses; names are then refused) and registering sources may be in.
 	Allowed []netip.Prefix
@@ -271,6 +274,11 @@ func (g *Registrar) contactAllowed(u siplib.Uri, source netip.AddrPort) error {
 	src := source.Addr().Unmap()
 	for _, n := range p.Refused {
 		if (isAddr && n.Contains(host)) || n.Contains(src) {
+			return errors.New("contact or source is in a trunk's inbound networks")
+		}
+	}
+	for _, peer := range p.Peers {
+		if (isAddr && peer == netip.AddrPortFrom(host, uint16(sip.DefaultPort(u)))) || peer == netip.AddrPortFrom(src, source.Port()) {
 			return errors.New("contact or source is a trunk peer")
 		}
 	}

@@ -3,6 +3,7 @@ package registrar
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +220,42 @@ func TestStaleNonce(t *testing.T) {
 	}
 	if !strings.Contains(res.GetHeader("WWW-Authenticate").Value(), "stale=true") {
 		t.Fatalf("expired nonce not flagged stale: %v", res.GetHeaders("WWW-Authenticate"))
+	}
+}
+
+// TestContactPolicy: a registration cannot point the switch at itself (a
+// forking loop), at a carrier (a transit bypass) or, with
+// contact_networks set, anywhere outside them. The REGISTER comes from
+// 192.0.2.7:40000.
+func TestContactPolicy(t *testing.T) {
+	self := sip.NewSelf(realm, []sip.Listener{{Transport: "udp", Bound: netip.MustParseAddrPort("198.51.100.1:5060"), Host: "198.51.100.1", Port: 5060}})
+	carrier := netip.MustParseAddrPort("203.0.113.10:5060")
+	for _, tc := range []struct {
+		name, contact string
+		policy        ContactPolicy
+		want          int
+	}{
+		{"a phone", "sip:1001@10.0.0.5:5062", ContactPolicy{IsMe: self.IsMe}, 200},
+		{"the switch itself", "sip:1001@198.51.100.1:5060;transport=tcp", ContactPolicy{IsMe: self.IsMe}, 403},
+		{"the switch, default port", "sip:1001@198.51.100.1", ContactPolicy{IsMe: self.IsMe}, 403},
+		{"the switch's domain", "sip:1001@voxvisor.local", ContactPolicy{IsMe: self.IsMe}, 403},
+		{"a carrier", "sip:+4930123456@203.0.113.10", ContactPolicy{Peers: []netip.AddrPort{carrier}}, 403},
+		{"a carrier's network", "sip:1001@203.0.113.99", ContactPolicy{Refused: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}, 403},
+		{"inside contact_networks", "sip:1001@10.0.0.5:5062", ContactPolicy{Allowed: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.0/24")}}, 200},
+		{"outside contact_networks", "sip:1001@172.16.0.5", ContactPolicy{Allowed: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.0/24")}}, 403},
+		{"source outside contact_networks", "sip:1001@10.0.0.5:5062", ContactPolicy{Allowed: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, 403},
+		{"a name with contact_networks", "sip:1001@phone.example", ContactPolicy{Allowed: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}, 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, time.Minute)
+			f.g.SetContactPolicy(tc.policy)
+			res := f.register(t, "secret1001", "MD5", "Contact: <"+tc.contact+">")
+			if res.StatusCode != tc.want {
+				t.Fatalf("status %d %s, want %d", res.StatusCode, res.Reason, tc.want)
+			}
+			if n := len(f.store.Lookup("1001@" + realm)); (tc.want == 200) != (n == 1) {
+				t.Fatalf("%d bindings after %d", n, res.StatusCode)
+			}
+		})
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // screen runs on every datagram (and TCP read) before sipgo parses it. A
-// UDP datagram from a blocked source is dropped; one that is too large,
+// UDP datagram (request or response) from a blocked source is dropped; one that is too large,
 // has too many headers or lacks what a request needs is answered 400 when
 // a response can be formed and dropped otherwise; either way it is counted
 // and the listener keeps serving (returning an empty slice, never an
@@ -18,7 +18,9 @@ func (s *Server) screen(p siplib.TransportReadProps, data []byte) ([]byte, error
 	if p.Transport != "UDP" {
 		return data, nil
 	}
-	if s.guard != nil && !bytes.HasPrefix(data, sipVer) {
+	if s.guard != nil {
+		// Responses count too: a source flooding responses is as much a
+		// flood as one sending requests.
 		if ua, ok := p.RemoteAddr.(*net.UDPAddr); ok {
 			src := ua.AddrPort().Addr().Unmap()
 			if ok, blocked := s.guard.Allow(src); !ok {
