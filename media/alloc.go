@@ -8,20 +8,25 @@
 package media
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// ErrPoolExhausted means no free port pair is left: answer 503.
-var ErrPoolExhausted = errors.New("media: relay port pool exhausted")
+// maxTries is how many pairs one Get tries to bind before giving up.
+const maxTries = 16
 
 // Allocator hands out RTP ports: an even port, whose next odd port carries
 // RTCP, chosen at random in [min, max]. A released pair waits in
-// quarantine before reuse, so stale packets of an old call cannot reach a
-// new one. Safe for concurrent use.
+// quarantine before reuse, so stale packets of an old call do not reach a
+// new one; but quarantine only orders the choice: when every other pair
+// is in use, the pair released longest ago is taken early rather than a
+// call refused (latching still keeps a stranger's packets out, and a
+// pool exhausted by quarantine alone would refuse calls with nothing in
+// use). Safe for concurrent use.
 type Allocator struct {
 	min, max   int           // set once; min even
 	quarantine time.Duration // set once
@@ -30,6 +35,8 @@ type Allocator struct {
 	mu       sync.Mutex
 	used     map[int]bool      // guarded by mu
 	released map[int]time.Time // guarded by mu: port -> free again at
+
+	early atomic.Uint64 // pairs taken before their quarantine ended
 }
 
 // NewAllocator returns an allocator over [min, max].
@@ -54,15 +61,38 @@ func (a *Allocator) InUse() int {
 	return len(a.used)
 }
 
+// Quarantined returns the number of released pairs still in quarantine:
+// free, but taken only when no other pair is.
+func (a *Allocator) Quarantined() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.quarantinedLocked(a.now())
+}
+
+func (a *Allocator) quarantinedLocked(now time.Time) int {
+	n := 0
+	for _, until := range a.released {
+		if now.Before(until) {
+			n++
+		}
+	}
+	return n
+}
+
+// EarlyReuses returns how many pairs were taken before their quarantine
+// ended because nothing else was free: a sign the range is too small.
+func (a *Allocator) EarlyReuses() uint64 { return a.early.Load() }
+
 // Get returns a free even port p (p+1 is its RTCP port). try is called to
-// bind it; a port try rejects (taken by another program) is skipped.
+// bind it; a port try rejects (taken by another program) is skipped. The
+// error is a *PoolError (errors.Is ErrPoolExhausted).
 func (a *Allocator) Get(try func(port int) error) (int, error) {
 	pairs := a.Pairs()
 	start := rand.IntN(pairs)
 	a.mu.Lock()
 	now := a.now()
 	var cands []int
-	for i := 0; i < pairs && len(cands) < 16; i++ {
+	for i := 0; i < pairs && len(cands) < maxTries; i++ {
 		p := a.min + 2*((start+i)%pairs)
 		if a.used[p] {
 			continue
@@ -76,27 +106,50 @@ func (a *Allocator) Get(try func(port int) error) (int, error) {
 		a.used[p] = true
 		cands = append(cands, p)
 	}
-	a.mu.Unlock()
+	// Nothing free outside quarantine: the pairs released longest ago.
+	quarantined := map[int]time.Time{}
 	if len(cands) == 0 {
-		return 0, ErrPoolExhausted
+		for p, until := range a.released {
+			if now.Before(until) {
+				cands = append(cands, p)
+			}
+		}
+		slices.SortFunc(cands, func(p, q int) int { return a.released[p].Compare(a.released[q]) })
+		if len(cands) > maxTries {
+			cands = cands[:maxTries]
+		}
+		for _, p := range cands {
+			quarantined[p] = a.released[p]
+			delete(a.released, p)
+			a.used[p] = true
+		}
 	}
+	a.mu.Unlock()
 	got := 0
 	var lastErr error
 	for _, p := range cands {
 		if got == 0 {
-			if err := try(p); err == nil {
+			err := try(p)
+			if err == nil {
 				got = p
+				if _, ok := quarantined[p]; ok {
+					a.early.Add(1)
+				}
 				continue
-			} else {
-				lastErr = err
 			}
+			lastErr = err
 		}
 		a.mu.Lock()
 		delete(a.used, p)
+		if until, ok := quarantined[p]; ok {
+			a.released[p] = until
+		}
 		a.mu.Unlock()
 	}
 	if got == 0 {
-		return 0, fmt.Errorf("%w (last bind error: %v)", ErrPoolExhausted, lastErr)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return 0, &PoolError{Pairs: pairs, InUse: len(a.used), Quarantined: a.quarantinedLocked(a.now()), Bind: lastErr}
 	}
 	return got, nil
 }

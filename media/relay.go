@@ -103,13 +103,16 @@ func (r *Relay) Len() int {
 	return len(r.sessions)
 }
 
-// Open returns the session with id, creating it, and makes sure it has
-// at least n streams. Every new stream gets two legs, each an even/odd
-// port pair. On ErrPoolExhausted nothing new is left allocated.
-func (r *Relay) Open(id string, n int) (*Session, error) {
+// Open returns the session with id, creating it, and gives stream i
+// two legs, each an even/odd port pair, when want[i] is set and it has
+// none yet: only the streams a description accepts (port not 0) take
+// ports. On error (a *PoolError) nothing new is left allocated, and a
+// session just created is gone again.
+func (r *Relay) Open(id string, want []bool) (*Session, error) {
 	r.mu.Lock()
 	s := r.sessions[id]
-	if s == nil {
+	created := s == nil
+	if created {
 		s = &Session{ID: id, relay: r, created: time.Now()}
 		s.lastRTP.Store(time.Now().UnixNano())
 		r.sessions[id] = s
@@ -117,29 +120,50 @@ func (r *Relay) Open(id string, n int) (*Session, error) {
 	r.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.streams) < n {
-		st := &Stream{}
-		for i := range st.Legs {
-			l, err := r.newLeg(s)
-			if err != nil {
-				for _, made := range st.Legs[:i] {
-					made.close()
-				}
-				if len(s.streams) == 0 {
-					r.mu.Lock()
-					delete(r.sessions, id)
-					r.mu.Unlock()
-				}
-				return nil, err
-			}
-			st.Legs[i] = l
+	var made []int
+	for i, w := range want {
+		if !w || (i < len(s.streams) && s.streams[i] != nil) {
+			continue
 		}
-		st.Legs[0].other, st.Legs[1].other = st.Legs[1], st.Legs[0]
-		s.streams = append(s.streams, st)
-		st.Legs[0].start()
-		st.Legs[1].start()
+		st, err := r.newStream(s, i)
+		if err != nil {
+			for _, j := range made {
+				s.streams[j].close()
+				s.streams[j] = nil
+			}
+			if created {
+				r.mu.Lock()
+				delete(r.sessions, id)
+				r.mu.Unlock()
+			}
+			return nil, err
+		}
+		for len(s.streams) <= i {
+			s.streams = append(s.streams, nil)
+		}
+		s.streams[i] = st
+		made = append(made, i)
 	}
 	return s, nil
+}
+
+// newStream opens stream i's two legs and starts them.
+func (r *Relay) newStream(s *Session, i int) (*Stream, error) {
+	st := &Stream{Index: i}
+	for j := range st.Legs {
+		l, err := r.newLeg(s)
+		if err != nil {
+			for _, made := range st.Legs[:j] {
+				made.close()
+			}
+			return nil, err
+		}
+		st.Legs[j] = l
+	}
+	st.Legs[0].other, st.Legs[1].other = st.Legs[1], st.Legs[0]
+	st.Legs[0].start()
+	st.Legs[1].start()
+	return st, nil
 }
 
 func (r *Relay) newLeg(s *Session) (*Leg, error) {
@@ -224,7 +248,7 @@ func (r *Relay) checkTimeouts(now time.Time) {
 	}
 }
 
-// Session is one call's media: one Stream per m-line.
+// Session is one call's media: a Stream per m-line that has ports.
 type Session struct {
 	ID      string
 	relay   *Relay
@@ -234,10 +258,10 @@ type Session struct {
 	timedOut atomic.Bool
 
 	mu      sync.Mutex
-	streams []*Stream // guarded by mu
+	streams []*Stream // guarded by mu; by m-line, nil for a line without ports
 }
 
-// Stream returns stream i, or nil.
+// Stream returns stream i (the i-th m-line), or nil when it has no ports.
 func (s *Session) Stream(i int) *Stream {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,11 +271,34 @@ func (s *Session) Stream(i int) *Stream {
 	return s.streams[i]
 }
 
-// Streams returns the session's streams.
+// Streams returns the session's streams that have ports, in m-line
+// order (Stream.Index is each one's m-line).
 func (s *Session) Streams() []*Stream {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*Stream(nil), s.streams...)
+	out := make([]*Stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		if st != nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Drop closes stream i (an answer rejected it, or a new offer removed
+// it) and returns its two port pairs to the pool. It reports whether the
+// stream had ports.
+func (s *Session) Drop(i int) bool {
+	s.mu.Lock()
+	if i < 0 || i >= len(s.streams) || s.streams[i] == nil {
+		s.mu.Unlock()
+		return false
+	}
+	st := s.streams[i]
+	s.streams[i] = nil
+	s.mu.Unlock()
+	st.close()
+	return true
 }
 
 func (s *Session) held() bool {
@@ -265,15 +312,20 @@ func (s *Session) held() bool {
 
 func (s *Session) close() {
 	for _, st := range s.Streams() {
-		st.Legs[0].close()
-		st.Legs[1].close()
+		st.close()
 	}
 }
 
 // Stream is one m-line: Legs[0] faces the caller (side A), Legs[1] the
 // callee (side B). What one leg receives, the other sends on.
 type Stream struct {
-	Legs [2]*Leg
+	Index int // the m-line, from 0
+	Legs  [2]*Leg
+}
+
+func (st *Stream) close() {
+	st.Legs[0].close()
+	st.Legs[1].close()
 }
 
 // Stats returns both legs' statistics.

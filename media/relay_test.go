@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,8 +17,11 @@ import (
 
 var lo = netip.MustParseAddr("127.0.0.1")
 
-func TestAllocatorEvenRandomQuarantine(t *testing.T) {
-	a, err := NewAllocator(30000, 30009, time.Hour)
+// one opens a single stream.
+var one = []bool{true}
+
+func TestAllocatorEvenRandom(t *testing.T) {
+	a, err := NewAllocator(30000, 30009, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,23 +37,112 @@ func TestAllocatorEvenRandomQuarantine(t *testing.T) {
 		}
 		seen[p] = true
 	}
-	if _, err := a.Get(ok); !errors.Is(err, ErrPoolExhausted) {
-		t.Fatalf("6th pair: %v, want exhausted", err)
+	_, err = a.Get(ok)
+	var pe *PoolError
+	if !errors.Is(err, ErrPoolExhausted) || !errors.As(err, &pe) || pe.InUse != 5 || pe.Pairs != 5 || pe.Quarantined != 0 {
+		t.Fatalf("6th pair: %v, want exhausted with 5 of 5 in use", err)
 	}
-	for p := range seen {
-		a.Put(p)
+}
+
+// TestAllocatorQuarantine: a released pair is not reused while a pair
+// outside quarantine is free; when none is, the pair released longest
+// ago is taken rather than a call refused.
+func TestAllocatorQuarantine(t *testing.T) {
+	a, err := NewAllocator(30000, 30009, time.Hour) // 5 pairs
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := a.Get(ok); !errors.Is(err, ErrPoolExhausted) {
-		t.Fatal("a quarantined pair was reused at once")
-	}
-	now := time.Now().Add(2 * time.Hour)
+	now := time.Now()
 	a.now = func() time.Time { return now }
-	if _, err := a.Get(ok); err != nil {
-		t.Fatalf("after quarantine: %v", err)
+	ok := func(int) error { return nil }
+	var got []int
+	for i := 0; i < 4; i++ {
+		p, err := a.Get(ok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p)
 	}
-	if a.InUse() != 1 {
-		t.Fatalf("in use = %d", a.InUse())
+	a.Put(got[1])
+	now = now.Add(time.Second)
+	a.Put(got[0])
+	if a.InUse() != 2 || a.Quarantined() != 2 {
+		t.Fatalf("in use %d, quarantined %d; want 2 and 2", a.InUse(), a.Quarantined())
 	}
+	fresh, err := a.Get(ok)
+	if err != nil || fresh == got[0] || fresh == got[1] {
+		t.Fatalf("got %d (%v) while a pair outside quarantine was free", fresh, err)
+	}
+	if p, err := a.Get(ok); err != nil || p != got[1] {
+		t.Fatalf("got %d (%v), want %d: the pair released longest ago", p, err, got[1])
+	}
+	if a.EarlyReuses() != 1 || a.Quarantined() != 1 {
+		t.Fatalf("early reuses %d, quarantined %d; want 1 and 1", a.EarlyReuses(), a.Quarantined())
+	}
+	// A quarantined pair that will not bind stays in quarantine.
+	busy := errors.New("address already in use")
+	_, err = a.Get(func(int) error { return busy })
+	var pe *PoolError
+	if !errors.As(err, &pe) || pe.InUse != 4 || pe.Quarantined != 1 || !errors.Is(pe.Bind, busy) {
+		t.Fatalf("bind failure: %v, want 4 in use, 1 in quarantine and the bind error", err)
+	}
+	if !strings.Contains(pe.Reason(), "4 of 5 port pairs in use, 1 in quarantine") {
+		t.Fatalf("reason %q", pe.Reason())
+	}
+	if p, err := a.Get(ok); err != nil || p != got[0] {
+		t.Fatalf("got %d (%v), want %d", p, err, got[0])
+	}
+	// Past quarantine nothing counts as quarantined.
+	a.Put(got[2])
+	now = now.Add(2 * time.Hour)
+	if a.Quarantined() != 0 {
+		t.Fatalf("quarantined %d after the quarantine", a.Quarantined())
+	}
+	if _, err := a.Get(ok); err != nil || a.EarlyReuses() != 2 {
+		t.Fatalf("after quarantine: %v, early reuses %d (want 2)", err, a.EarlyReuses())
+	}
+}
+
+// TestOpenOnlyWantedStreams: a stream offered with port 0 gets no ports,
+// a stream dropped gives its pairs back, and the session says which
+// m-line each stream is.
+func TestOpenOnlyWantedStreams(t *testing.T) {
+	before := runtime.NumGoroutine()
+	r := newRelay(t, Config{}, nil)
+	s, err := r.Open("c", []bool{false, true, false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Allocator().InUse() != 2 || s.Stream(0) != nil || s.Stream(2) != nil || s.Stream(1) == nil {
+		t.Fatalf("in use %d, streams %v", r.Allocator().InUse(), s.Streams())
+	}
+	if ss := s.Streams(); len(ss) != 1 || ss[0].Index != 1 {
+		t.Fatalf("streams %+v, want only m-line 1", ss)
+	}
+	// A new offer adds m-line 0 and keeps m-line 1's ports.
+	leg1 := s.Stream(1).Legs[0].Port()
+	if _, err := r.Open("c", []bool{true, true}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Allocator().InUse() != 4 || s.Stream(1).Legs[0].Port() != leg1 {
+		t.Fatalf("in use %d, want 4 with m-line 1 unchanged", r.Allocator().InUse())
+	}
+	if !s.Drop(1) || s.Drop(1) || s.Drop(7) {
+		t.Fatal("Drop reports wrongly")
+	}
+	if r.Allocator().InUse() != 2 || len(s.Streams()) != 1 || s.Streams()[0].Index != 0 {
+		t.Fatalf("after drop: in use %d, streams %d", r.Allocator().InUse(), len(s.Streams()))
+	}
+	// No stream wanted: a session, no ports.
+	if s, err := r.Open("none", []bool{false, false}); err != nil || len(s.Streams()) != 0 {
+		t.Fatalf("open without streams: %v", err)
+	}
+	r.Release("c")
+	r.Release("none")
+	if r.Allocator().InUse() != 0 || r.Len() != 0 {
+		t.Fatalf("left: %d pairs, %d sessions", r.Allocator().InUse(), r.Len())
+	}
+	waitGoroutines(t, before)
 }
 
 // phone is a UDP RTP/RTCP endpoint on loopback.
@@ -114,7 +207,7 @@ func newRelay(t *testing.T, cfg Config, onTimeout func(string)) *Relay {
 // phone sends its RTP.
 func connected(t *testing.T, r *Relay, id string) (st *Stream, a, b *phone, legA, legB netip.AddrPort) {
 	t.Helper()
-	s, err := r.Open(id, 1)
+	s, err := r.Open(id, one)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +317,7 @@ func TestStrictLatchRejectsStrangers(t *testing.T) {
 
 func TestNATModeLatchesToSource(t *testing.T) {
 	r := newRelay(t, Config{NAT: true}, nil)
-	s, _ := r.Open("nat", 1)
+	s, _ := r.Open("nat", one)
 	defer r.Release("nat")
 	st := s.Stream(0)
 	a, b := newPhone(t, "127.0.0.2"), newPhone(t, "127.0.0.1")
@@ -244,7 +337,7 @@ func TestNATModeLatchesToSource(t *testing.T) {
 
 func TestRTCPMux(t *testing.T) {
 	r := newRelay(t, Config{}, nil)
-	s, _ := r.Open("mux", 1)
+	s, _ := r.Open("mux", one)
 	defer r.Release("mux")
 	st := s.Stream(0)
 	a, b := newPhone(t, "127.0.0.1"), newPhone(t, "127.0.0.1")
@@ -268,7 +361,7 @@ func TestRTCPMux(t *testing.T) {
 func TestMediaTimeout(t *testing.T) {
 	timedOut := make(chan string, 1)
 	r := newRelay(t, Config{Timeout: 100 * time.Millisecond}, func(id string) { timedOut <- id })
-	if _, err := r.Open("quiet", 1); err != nil {
+	if _, err := r.Open("quiet", one); err != nil {
 		t.Fatal(err)
 	}
 	r.checkTimeouts(time.Now().Add(time.Second))
@@ -292,7 +385,7 @@ func TestMediaTimeout(t *testing.T) {
 func TestHoldUsesLongerTimeout(t *testing.T) {
 	timedOut := make(chan string, 1)
 	r := newRelay(t, Config{Timeout: time.Second, HoldTimeout: time.Hour}, func(id string) { timedOut <- id })
-	s, _ := r.Open("held", 1)
+	s, _ := r.Open("held", one)
 	defer r.Release("held")
 	s.Stream(0).Legs[0].SetRemote(netip.MustParseAddrPort("127.0.0.1:4000"), netip.MustParseAddrPort("127.0.0.1:4001"), false, true)
 	r.checkTimeouts(time.Now().Add(time.Minute))
@@ -308,11 +401,20 @@ func TestPoolExhaustion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Open("one", 1); err != nil {
+	if _, err := r.Open("one", one); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Open("two", 1); !errors.Is(err, ErrPoolExhausted) {
+	if _, err := r.Open("two", one); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("second call: %v, want ErrPoolExhausted", err)
+	}
+	// Two streams, one pair left for the second: the first stream's legs
+	// are given back too.
+	r.Release("one")
+	if _, err := r.Open("half", []bool{true, true}); !errors.Is(err, ErrPoolExhausted) || r.Len() != 0 || r.Allocator().InUse() != 0 {
+		t.Fatalf("two streams in a one-stream pool: %v, %d sessions, %d pairs left", err, r.Len(), r.Allocator().InUse())
+	}
+	if _, err := r.Open("one", one); err != nil {
+		t.Fatal(err)
 	}
 	if r.Len() != 1 || r.Allocator().InUse() != 2 {
 		t.Fatalf("failed open left state: sessions %d, pairs %d", r.Len(), r.Allocator().InUse())
@@ -323,7 +425,7 @@ func TestPoolExhaustion(t *testing.T) {
 // BenchmarkForward measures one RTP packet through the relay, A to B.
 func BenchmarkForward(b *testing.B) {
 	r, _ := New(Config{Addr: lo, PortMin: 33000, PortMax: 33999}, logging.Discard(), nil)
-	s, _ := r.Open("bench", 1)
+	s, _ := r.Open("bench", one)
 	defer r.Release("bench")
 	st := s.Stream(0)
 	pa, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

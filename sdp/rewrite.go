@@ -193,22 +193,29 @@ type Origin struct {
 }
 
 // Rewrite points every accepted stream of d at eps[i] (eps has one entry
-// per m-line; rejected streams, port 0, stay rejected), applies policy,
-// and writes o= through origin. It returns the new body.
+// per m-line; rejected streams, port 0, stay rejected, and a stream whose
+// endpoint has no RTP port is rejected: port 0), applies policy, and
+// writes o= through origin. It returns the new body.
 func Rewrite(d *psdp.SessionDescription, eps []Endpoint, policy Policy, origin *Origin) ([]byte, error) {
 	if len(eps) != len(d.MediaDescriptions) {
 		return nil, ErrStreams
 	}
 	var relayAddr netip.Addr
 	for i, m := range d.MediaDescriptions {
+		ep := eps[i]
+		if ep.Addr.IsValid() {
+			relayAddr = ep.Addr
+		}
 		if m.MediaName.Port.Value == 0 {
+			continue
+		}
+		if ep.RTPPort == 0 {
+			m.MediaName.Port = psdp.RangedPort{Value: 0}
 			continue
 		}
 		if err := filterCodecs(m, policy); err != nil {
 			return nil, err
 		}
-		ep := eps[i]
-		relayAddr = ep.Addr
 		held := false
 		ci := m.ConnectionInformation
 		if ci == nil {

@@ -205,3 +205,31 @@ func TestSRTPNeverDowngraded(t *testing.T) {
 		t.Errorf("rejected video stream changed:\n%s", out)
 	}
 }
+
+// TestEndpointWithoutPortRejects: a stream the relay gives no ports (a
+// cap on streams, an offer that rejected it) goes out with port 0, its
+// codecs untouched by policy, and the description still points at the
+// relay.
+func TestEndpointWithoutPortRejects(t *testing.T) {
+	raw, _ := os.ReadFile("testdata/linphone.sdp")
+	d, _ := Parse(raw)
+	eps := endpoints(Streams(d), relay)
+	eps[1] = Endpoint{Addr: relay}
+	out, err := Rewrite(d, eps, Policy{Allow: []string{"PCMA"}}, &Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if !strings.Contains(s, "m=audio 20000 ") || !strings.Contains(s, "m=video 0 ") {
+		t.Fatalf("want audio on the relay and video rejected:\n%s", s)
+	}
+	// All streams without ports: still no address of the caller's.
+	d, _ = Parse(raw)
+	out, err = Rewrite(d, []Endpoint{{Addr: relay}, {Addr: relay}}, Policy{}, &Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(out), " 0 RTP/AVP") != 2 || strings.Contains(string(out), "192.168.1.20") {
+		t.Fatalf("want every stream rejected and no address but the relay's:\n%s", out)
+	}
+}

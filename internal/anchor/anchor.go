@@ -15,12 +15,14 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	siplib "github.com/emiago/sipgo/sip"
 
 	"github.com/voxvisor/voxvisor/media"
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/guard"
 	"github.com/voxvisor/voxvisor/sip/proxy"
 )
 
@@ -39,23 +41,54 @@ type Originator interface {
 	Originate(ctx context.Context, req *siplib.Request, dest, transport string) (int, error)
 }
 
+// DefaultMaxStreams is how many streams with a port one offer may have
+// when Options.MaxStreams is 0.
+const DefaultMaxStreams = 4
+
+// Options configure an anchor.
+type Options struct {
+	Mode   Mode
+	Policy sdp.Policy // the codecs allowed; a trunk's own list replaces it for its calls
+	// MaxStreams is how many streams with a port (m= lines not rejected)
+	// one offer may have: an offer in a request with more is refused with
+	// 488 before any port is taken; in a response (which cannot be
+	// refused) the streams beyond it are rejected (port 0). 0:
+	// DefaultMaxStreams.
+	MaxStreams int
+}
+
 // Anchor implements proxy.Hook. Safe for concurrent use.
 type Anchor struct {
-	relay  *media.Relay // set once
-	policy sdp.Policy
-	mode   Mode
-	log    *slog.Logger
-	orig   Originator // set once, before serving
+	relay      *media.Relay // set once
+	policy     sdp.Policy   // set once
+	mode       Mode         // set once
+	maxStreams int          // set once
+	log        *slog.Logger
+	orig       Originator // set once, before serving
 
-	mu    sync.Mutex
-	calls map[string]*call // guarded by mu; by Call-ID
+	// PerSource, when set before serving, bounds the relay port pairs the
+	// calls of one source (the caller's address) hold at once; a call that
+	// would go over gets 503. Trusted sources are exempt (guard's Streams).
+	PerSource *guard.Slots
+
+	// Counters for metrics: offers refused for more streams than
+	// MaxStreams (488), and for want of relay ports (503).
+	TooManyStreams atomic.Uint64
+	PoolExhausted  atomic.Uint64
+
+	mu        sync.Mutex
+	calls     map[string]*call // guarded by mu; by Call-ID
+	exhausted bool             // guarded by mu; the pool refused the last call (logged once)
 }
 
 var _ proxy.Hook = (*Anchor)(nil)
 
 // New returns an anchor over relay.
-func New(relay *media.Relay, mode Mode, policy sdp.Policy, log *slog.Logger) *Anchor {
-	return &Anchor{relay: relay, mode: mode, policy: policy, log: log, calls: map[string]*call{}}
+func New(relay *media.Relay, opts Options, log *slog.Logger) *Anchor {
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	return &Anchor{relay: relay, mode: opts.Mode, policy: opts.Policy, maxStreams: opts.MaxStreams, log: log, calls: map[string]*call{}}
 }
 
 // SetOriginator sets what sends the BYEs of a media timeout.
@@ -87,9 +120,14 @@ type call struct {
 	origins  [2]sdp.Origin // o= of the SDP delivered to A ([0]) and to B ([1])
 	pending  bool          // an offer awaits its answer
 	offerer  side
-	offered  []sdp.Stream // the pending offer's streams
+	offered  []sdp.Stream // the pending offer's streams (port 0: no relay ports)
+	accepted []bool       // by m-line: the last answer accepted the stream
+	early    bool         // the pending offer has an early (18x) answer
 	parties  [2]party
 	up       bool // a 2xx answered the initial INVITE
+
+	src   netip.Addr // the caller's source address, charged for the ports
+	pairs int        // relay port pairs charged to src (PerSource)
 
 	// The last body processed per side, so a retransmission (or an answer
 	// repeated in 18x and 200) gets the same rewrite and is not taken for
@@ -109,7 +147,7 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 		if r.Method != siplib.INVITE || tag(r.To().Params) != "" {
 			return nil // not a call we anchor
 		}
-		c = &call{id: id, anchored: a.shouldAnchor(r), policy: a.policy}
+		c = &call{id: id, anchored: a.shouldAnchor(r), policy: a.policy, src: r.Source.Addr().Unmap()}
 		if len(r.Codecs) > 0 {
 			c.policy = sdp.Policy{Allow: r.Codecs}
 		}
@@ -129,7 +167,7 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 	if !c.anchored || !isSDP(r.Request) {
 		return nil
 	}
-	body, err := a.handle(c, s, r.Body(), true)
+	body, err := a.handle(c, s, r.Body(), true, true)
 	if err != nil {
 		if len(c.parties[sideB].tag) == 0 && !c.up {
 			a.dropLocked(c)
@@ -164,10 +202,18 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 		}
 		b.addr, b.tp = res.Source(), strings.ToLower(res.Transport())
 	}
-	if !c.anchored || !isSDP(res) || (res.StatusCode >= 300) || res.StatusCode < 180 {
+	if !c.anchored || (res.StatusCode >= 300) || res.StatusCode < 180 {
 		return nil
 	}
-	body, err := a.handle(c, s, res.Body(), res.StatusCode >= 200)
+	if !isSDP(res) {
+		if r.Method == siplib.INVITE && res.StatusCode < 300 && res.StatusCode >= 200 && c.pending && c.early && c.offerer != s {
+			// The answer came early (a reliable 18x); the 2xx makes it final.
+			c.pending = false
+			a.settle(c)
+		}
+		return nil
+	}
+	body, err := a.handle(c, s, res.Body(), res.StatusCode >= 200, false)
 	if err != nil {
 		return err
 	}
@@ -191,13 +237,19 @@ func (a *Anchor) Done(r *sip.Request, status int) {
 	case r.Method == siplib.INVITE && status >= 300 && !c.up:
 		a.dropLocked(c)
 	case r.Method == siplib.INVITE && status >= 300 && c.pending:
-		c.pending = false // a failed re-INVITE: the old session stands
+		// A failed re-INVITE: the old session stands, and streams its offer
+		// added give their ports back.
+		c.pending = false
+		if c.anchored {
+			a.settle(c)
+		}
 	}
 }
 
 func (a *Anchor) dropLocked(c *call) {
 	delete(a.calls, c.id)
 	a.relay.Release(c.id)
+	a.give(c, c.pairs)
 }
 
 // Release forgets call id and frees its media (admin hang-up, shutdown).
@@ -218,11 +270,18 @@ func (a *Anchor) Calls() int {
 
 // handle processes one SDP body from side s: an offer when none is
 // pending, else the answer to the pending one. It returns the body to
-// deliver to the other side.
-func (a *Anchor) handle(c *call, s side, raw []byte, final bool) ([]byte, error) {
+// deliver to the other side. final says an answer is final (a 2xx, an
+// ACK) rather than early; inRequest that an offer can be refused.
+//
+// Only streams both sides accept hold relay ports: an offer's streams
+// with port 0 get none, and when a final answer arrives the streams it
+// rejected (or the offer removed) give theirs back.
+func (a *Anchor) handle(c *call, s side, raw []byte, final, inRequest bool) ([]byte, error) {
+	answer := c.pending && c.offerer != s
 	if c.lastIn[s] == string(raw) && c.lastOut[s] != nil {
-		if final && c.pending && c.offerer != s {
+		if final && answer {
 			c.pending = false
+			a.settle(c)
 		}
 		return c.lastOut[s], nil
 	}
@@ -231,22 +290,52 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final bool) ([]byte, error)
 		return nil, &sip.StatusError{Code: 400, Reason: "Bad SDP", Err: err}
 	}
 	streams := sdp.Streams(d)
-	sess, err := a.relay.Open(c.id, len(streams))
-	if err != nil {
-		if errors.Is(err, media.ErrPoolExhausted) {
-			return nil, &sip.StatusError{Code: 503, Reason: "Media Ports Exhausted", Err: err,
-				Headers: []siplib.Header{siplib.NewHeader("Retry-After", "5")}}
+	want := make([]bool, len(streams))
+	if answer {
+		for i, st := range streams {
+			want[i] = st.Port != 0 && i < len(c.offered) && c.offered[i].Port != 0
 		}
-		return nil, &sip.StatusError{Code: 500, Reason: "Media Relay Failed", Err: err}
+	} else {
+		n := 0
+		for _, st := range streams {
+			if st.Port != 0 {
+				n++
+			}
+		}
+		if n > a.maxStreams && inRequest {
+			a.TooManyStreams.Add(1)
+			return nil, &sip.StatusError{Code: 488, Reason: "Not Acceptable Here",
+				Err: fmt.Errorf("%d media streams offered, media.max_streams is %d", n, a.maxStreams),
+				Headers: []siplib.Header{siplib.NewHeader("Warning",
+					fmt.Sprintf(`399 voxvisor "too many media streams: %d offered, at most %d"`, n, a.maxStreams))}}
+		}
+		n = 0
+		for i, st := range streams {
+			if st.Port == 0 {
+				continue
+			}
+			if n++; n > a.maxStreams {
+				streams[i].Port = 0 // rejected here: the answer cannot use it
+				continue
+			}
+			want[i] = true
+		}
 	}
-	answer := c.pending && c.offerer != s
+	sess, fresh, err := a.open(c, want)
+	if err != nil {
+		return nil, err
+	}
 	other := 1 - s
 	eps := make([]sdp.Endpoint, len(streams))
 	for i, st := range streams {
+		eps[i] = sdp.Endpoint{Addr: a.relay.Addr()} // no port: rejected
 		stream := sess.Stream(i)
+		if !want[i] || stream == nil {
+			continue
+		}
 		mine, theirs := stream.Legs[s], stream.Legs[other]
 		mux := st.Mux
-		if answer && i < len(c.offered) {
+		if answer {
 			// The offerer muxes only if the answer accepted it.
 			o := c.offered[i]
 			offLeg := stream.Legs[c.offerer]
@@ -261,23 +350,125 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final bool) ([]byte, error)
 			eps[i].RTCPPort = p
 		}
 	}
+	body, err := sdp.Rewrite(d, eps, c.policy, &c.origins[other])
+	if err != nil {
+		for _, i := range fresh {
+			if sess.Drop(i) {
+				a.give(c, 2)
+			}
+		}
+		if errors.Is(err, sdp.ErrNoCodec) {
+			return nil, &sip.StatusError{Code: 488, Reason: "Not Acceptable Here", Err: err,
+				Headers: []siplib.Header{siplib.NewHeader("Warning", `304 voxvisor "no allowed codec"`)}}
+		}
+		return nil, &sip.StatusError{Code: 500, Reason: "SDP Rewrite Failed", Err: err}
+	}
 	if answer {
+		c.accepted, c.early = want, !final
 		if final {
 			c.pending = false
+			a.settle(c)
 		}
 	} else {
-		c.pending, c.offerer, c.offered = true, s, streams
-	}
-	body, err := sdp.Rewrite(d, eps, c.policy, &c.origins[other])
-	if errors.Is(err, sdp.ErrNoCodec) {
-		return nil, &sip.StatusError{Code: 488, Reason: "Not Acceptable Here", Err: err,
-			Headers: []siplib.Header{siplib.NewHeader("Warning", `304 voxvisor "no allowed codec"`)}}
-	}
-	if err != nil {
-		return nil, &sip.StatusError{Code: 500, Reason: "SDP Rewrite Failed", Err: err}
+		c.pending, c.offerer, c.offered, c.early = true, s, streams, false
 	}
 	c.lastIn[s], c.lastOut[s] = string(raw), body
 	return body, nil
+}
+
+// open gives the call's streams in want relay ports, charging the new
+// pairs to the caller's source first. fresh are the streams that got
+// ports now.
+func (a *Anchor) open(c *call, want []bool) (sess *media.Session, fresh []int, err error) {
+	old := a.relay.Get(c.id)
+	for i, w := range want {
+		if w && (old == nil || old.Stream(i) == nil) {
+			fresh = append(fresh, i)
+		}
+	}
+	if err := a.take(c, 2*len(fresh)); err != nil {
+		return nil, nil, err
+	}
+	sess, err = a.relay.Open(c.id, want)
+	if err != nil {
+		a.give(c, 2*len(fresh))
+		if errors.Is(err, media.ErrPoolExhausted) {
+			a.PoolExhausted.Add(1)
+			reason := err.Error()
+			var pe *media.PoolError
+			if errors.As(err, &pe) {
+				reason = pe.Reason()
+			}
+			if !a.exhausted {
+				a.exhausted = true
+				a.log.Warn("media port pool exhausted: calls get 503 until ports are free", "call", c.id, "why", reason)
+			}
+			return nil, nil, &sip.StatusError{Code: 503, Reason: "Media Ports Exhausted", Err: err,
+				Headers: []siplib.Header{siplib.NewHeader("Retry-After", "5"),
+					siplib.NewHeader("Warning", `399 voxvisor "media ports exhausted: `+quotable(reason)+`"`)}}
+		}
+		return nil, nil, &sip.StatusError{Code: 500, Reason: "Media Relay Failed", Err: err}
+	}
+	if a.exhausted && len(fresh) > 0 {
+		a.exhausted = false
+		a.log.Info("media port pool has room again", "call", c.id)
+	}
+	return sess, fresh, nil
+}
+
+// take charges n port pairs to the call's source.
+func (a *Anchor) take(c *call, n int) error {
+	if n == 0 {
+		return nil
+	}
+	if ok, first := a.PerSource.TakeN(c.src, n); !ok {
+		if first {
+			a.log.Warn("source at its limit of media streams: its calls get 503 until some end",
+				"source", c.src.String(), "limit_pairs", a.PerSource.Max, "held_pairs", a.PerSource.Held(c.src), "call", c.id)
+		}
+		return &sip.StatusError{Code: 503, Reason: "Too Many Media Streams",
+			Err: fmt.Errorf("source %s holds %d relay port pairs, limits.streams is %d", c.src, a.PerSource.Held(c.src), a.PerSource.Max),
+			Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10"),
+				siplib.NewHeader("Warning", `399 voxvisor "too many media streams from this source"`)}}
+	}
+	c.pairs += n
+	return nil
+}
+
+// give returns n of the call's port pairs to its source.
+func (a *Anchor) give(c *call, n int) {
+	if n <= 0 {
+		return
+	}
+	a.PerSource.GiveN(c.src, n)
+	c.pairs -= n
+}
+
+// settle releases, once an answer is final, the ports of every stream the
+// answer did not accept: rejected by it, or removed by the offer.
+func (a *Anchor) settle(c *call) {
+	sess := a.relay.Get(c.id)
+	if sess == nil {
+		return
+	}
+	for _, st := range sess.Streams() {
+		if st.Index < len(c.accepted) && c.accepted[st.Index] {
+			continue
+		}
+		if sess.Drop(st.Index) {
+			a.give(c, 2)
+		}
+	}
+}
+
+// quotable makes s fit in a Warning header's quoted text.
+func quotable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < ' ' || r == 0x7f {
+			return '\''
+		}
+		return r
+	}, s)
 }
 
 func rtcpAddr(s sdp.Stream, mux bool) netip.AddrPort {

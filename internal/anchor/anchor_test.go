@@ -21,7 +21,7 @@ func newAnchor(t *testing.T, mode Mode, policy sdp.Policy) *Anchor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(r, mode, policy, logging.Discard())
+	return New(r, Options{Mode: mode, Policy: policy}, logging.Discard())
 }
 
 func body(ip string, port int, extra ...string) string {

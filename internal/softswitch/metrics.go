@@ -43,9 +43,9 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	counter("flood_blocks_total", "Sources blocked for flooding.", func() float64 { return float64(sw.Guard.Blocks.Load()) })
 	counter("flood_dropped_total", "Requests dropped from blocked sources.", func() float64 { return float64(sw.Guard.Dropped.Load()) })
 	counter("auth_lockouts_total", "Users or sources locked out after failed logins.", func() float64 { return float64(sw.Guard.Lockouts.Load()) })
-	for name, slots := range map[string]*guard.Slots{"connections": sw.Guard.Conns, "transactions": sw.Guard.Txs, "dialogs": sw.Guard.Dialogs} {
+	for name, slots := range map[string]*guard.Slots{"connections": sw.Guard.Conns, "transactions": sw.Guard.Txs, "dialogs": sw.Guard.Dialogs, "streams": sw.Guard.Streams} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "source_limit_refused_total",
-			Help: "Connections, requests or calls refused because their source was at its limit (limits.*).", ConstLabels: prometheus.Labels{"limit": name}},
+			Help: "Connections, requests, calls or media streams refused because their source was at its limit (limits.*).", ConstLabels: prometheus.Labels{"limit": name}},
 			func() float64 { return float64(slots.Refused.Load()) }))
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "source_limit_blocks_total",
 			Help: "Times a source reached a per-source limit (each logged once).", ConstLabels: prometheus.Labels{"limit": name}},
@@ -54,6 +54,15 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	gauge("relay_sessions", "Anchored calls with relay ports.", func() float64 { return float64(sw.Relay.Len()) })
 	gauge("relay_port_pairs_in_use", "RTP/RTCP port pairs allocated.", func() float64 { return float64(sw.Relay.Allocator().InUse()) })
 	gauge("relay_port_pairs", "RTP/RTCP port pairs in the range.", func() float64 { return float64(sw.Relay.Allocator().Pairs()) })
+	gauge("relay_port_pairs_quarantined", "RTP/RTCP port pairs released moments ago, reused only when no other pair is free.",
+		func() float64 { return float64(sw.Relay.Allocator().Quarantined()) })
+	counter("relay_port_pairs_reused_early_total", "Port pairs taken before their quarantine ended because no other pair was free (the range is small for the load).",
+		func() float64 { return float64(sw.Relay.Allocator().EarlyReuses()) })
+	for reason, n := range map[string]*atomic.Uint64{"max_streams": &sw.Anchor.TooManyStreams, "pool_exhausted": &sw.Anchor.PoolExhausted} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "media_offers_refused_total",
+			Help: "Offers refused: more streams than media.max_streams (488), or no relay ports left (503).", ConstLabels: prometheus.Labels{"reason": reason}},
+			func() float64 { return float64(n.Load()) }))
+	}
 	relay := func(f func(s media.LegStats) float64) func() float64 {
 		return func() float64 {
 			total := 0.0

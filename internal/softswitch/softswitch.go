@@ -116,15 +116,16 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		return nil, err
 	}
 	calls = gateway.NewCalls(gw, cdr, mediaStats(relay), log)
-	an = anchor.New(relay, anchor.Mode(cfg.Media.Anchor), sdp.Policy{Allow: cfg.Media.Codecs}, log)
+	an = anchor.New(relay, anchor.Options{Mode: anchor.Mode(cfg.Media.Anchor), Policy: sdp.Policy{Allow: cfg.Media.Codecs}, MaxStreams: cfg.Media.MaxStreams}, log)
 	srv := server.New(cfg.SIP, log)
 	g := guard.New(guard.Config{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, Block: cfg.Limits.Block,
 		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout,
-		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs})
+		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs, Streams: cfg.Limits.Streams})
 	g.SetTrusted(cfg.TrustedSources())
 	srv.SetGuard(g)
 	a.SetGuard(g)
 	calls.PerSource = g.Dialogs
+	an.PerSource = g.Streams
 	self, err := srv.Listen()
 	if err != nil {
 		store.Close()
