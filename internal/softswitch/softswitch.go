@@ -119,7 +119,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	an = anchor.New(relay, anchor.Options{Mode: anchor.Mode(cfg.Media.Anchor), Policy: sdp.Policy{Allow: cfg.Media.Codecs}, MaxStreams: cfg.Media.MaxStreams}, log)
 	srv := server.New(cfg.SIP, log)
 	g := guard.New(guard.Config{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, Block: cfg.Limits.Block,
-		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout,
+		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout, AuthDelay: guard.DefaultAuthDelay,
 		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs, Streams: cfg.Limits.Streams})
 	g.SetTrusted(cfg.TrustedSources())
 	srv.SetGuard(g)
@@ -135,6 +135,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
 		Gateway: gw, Calls: calls, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
+	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
 	secret, err := nodeSecret(filepath.Join(cfg.DataDir, "node.key"))
 	if err != nil {
 		srv.Close()
@@ -259,6 +260,7 @@ func (sw *Switch) Serve(ctx context.Context) error {
 				return
 			case <-t.C:
 				sw.Guard.Sweep()
+				sw.Auth.Sweep()
 			}
 		}
 	}()
@@ -376,6 +378,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	sw.Calls.SetGateway(gw)
 	sw.gw.Store(gw)
 	sw.Guard.SetTrusted(cfg.TrustedSources())
+	sw.Registrar.SetContactPolicy(contactPolicy(cfg, sw.Self))
 	// Registrations follow in the background: an unregistration takes a
 	// round trip to the carrier.
 	go sw.Registrations.Update(gw)
@@ -420,4 +423,20 @@ func mediaStats(relay *media.Relay) func(string) []gateway.Stream {
 		}
 		return out
 	}
+}
+
+// contactPolicy is where cfg lets registered contacts point: never at the
+// switch itself or at a trunk's peers and inbound networks, and only
+// into registrar.contact_networks when that is set.
+func contactPolicy(cfg *config.Config, self *sip.Self) registrar.ContactPolicy {
+	p := registrar.ContactPolicy{IsMe: self.IsMe, Allowed: config.Prefixes(cfg.Registrar.ContactNetworks)}
+	for _, t := range cfg.Trunks {
+		p.Refused = append(p.Refused, config.Prefixes(t.Inbound.CIDRs)...)
+		for _, peer := range t.Peers {
+			if a, err := netip.ParseAddr(peer.Host); err == nil {
+				p.Peers = append(p.Peers, netip.AddrPortFrom(a.Unmap(), uint16(peer.Port)))
+			}
+		}
+	}
+	return p
 }
