@@ -25,8 +25,10 @@ const (
 )
 
 // fdReserve is how many file descriptors the connection cap leaves for
-// everything else (listeners, the store, logs, a burst of media sockets)
-// under the process's open-file limit. One more is kept per listener.
+// everything else (standard streams, the store, the CDR file, the poller,
+// a few media sockets) under the process's open-file limit. One more is
+// kept per listener. The media relay's sockets (two per port pair) are not
+// counted: size RLIMIT_NOFILE for them.
 const fdReserve = 64
 
 // streamListener accepts TCP connections (plain, or under TLS when tls is
@@ -159,7 +161,9 @@ func temporaryAccept(err error) bool {
 }
 
 // connKey names an accepted connection the way sipgo names the source of
-// the messages read from it.
+// the messages read from it. Two listeners of one transport could see the
+// same remote address at once; the later connection then takes the index
+// entry, and the earlier one is kept open by keep-alives only.
 type connKey struct{ transport, addr string }
 
 // streams are the connections accepted on all stream listeners: their
