@@ -1,7 +1,10 @@
 // Package admin is voxvisor's operations listener: Prometheus metrics at
 // /metrics and a small JSON API under /api/v1 (registrations, calls,
 // trunks; unregister a contact, hang up a call) that `voxvisor ctl` uses.
-// It answers only on loopback unless a token is configured.
+// It answers only on loopback unless a token is configured; without a
+// token it also refuses requests addressed to any name but localhost or a
+// loopback address (DNS rebinding), and it refuses a browser's
+// cross-origin POST or DELETE (CSRF) in any case.
 package admin
 
 import (
@@ -13,7 +16,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,14 +57,28 @@ type Binding struct {
 	UserAgent string `json:"user_agent,omitempty"`
 }
 
+// The admin listener's timeouts bound a connection's life, so that
+// neither a slow client nor an idle keep-alive connection holds one for
+// ever.
+const (
+	ReadHeaderTimeout = 10 * time.Second // the request line and headers
+	ReadTimeout       = 30 * time.Second // the whole request
+	WriteTimeout      = 30 * time.Second // the response
+	IdleTimeout       = 60 * time.Second // a keep-alive connection between requests
+)
+
+type timeouts struct{ readHeader, read, write, idle time.Duration }
+
 // Server serves metrics and the API.
 type Server struct {
-	addr    string
-	token   string
-	backend Backend
-	reg     *prometheus.Registry
-	log     *slog.Logger
-	ln      net.Listener // set by Listen
+	addr     string
+	token    string
+	backend  Backend
+	reg      *prometheus.Registry
+	log      *slog.Logger
+	timeouts timeouts // the constants above; shorter in tests
+	csrf     *http.CrossOriginProtection
+	ln       net.Listener // set by Listen
 }
 
 // New returns an admin server on addr. A non-loopback addr needs a token.
@@ -71,7 +90,8 @@ func New(addr, token string, b Backend, reg *prometheus.Registry, log *slog.Logg
 	if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && token == "" {
 		return nil, fmt.Errorf("admin listen %s is not loopback: set admin.token, or listen on 127.0.0.1", addr)
 	}
-	return &Server{addr: addr, token: token, backend: b, reg: reg, log: log}, nil
+	return &Server{addr: addr, token: token, backend: b, reg: reg, log: log,
+		timeouts: timeouts{ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout}, csrf: http.NewCrossOriginProtection()}, nil
 }
 
 // Listen binds the listener; Addr is valid after it.
@@ -89,7 +109,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve serves until ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	t := s.timeouts
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read,
+		WriteTimeout: t.write, IdleTimeout: t.idle}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -116,7 +138,12 @@ func (s *Server) Handler() http.Handler {
 }
 
 // auth admits loopback callers, and anyone with the bearer token when a
-// token is configured.
+// token is configured. Without a token, loopback is not enough: a page in
+// the operator's browser can reach loopback too, through a name of the
+// attacker's that resolves to 127.0.0.1 (DNS rebinding), so the request
+// must be addressed to localhost or a loopback address. And no
+// state-changing request from another origin (a page's form or fetch:
+// CSRF) is obeyed, token or not.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != "" {
@@ -128,9 +155,33 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err != nil || !net.ParseIP(host).IsLoopback() {
 			http.Error(w, "the admin API answers only on loopback without a token", http.StatusForbidden)
 			return
+		} else if !loopbackHost(r.Host) {
+			http.Error(w, fmt.Sprintf("the admin API without a token answers only requests addressed to localhost or a loopback address, not %q: "+
+				"use http://127.0.0.1:PORT, or set admin.token to reach it by another name", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
+		if err := s.csrf.Check(r); err != nil {
+			http.Error(w, fmt.Sprintf("refused a cross-origin %s from a browser (Origin %q, Sec-Fetch-Site %q): the admin API takes changes from voxvisor ctl, curl and the like only",
+				r.Method, r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")), http.StatusForbidden)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// loopbackHost reports whether a Host header names this host by loopback:
+// localhost or a loopback address, with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback() && ip.Zone() == ""
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
