@@ -63,6 +63,13 @@ func (d *Dir) Create(ctx context.Context, name string, size int64, image string)
 	if _, err := os.Stat(p); err == nil {
 		return nil, fmt.Errorf("image %s %w", p, ErrNotOurs)
 	}
+	var format string
+	if image != "" {
+		var err error
+		if format, err = checkImage(ctx, d.Run, image, size); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.WriteFile(d.mark(name), []byte(name+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("image directory: %w", err)
 	}
@@ -72,7 +79,7 @@ func (d *Dir) Create(ctx context.Context, name string, size int64, image string)
 		return nil, err
 	}
 	if image != "" {
-		if err := cloneImage(ctx, d.Run, image, p, size, false); err != nil {
+		if err := cloneImage(ctx, d.Run, image, format, p, false); err != nil {
 			return undo(err)
 		}
 	}

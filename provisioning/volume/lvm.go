@@ -95,6 +95,13 @@ func (l *LVM) List(ctx context.Context) ([]State, error) {
 }
 
 func (l *LVM) Create(ctx context.Context, name string, size int64, image string) (*State, error) {
+	var format string
+	if image != "" {
+		var err error
+		if format, err = checkImage(ctx, l.Run, image, size); err != nil {
+			return nil, err
+		}
+	}
 	args := []string{"--yes", "-n", name, "--addtag", Mark}
 	if l.ThinPool != "" {
 		args = append(args, "-V", sizeArg(size), "--thinpool", l.ThinPool, l.VG)
@@ -105,7 +112,7 @@ func (l *LVM) Create(ctx context.Context, name string, size int64, image string)
 		return nil, err
 	}
 	if image != "" {
-		if err := cloneImage(ctx, l.Run, image, l.Path(name), size, true); err != nil {
+		if err := cloneImage(ctx, l.Run, image, format, l.Path(name), true); err != nil {
 			if rerr := l.Remove(ctx, name); rerr != nil {
 				err = fmt.Errorf("%w; and removing the new volume failed: %v", err, rerr)
 			}

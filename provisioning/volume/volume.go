@@ -1,10 +1,13 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -16,6 +19,16 @@ const Mark = "voxvisor"
 // ErrNotOurs is returned for a volume of the right name that lacks
 // voxvisor's mark: it is left alone.
 var ErrNotOurs = errors.New("exists but was not created by voxvisor (no voxvisor mark); rename or remove it by hand")
+
+// ErrImageRefers is returned for a base image that names another file
+// whose content qemu-img would read while cloning it: a backing file, a
+// qcow2 external data file, a vmdk extent elsewhere. Whoever wrote the
+// image could otherwise have any file of this host copied into a guest.
+var ErrImageRefers = errors.New("refers to another file whose content cloning would copy into the guest's disk")
+
+// imageFormats are the base image formats cloned; others may name files
+// of their own (parallels descriptors, quorum) and are refused.
+var imageFormats = []string{"raw", "qcow2", "qed", "vmdk", "vdi", "vhdx", "vpc"}
 
 // State is a volume as it is.
 type State struct {
@@ -40,7 +53,9 @@ type Store interface {
 	// List returns voxvisor's volumes.
 	List(ctx context.Context) ([]State, error)
 	// Create makes a volume of size bytes, cloning image onto it when
-	// image is not empty.
+	// image is not empty. An image that names other files (a backing
+	// file: ErrImageRefers) or is larger than size is refused before
+	// anything is made.
 	Create(ctx context.Context, name string, size int64, image string) (*State, error)
 	// Grow enlarges a volume; the caller tells a running guest.
 	Grow(ctx context.Context, name string, size int64) error
@@ -51,30 +66,75 @@ type Store interface {
 	Remove(ctx context.Context, name string) error
 }
 
-// cloneImage copies image (any format qemu-img reads) onto dst as raw,
-// after checking it fits in size bytes. existing says dst is a block
-// device or file that must not be recreated.
-func cloneImage(ctx context.Context, r Runner, image, dst string, size int64, existing bool) error {
+// checkImage reads image (any format qemu-img reads) with qemu-img info
+// and returns its format, after checking that it fits in size bytes and
+// that cloning it reads no other file. It runs before anything is made.
+func checkImage(ctx context.Context, r Runner, image string, size int64) (string, error) {
 	out, err := r.Run(ctx, "qemu-img", "info", "--output=json", image)
 	if err != nil {
-		return fmt.Errorf("base image: %w", err)
+		return "", fmt.Errorf("base image: %w", err)
 	}
-	var info struct {
-		VirtualSize int64  `json:"virtual-size"`
-		Format      string `json:"format"`
-	}
+	var info imageInfo
 	if err := json.Unmarshal(out, &info); err != nil {
-		return fmt.Errorf("base image %s: qemu-img info: %w", image, err)
+		return "", fmt.Errorf("base image %s: qemu-img info: %w", image, err)
+	}
+	if err := info.selfContained(image); err != nil {
+		return "", err
 	}
 	if info.VirtualSize > size {
-		return fmt.Errorf("base image %s is %d bytes, more than the volume's %d: raise endpoint.disk.size", image, info.VirtualSize, size)
+		return "", fmt.Errorf("base image %s is %d bytes, more than the volume's %d: raise endpoint.disk.size", image, info.VirtualSize, size)
 	}
-	args := []string{"convert", "-f", info.Format, "-O", "raw"}
+	return info.Format, nil
+}
+
+// cloneImage copies image, in format (from checkImage), onto dst as raw.
+// existing says dst is a block device or file that must not be recreated.
+func cloneImage(ctx context.Context, r Runner, image, format, dst string, existing bool) error {
+	args := []string{"convert", "-f", format, "-O", "raw"}
 	if existing {
 		args = append(args, "-n")
 	}
 	if _, err := r.Run(ctx, "qemu-img", append(args, image, dst)...); err != nil {
 		return fmt.Errorf("clone base image: %w", err)
+	}
+	return nil
+}
+
+// imageInfo is what qemu-img info --output=json says of an image (it does
+// not open backing files without --backing-chain).
+type imageInfo struct {
+	VirtualSize     int64  `json:"virtual-size"`
+	Format          string `json:"format"`
+	BackingFilename string `json:"backing-filename"`
+	FullBacking     string `json:"full-backing-filename"`
+	Specific        struct {
+		Type string `json:"type"`
+		Data struct {
+			DataFile string `json:"data-file"` // qcow2
+			Extents  []struct {
+				Filename string `json:"filename"`
+			} `json:"extents"` // vmdk
+		} `json:"data"`
+	} `json:"format-specific"`
+}
+
+// selfContained refuses an image whose clone would read another file.
+func (info *imageInfo) selfContained(image string) error {
+	fix := "flatten it into a self-contained image first (qemu-img convert -O qcow2 " + image + " NEW.qcow2) and set endpoint.disk.image to that"
+	if b := cmp.Or(info.FullBacking, info.BackingFilename); b != "" {
+		return fmt.Errorf("base image %s has the backing file %s: it %w; %s", image, b, ErrImageRefers, fix)
+	}
+	if f := info.Specific.Data.DataFile; f != "" {
+		return fmt.Errorf("base image %s has the external data file %s: it %w; %s", image, f, ErrImageRefers, fix)
+	}
+	for _, e := range info.Specific.Data.Extents {
+		if filepath.Clean(e.Filename) != filepath.Clean(image) {
+			return fmt.Errorf("base image %s has its data in the extent %s: it %w; %s", image, e.Filename, ErrImageRefers, fix)
+		}
+	}
+	if !slices.Contains(imageFormats, info.Format) {
+		return fmt.Errorf("base image %s is in the %s format, which voxvisor does not clone (it may name other files): convert it with qemu-img convert -O qcow2 %s NEW.qcow2 and set endpoint.disk.image to that",
+			image, info.Format, image)
 	}
 	return nil
 }

@@ -1,9 +1,11 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -89,6 +91,18 @@ func TestLVM(t *testing.T) {
 	if s, err := l.Get(ctx, "vox-a"); s != nil || err != nil {
 		t.Fatalf("after Remove: %+v, %v", s, err)
 	}
+	// A base image with a backing file is refused before lvcreate: no
+	// volume is made, and the error names both files.
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		over, backing := backedImage(t)
+		_, err := l.Create(ctx, "vox-backed", 32<<20, over)
+		if !errors.Is(err, ErrImageRefers) || !strings.Contains(err.Error(), "base image "+over+" has the backing file "+backing) {
+			t.Fatalf("Create from an image with a backing file: %v", err)
+		}
+		if s, err := l.Get(ctx, "vox-backed"); s != nil || err != nil {
+			t.Fatalf("a refused image left a volume: %+v, %v", s, err)
+		}
+	}
 	// A failing command names itself and says what lvm2 said.
 	_, err = l.Create(ctx, "vox-big", 1<<40, "")
 	var ce *CmdError
@@ -148,5 +162,70 @@ func TestDirShrinkExt4(t *testing.T) {
 	}
 	if list, _ := d.List(ctx); len(list) != 0 {
 		t.Fatalf("after Remove: %+v", list)
+	}
+}
+
+// backedImage makes a qcow2 image whose backing file is a "host file"
+// holding a secret, as an attacker who supplies the base image would.
+func backedImage(t *testing.T) (image, backing string) {
+	t.Helper()
+	testenv.Need(t, "qemu-img")
+	dir := t.TempDir()
+	backing = filepath.Join(dir, "host-secret")
+	if err := os.WriteFile(backing, append([]byte("host secret\n"), make([]byte, 1<<20)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	image = filepath.Join(dir, "base.qcow2")
+	testenv.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", "raw", image, "16M")
+	return image, backing
+}
+
+// TestImageReferringElsewhereRefused: a base image that would make
+// qemu-img read another file of the host (a backing file, a qcow2
+// external data file, a vmdk extent) is refused before anything is made;
+// flattened, the same content is cloned.
+func TestImageReferringElsewhereRefused(t *testing.T) {
+	testenv.Need(t, "qemu-img")
+	ctx := context.Background()
+	d := &Dir{Dir: t.TempDir(), Run: Exec{}}
+	over, backing := backedImage(t)
+	dir := filepath.Dir(over)
+	dataFile := filepath.Join(dir, "data.raw")
+	ext := filepath.Join(dir, "ext.qcow2")
+	testenv.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+dataFile+",data_file_raw=on", ext, "16M")
+	flat := filepath.Join(dir, "flat.vmdk")
+	testenv.Run(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", flat, "16M")
+
+	for _, tc := range []struct{ image, want string }{
+		{over, "base image " + over + " has the backing file " + backing + ": it refers to another file whose content cloning would copy into the guest's disk; flatten it"},
+		{ext, "base image " + ext + " has the external data file " + dataFile},
+		{flat, "base image " + flat + " has its data in the extent " + filepath.Join(dir, "flat-flat.vmdk")},
+	} {
+		_, err := d.Create(ctx, "vox-a", 64<<20, tc.image)
+		if !errors.Is(err, ErrImageRefers) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Create from %s: %v\nwant %q", filepath.Base(tc.image), err, tc.want)
+		}
+		if ents, _ := os.ReadDir(d.Dir); len(ents) != 0 {
+			t.Fatalf("a refused image left %v in the image directory", ents)
+		}
+	}
+
+	// Flattened as the error says, it is cloned, backing content and all:
+	// the operator chose to copy it.
+	flattened := filepath.Join(dir, "flattened.qcow2")
+	testenv.Run(t, "qemu-img", "convert", "-O", "qcow2", over, flattened)
+	s, err := d.Create(ctx, "vox-a", 64<<20, flattened)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(s.Path)
+	if !bytes.HasPrefix(got, []byte("host secret\n")) || s.Size != 64<<20 {
+		t.Fatalf("flattened clone: %d bytes starting %q", s.Size, got[:min(len(got), 16)])
+	}
+	// A self-contained vmdk (its one extent is itself) is cloned too.
+	sparse := filepath.Join(dir, "sparse.vmdk")
+	testenv.Run(t, "qemu-img", "create", "-q", "-f", "vmdk", sparse, "16M")
+	if _, err := d.Create(ctx, "vox-b", 64<<20, sparse); err != nil {
+		t.Fatalf("a monolithicSparse vmdk: %v", err)
 	}
 }
