@@ -1,7 +1,10 @@
 // Package anchor is the glue that anchors a call's media: the proxy hands
 // it each message that may carry SDP; it asks media for relay ports,
 // tells each relay leg where its side wants media, and has sdp rewrite
-// the body to point at the relay. It also ends calls whose media died.
+// the body to point at the relay. Only streams both sides accept hold
+// relay ports, and it bounds the streams one offer (Options.MaxStreams)
+// and one source's calls (PerSource) may anchor. It also ends calls whose
+// media died.
 //
 // It is the only place where SIP, SDP and RTP meet, and it holds no
 // protocol logic of its own beyond offer/answer bookkeeping.
