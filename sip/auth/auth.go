@@ -206,7 +206,9 @@ func (a *Authenticator) Check(r *siplib.Request, identity string, proxy bool) (s
 }
 
 // sameURI reports whether the digest uri names the Request-URI: equal as
-// text, or as URIs (scheme, user, host and port; host case aside).
+// text, or as URIs (scheme, host and port, host case aside, and the same
+// user or none: SIPp and some phones answer with the server's address
+// alone, "sip:host:port", which still binds the answer to this host).
 func sameURI(digestURI string, ruri siplib.Uri) bool {
 	if digestURI == ruri.String() {
 		return true
@@ -215,7 +217,7 @@ func sameURI(digestURI string, ruri siplib.Uri) bool {
 	if err := siplib.ParseUri(digestURI, &u); err != nil {
 		return false
 	}
-	return strings.EqualFold(u.Scheme, ruri.Scheme) && u.User == ruri.User &&
+	return strings.EqualFold(u.Scheme, ruri.Scheme) && (u.User == ruri.User || u.User == "") &&
 		strings.EqualFold(u.Host, ruri.Host) && sip.DefaultPort(u) == sip.DefaultPort(ruri)
 }
 
