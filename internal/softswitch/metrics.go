@@ -40,9 +40,14 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	}
 	counter("sip_parse_errors_total", "Messages sipgo could not parse.", func() float64 { return float64(sw.Server.Stats.ParseErrors.N.Load()) })
 	counter("auth_failures_total", "Digest authentications that failed (wrong password, unknown user).", func() float64 { return float64(sw.Auth.Failures.Load()) })
+	counter("auth_replays_total", "Verified credentials refused because their nonce count was used before (replays), answered with a new challenge.", func() float64 { return float64(sw.Auth.Replays.Load()) })
+	counter("sip_indialog_refused_total", "Requests with a To-tag that carried no Record-Route of ours signed for their Call-ID (481), or a forged one (403).", func() float64 { return float64(sw.Proxy.Refused.Load()) })
+	counter("sip_accept_errors_total", "TCP/TLS accept failures the listeners backed off from (EMFILE and the like).", func() float64 { return float64(sw.Server.Stats.AcceptErrors.Load()) })
+	counter("sip_connections_over_cap_total", "TCP/TLS connections closed at accept because limits.total_connections (or the file limit) was reached.", func() float64 { return float64(sw.Server.Stats.ConnsOverCap.Load()) })
+	counter("sip_connections_timed_out_total", "TCP/TLS connections closed for silence or a message not completed within sip.tcp_idle_timeout.", func() float64 { return float64(sw.Server.Stats.ConnsTimedOut.Load()) })
 	counter("flood_blocks_total", "Sources blocked for flooding.", func() float64 { return float64(sw.Guard.Blocks.Load()) })
 	counter("flood_dropped_total", "Requests dropped from blocked sources.", func() float64 { return float64(sw.Guard.Dropped.Load()) })
-	counter("auth_lockouts_total", "Users or sources locked out after failed logins.", func() float64 { return float64(sw.Guard.Lockouts.Load()) })
+	counter("auth_lockouts_total", "Sources locked out after failed logins.", func() float64 { return float64(sw.Guard.Lockouts.Load()) })
 	for name, slots := range map[string]*guard.Slots{"connections": sw.Guard.Conns, "transactions": sw.Guard.Txs, "dialogs": sw.Guard.Dialogs, "streams": sw.Guard.Streams} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "source_limit_refused_total",
 			Help: "Connections, requests, calls or media streams refused because their source was at its limit (limits.*).", ConstLabels: prometheus.Labels{"limit": name}},

@@ -123,6 +123,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs, Streams: cfg.Limits.Streams})
 	g.SetTrusted(cfg.TrustedSources())
 	srv.SetGuard(g)
+	srv.SetConnectionLimit(cfg.Limits.TotalConnections)
 	a.SetGuard(g)
 	calls.PerSource = g.Dialogs
 	an.PerSource = g.Streams
