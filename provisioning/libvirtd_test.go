@@ -107,6 +107,22 @@ log_outputs = "3:file:%s/libvirtd.log"
 	return uri
 }
 
+// kvmUsable reports whether QEMU, run by libvirtd as libvirt-qemu, can
+// open /dev/kvm. Its existence is not enough: a fresh machine may have it
+// root:root 0600, and a test must not change device permissions.
+func kvmUsable(t *testing.T) bool {
+	t.Helper()
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Log("no /dev/kvm: guests run under TCG")
+		return false
+	}
+	if out, err := exec.Command("runuser", "-u", "libvirt-qemu", "--", "sh", "-c", "exec 3<>/dev/kvm").CombinedOutput(); err != nil {
+		t.Logf("libvirt-qemu cannot open /dev/kvm (%s): guests run under TCG", strings.TrimSpace(string(out)))
+		return false
+	}
+	return true
+}
+
 // openDir makes a directory qemu (user libvirt-qemu) can reach.
 func openDir(t *testing.T) string {
 	d := t.TempDir()
@@ -130,7 +146,7 @@ func TestLibvirtdApplyDestroy(t *testing.T) {
 	userData := filepath.Join(dir, "user-data")
 	os.WriteFile(userData, []byte("#cloud-config\npackages: [sngrep]\n"), 0o644)
 	domType := "qemu" // TCG
-	if _, err := os.Stat("/dev/kvm"); err == nil {
+	if kvmUsable(t) {
 		domType = "kvm"
 	}
 	yaml := func(bridge, memory string) string {
