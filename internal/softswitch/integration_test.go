@@ -447,3 +447,22 @@ func options(t *testing.T, addr, ruri string) string {
 		}
 	}
 }
+
+// TestLargeINVITEToUDPPhone: an INVITE whose SDP takes it past the UDP
+// MTU rule still reaches a phone that listens on UDP only (most do), over
+// its UDP flow, instead of a TCP attempt and 503.
+func TestLargeINVITEToUDPPhone(t *testing.T) {
+	sw := start(t, t.TempDir(), nil)
+	calleePort, callerPort := freePort(t), freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	wait := sippAsync(t, "uas.xml", calleePort, "udp")
+	trace := sipp(t, sw.udp, "uac_bigsdp.xml", callerPort, "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	callee := wait()
+	if !strings.Contains(trace, "SIP/2.0 200 OK") {
+		t.Fatalf("caller not connected:\n%s", trace)
+	}
+	i := strings.Index(callee, "INVITE sip:")
+	if i < 0 || !strings.Contains(callee[i:], "a=fmtp:105") {
+		t.Fatalf("callee did not get the whole INVITE over UDP:\n%s", callee)
+	}
+}

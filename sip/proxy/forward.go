@@ -161,16 +161,27 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 	var branches []*branch
 	var lastErr error
 	for _, t := range targets {
-		if t.transport == "udp" && len(fwd.Body()) > 600 && len(fwd.String())+400 > 1300 {
+		switched := false
+		if t.transport == "udp" && !t.flow && len(fwd.Body()) > 600 && len(fwd.String())+400 > 1300 {
 			// RFC 3261 §18.1.1: too big for UDP once our headers are in.
-			t.transport = "tcp"
+			// Not for a phone's UDP flow: behind NAT only that reaches it.
+			t.transport, switched = "tcp", true
 		}
-		out, err := p.prepare(r, fwd, t, rr, len(targets) > 1)
-		if err != nil {
-			lastErr = err
-			continue
+		out, err := p.prepare(r, fwd, t, rr, len(targets) > 1 || switched)
+		var tx siplib.ClientTransaction
+		if err == nil {
+			tx, err = p.txl.Request(bctx, out)
 		}
-		tx, err := p.txl.Request(bctx, out)
+		if err != nil && switched {
+			// The next hop takes no TCP (many phones listen on UDP only):
+			// §18.1.1 allows the request to go over UDP after all,
+			// fragmented by IP, rather than not at all.
+			p.log.Debug("large request: TCP failed, sending over UDP", "dest", t.dest, "error", err)
+			t.transport = "udp"
+			if out, err = p.prepare(r, fwd, t, rr, len(targets) > 1); err == nil {
+				tx, err = p.txl.Request(bctx, out)
+			}
+		}
 		if err != nil {
 			lastErr = err
 			p.log.Debug("forward failed", "method", string(r.Method), "dest", t.dest, "error", err)

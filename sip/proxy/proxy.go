@@ -80,6 +80,7 @@ type target struct {
 	dest      string     // ip:port or host:port
 	transport string     // udp, tcp or tls
 	trunk     *gateway.Trunk
+	flow      bool // a registered contact, reached where it registered from
 }
 
 // ServeSIP routes r and forwards it.
@@ -237,7 +238,7 @@ func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 		if secure && b.Transport != "tls" {
 			continue
 		}
-		t := target{uri: u, dest: b.Source, transport: b.Transport}
+		t := target{uri: u, dest: b.Source, transport: b.Transport, flow: true}
 		if b.Transport != "udp" && !p.hasConn(b.Transport, b.Source) {
 			// The connection the contact registered over is gone: a
 			// stream contact is then reached at its Contact address.

@@ -168,6 +168,12 @@ func (s *Server) Listen() (*sip.Self, error) {
 	}
 	s.self = sip.NewSelf(s.cfg.Domain, ls)
 	lingerTimers(s.cfg.TransactionLinger)
+	// sipgo refuses UDP messages over 1,300 bytes. The proxy itself
+	// chooses TCP for large requests where it can (RFC 3261 §18.1.1);
+	// where it cannot — a phone's UDP flow behind NAT, a response to a
+	// UDP request — the message goes over UDP, fragmented by IP, rather
+	// than not at all. Set once, before any message is sent.
+	siplib.UDPMTUSize = maxUDPMessage + 200
 
 	lib := logging.Library(s.log.With("component", "sipgo"), slog.LevelError+4, &s.Stats.ParseErrors)
 	// sipgo's parser bounds every message, over TCP too.
@@ -197,6 +203,10 @@ func (s *Server) Listen() (*sip.Self, error) {
 	ua.TransportLayer().OnMessage(s.onMessage)
 	return s.self, nil
 }
+
+// maxUDPMessage is the largest SIP message sent over UDP: what one
+// datagram can carry.
+const maxUDPMessage = 65507
 
 // lingerTimers caps how long sipgo keeps finished transactions. sipgo
 // holds its timers in package variables; they are set here, once, before
