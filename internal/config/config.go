@@ -23,6 +23,7 @@ type Config struct {
 	DataDir   string    `yaml:"data_dir"`
 	SIP       SIP       `yaml:"sip"`
 	Registrar Registrar `yaml:"registrar"`
+	NAT       NAT       `yaml:"nat"`
 	Auth      Auth      `yaml:"auth"`
 	Users     []User    `yaml:"users"`
 	Media     Media     `yaml:"media"`
@@ -299,6 +300,25 @@ type Registrar struct {
 	ContactNetworks []string `yaml:"contact_networks"`
 }
 
+// NAT configures how contacts behind NAT are kept reachable. A binding is
+// NATed when the registrar sees its REGISTER come from another address
+// than its Contact or Via names, or from a public address for a private
+// Contact or Via (RFC 1918, RFC 6598, IPv6 ULA).
+type NAT struct {
+	// PingInterval is how often the switch sends an OPTIONS to each
+	// NATed UDP contact, from the socket it registered to, so the
+	// router's UDP binding stays open. 0 turns pings off.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	// PingTimeout: a NATed UDP contact that answers no ping (and does not
+	// register again) for this long is removed, so calls to it get 480 at
+	// once. 0 keeps such contacts until they expire.
+	PingTimeout time.Duration `yaml:"ping_timeout"`
+	// MaxExpires caps the expiry (seconds) granted to NATed contacts, so
+	// phones re-register often enough to keep their pinhole open
+	// themselves. 0: no cap beyond registrar.max_expires.
+	MaxExpires int `yaml:"max_expires"`
+}
+
 // Auth configures digest authentication of local users.
 type Auth struct {
 	Realm      string        `yaml:"realm"`
@@ -351,6 +371,14 @@ const (
 	DefaultDialogs          = 100
 	DefaultStreams          = 200
 	DefaultTotalConnections = 4096
+)
+
+// NAT keepalive defaults: an interval well under common routers' UDP
+// timeouts (30 s and more), and four unanswered intervals before a
+// contact is removed.
+const (
+	DefaultNATPingInterval = 15 * time.Second
+	DefaultNATPingTimeout  = 60 * time.Second
 )
 
 // DefaultAlgorithms is the digest challenge order when none is configured.
@@ -410,6 +438,14 @@ func (c *Config) applyDefaults(present func(key string) bool) {
 	defInt(&c.Registrar.MaxExpires, DefaultMaxExpires)
 	defInt(&c.Registrar.DefaultExpires, DefaultExpires)
 	defInt(&c.Registrar.MaxContacts, DefaultMaxContacts)
+	// NAT pings take their defaults only when absent: an explicit 0 turns
+	// them (or the removal of silent contacts) off.
+	if !present("nat.ping_interval") {
+		c.NAT.PingInterval = DefaultNATPingInterval
+	}
+	if !present("nat.ping_timeout") {
+		c.NAT.PingTimeout = max(DefaultNATPingTimeout, 4*c.NAT.PingInterval)
+	}
 	def(&c.Auth.Realm, c.SIP.Domain)
 	defDur(&c.Auth.NonceTTL, DefaultNonceTTL)
 	def(&c.Media.Address, DefaultMediaAddress)

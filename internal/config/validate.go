@@ -108,6 +108,7 @@ func (c *Config) validate(d *document) Errors {
 	if r.MaxContacts < 1 {
 		bad("registrar.max_contacts", "must be at least 1; got %d", r.MaxContacts)
 	}
+	c.validateNAT(bad)
 
 	if !quotedSafe(c.Auth.Realm) || c.Auth.Realm == "" {
 		bad("auth.realm", "must not be empty or hold a quote or a backslash (it goes into a quoted WWW-Authenticate parameter); got %q", c.Auth.Realm)
@@ -208,6 +209,26 @@ func (c *Config) validate(d *document) Errors {
 		return cmp.Compare(a.Line, b.Line)
 	})
 	return errs
+}
+
+// validateNAT checks the nat section: pings no more often than once a
+// second, a removal timeout longer than the interval, and a cap on NATed
+// contacts' expiry that the registrar's limits allow.
+func (c *Config) validateNAT(bad func(key, format string, args ...any)) {
+	n := c.NAT
+	if n.PingInterval != 0 && n.PingInterval < time.Second {
+		bad("nat.ping_interval", "must be 0s (no pings) or at least 1s; got %s", n.PingInterval)
+	}
+	switch {
+	case n.PingTimeout < 0:
+		bad("nat.ping_timeout", "must not be negative (0s keeps silent contacts until they expire); got %s", n.PingTimeout)
+	case n.PingTimeout > 0 && n.PingInterval > 0 && n.PingTimeout <= n.PingInterval:
+		bad("nat.ping_timeout", "must be longer than nat.ping_interval (%s), or 0s; got %s", n.PingInterval, n.PingTimeout)
+	}
+	r := c.Registrar
+	if n.MaxExpires != 0 && (n.MaxExpires < r.MinExpires || n.MaxExpires > r.MaxExpires) {
+		bad("nat.max_expires", "must be 0 (no cap) or between registrar.min_expires (%d) and registrar.max_expires (%d); got %d", r.MinExpires, r.MaxExpires, n.MaxExpires)
+	}
 }
 
 // isHostPort reports whether s is host or host:port, the host a name or
