@@ -28,6 +28,20 @@ type Binding struct {
 	CSeq      uint32    `json:"cseq"`
 	UserAgent string    `json:"user_agent,omitempty"`
 	Q         float64   `json:"q,omitempty"`
+
+	// NAT says the contact is behind NAT, as the registrar judged from
+	// its REGISTER: it is reached only at Source, and over UDP the
+	// switch keeps the way open with pings.
+	NAT bool `json:"nat,omitempty"`
+	// Local is the switch's own socket (ip:port) the REGISTER arrived
+	// on; requests to the contact over UDP leave from it.
+	Local string `json:"local,omitempty"`
+	// Path is the REGISTER's Path (RFC 3327), first hop first: requests
+	// to the contact go to the first hop with the whole Path as Route.
+	Path []string `json:"path,omitempty"`
+	// Outbound says the contact is reached over its flow only (RFC 5626:
+	// ;ob or reg-id): never at its Contact address.
+	Outbound bool `json:"ob,omitempty"`
 }
 
 // Backend persists bindings; bbolt here, a shared store (Redis) later.

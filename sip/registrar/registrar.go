@@ -1,6 +1,10 @@
 // Package registrar handles REGISTER (RFC 3261 §10.3): it authenticates
 // the user, applies the expiry rules and updates the location service,
-// answering with every current binding. It routes nothing.
+// answering with every current binding. Each binding records how the
+// contact is reached: whether it is behind NAT (judged from the Contact,
+// the Via and the source), the switch's socket it registered to, its
+// Path (RFC 3327) and whether it asked for its flow only (RFC 5626 ;ob).
+// It routes nothing and sends nothing (sip/keepalive pings NATed contacts).
 package registrar
 
 import (
@@ -32,8 +36,11 @@ type Registrar struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	localAddr func(transport string, source netip.AddrPort) string // set once before serving; may be nil
+
 	rules  atomic.Pointer[config.Registrar]
 	policy atomic.Pointer[ContactPolicy]
+	nat    atomic.Pointer[NAT]
 
 	// Registered counts successful REGISTER transactions.
 	Registered atomic.Uint64
@@ -46,6 +53,7 @@ var _ sip.Handler = (*Registrar)(nil)
 func New(rules config.Registrar, domain string, isLocal func(string) bool, a *auth.Authenticator, s *location.Store, log *slog.Logger) *Registrar {
 	g := &Registrar{auth: a, store: s, isLocal: isLocal, domain: domain, log: log, now: time.Now}
 	g.SetRules(rules)
+	g.SetNAT(NAT{})
 	return g
 }
 
@@ -69,7 +77,7 @@ var (
 
 // ServeSIP implements sip.Handler for REGISTER.
 func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
-	rules := *g.rules.Load()
+	rules, nat := *g.rules.Load(), *g.nat.Load()
 	if !g.isLocal(r.Recipient.Host) {
 		return sip.Status(404, "Domain Not Served")
 	}
@@ -111,11 +119,23 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 		ua = h.Value()
 	}
 	now := g.now()
+	// Behind an edge proxy (Path, RFC 3327) the source is that proxy: the
+	// contact is reached through it, and its NAT is that proxy's business.
+	path, err := paths(r.Request)
+	if err != nil {
+		return &sip.StatusError{Code: 400, Reason: "Bad Path", Err: err}
+	}
+	var via *siplib.ViaHeader
+	if len(path) == 0 {
+		via = r.Via()
+	}
 
 	type change struct {
-		uri     string
-		expires int
-		q       float64
+		uri       string
+		expires   int
+		q         float64
+		nat, ob   bool
+		natReason string
 	}
 	var changes []change
 	wildcard := false
@@ -145,25 +165,43 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 		if exp > rules.MaxExpires {
 			exp = rules.MaxExpires
 		}
+		natted, why := false, ""
+		if len(path) == 0 {
+			natted, why = behindNAT(c.Address, via, r.Source, r.Transport)
+		}
+		if natted && nat.MaxExpires > 0 && exp > nat.MaxExpires {
+			exp = nat.MaxExpires
+		}
 		q := 0.0
 		if v, ok := c.Params.Get("q"); ok {
 			q, _ = strconv.ParseFloat(v, 64)
 		}
 		if exp > 0 {
-			if err := g.contactAllowed(c.Address, r.Source); err != nil {
-				g.log.Warn("registration refused", "aor", user+"@"+g.domain, "contact", c.Address.String(), "source", r.Source.String(), "reason", err)
+			// Requests to the contact go to its first Path hop, if any:
+			// that is what must not point at us or a carrier.
+			dest := c.Address
+			if len(path) > 0 {
+				var hop siplib.Uri
+				siplib.ParseUri(path[0], &hop) // parsed once already
+				dest = hop
+			}
+			if err := g.contactAllowed(dest, r.Source); err != nil {
+				g.log.Warn("registration refused", "aor", user+"@"+g.domain, "contact", c.Address.String(), "path", strings.Join(path, ","), "source", r.Source.String(), "reason", err)
 				return &sip.StatusError{Code: 403, Reason: "Contact Not Allowed", Err: err,
 					Headers: []siplib.Header{siplib.NewHeader("Warning", `399 voxvisor "`+err.Error()+`"`)}}
 			}
 		}
-		changes = append(changes, change{uri: c.Address.String(), expires: exp, q: q})
+		changes = append(changes, change{uri: c.Address.String(), expires: exp, q: q, nat: natted, ob: isOutbound(c), natReason: why})
 	}
 	if wildcard && (len(contacts) != 1 || defExp != 0) {
 		// RFC 3261 §10.3 step 6.
 		return sip.Status(400, "Wildcard Contact Needs Expires 0 Alone")
 	}
 
-	source := r.Source.String()
+	source, local := r.Source.String(), ""
+	if g.localAddr != nil && r.Transport == "udp" {
+		local = g.localAddr(r.Transport, r.Source)
+	}
 	binds, err := g.store.Update(aor, func(cur []location.Binding) ([]location.Binding, error) {
 		if wildcard {
 			for _, b := range cur {
@@ -195,6 +233,7 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 				AOR: aor, Contact: ch.uri, Source: source, Transport: r.Transport,
 				Expires: now.Add(time.Duration(ch.expires) * time.Second),
 				CallID:  callID, CSeq: cseq, UserAgent: ua, Q: ch.q,
+				NAT: ch.nat, Local: local, Path: path, Outbound: ch.ob,
 			}
 			if idx >= 0 {
 				next[idx] = b
@@ -222,9 +261,24 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 		res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<%s>;expires=%d", b.Contact, left)))
 	}
 	res.AppendHeader(siplib.NewHeader("Date", now.UTC().Format(http.TimeFormat)))
+	if len(path) > 0 {
+		// RFC 3327 §5.3: the Path stored is returned to a UA that knows
+		// Path (as Kamailio's path_mode 1 does).
+		res.AppendHeader(siplib.NewHeader("Supported", "path"))
+		if supports(r.Request, "path") {
+			for _, p := range path {
+				res.AppendHeader(siplib.NewHeader("Path", "<"+p+">"))
+			}
+		}
+	}
 	g.Registered.Add(1)
 	if len(changes) > 0 || wildcard {
 		g.log.Debug("registered", "aor", aor, "bindings", len(binds), "source", source, "transport", r.Transport)
+		for _, ch := range changes {
+			if ch.nat && ch.expires > 0 {
+				g.log.Debug("contact behind NAT", "aor", aor, "contact", ch.uri, "source", source, "reason", ch.natReason, "expires", ch.expires)
+			}
+		}
 	}
 	return r.RespondWith(res)
 }

@@ -47,11 +47,18 @@ func newFixture(t *testing.T, nonceTTL time.Duration) *fixture {
 // password it first collects a challenge and answers it with alg.
 func (f *fixture) register(t *testing.T, password, alg string, extra ...string) *siplib.Response {
 	t.Helper()
+	return f.registerFrom(t, "192.0.2.7:40000", "udp", "10.0.0.5:5062;rport", password, alg, extra...)
+}
+
+// registerFrom is register from source over transport, with via as the
+// top Via's sent-by and parameters.
+func (f *fixture) registerFrom(t *testing.T, source, transport, via, password, alg string, extra ...string) *siplib.Response {
+	t.Helper()
 	f.cseq++
 	build := func(authz string) string {
 		lines := []string{
 			"REGISTER sip:voxvisor.local SIP/2.0",
-			"Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK" + fmt.Sprint(time.Now().UnixNano()) + ";rport",
+			"Via: SIP/2.0/" + strings.ToUpper(transport) + " " + via + ";branch=z9hG4bK" + fmt.Sprint(time.Now().UnixNano()),
 			"From: <sip:1001@voxvisor.local>;tag=abc",
 			"To: <sip:1001@voxvisor.local>",
 			"Call-ID: reg-1",
@@ -65,7 +72,7 @@ func (f *fixture) register(t *testing.T, password, alg string, extra ...string) 
 		return strings.Join(append(lines, "Content-Length: 0"), "\n")
 	}
 	serve := func(raw string) *siplib.Response {
-		r, rec, err := siptest.Request(raw, "192.0.2.7:40000", "udp")
+		r, rec, err := siptest.Request(raw, source, transport)
 		if err != nil {
 			t.Fatal(err)
 		}
