@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -20,10 +21,15 @@ type Config struct {
 	Timeout    time.Duration // no RTP for this long ends the call
 	// HoldTimeout replaces Timeout while a stream is on hold.
 	HoldTimeout time.Duration
-	// LockAfter is how many packets from one source latch a side for good.
+	// Learning says which sources a leg may learn as its side's address.
+	Learning Learning
+	// LearnWindow is how long a leg learns, from the first packet of its
+	// first candidate source, before it locks to the best one seen.
+	LearnWindow time.Duration
+	// LockAfter is how many packets from the best candidate lock a side
+	// before the window ends (the exact SDP address locks at once; a
+	// source learned only under LearnAny waits for the window).
 	LockAfter int
-	// NAT latches to any source address, not only the one in the SDP.
-	NAT bool
 }
 
 // Named defaults.
@@ -34,6 +40,7 @@ const (
 	DefaultTimeout     = 60 * time.Second
 	DefaultHoldTimeout = time.Hour
 	DefaultLockAfter   = 5
+	DefaultLearnWindow = 3 * time.Second
 )
 
 // Relay owns every relay session. Safe for concurrent use.
@@ -42,6 +49,7 @@ type Relay struct {
 	alloc     *Allocator
 	log       *slog.Logger
 	onTimeout func(id string) // set once
+	learn     learnCounters
 
 	mu       sync.Mutex
 	sessions map[string]*Session // guarded by mu
@@ -64,6 +72,12 @@ func New(cfg Config, log *slog.Logger, onTimeout func(id string)) (*Relay, error
 	}
 	if cfg.LockAfter == 0 {
 		cfg.LockAfter = DefaultLockAfter
+	}
+	if cfg.LearnWindow == 0 {
+		cfg.LearnWindow = DefaultLearnWindow
+	}
+	if cfg.Learning > LearnAny {
+		return nil, fmt.Errorf("media: learning mode %d unknown: use LearnHeuristic, LearnStrict or LearnAny", cfg.Learning)
 	}
 	a, err := NewAllocator(cfg.PortMin, cfg.PortMax, cfg.Quarantine)
 	if err != nil {
@@ -228,6 +242,9 @@ func (r *Relay) checkTimeouts(now time.Time) {
 	var dead []string
 	r.mu.Lock()
 	for id, s := range r.sessions {
+		if s.answered.Load() == 0 {
+			continue // ringing: the proxy's ring timeout bounds it
+		}
 		limit := r.cfg.Timeout
 		if s.held() {
 			limit = r.cfg.HoldTimeout
@@ -254,11 +271,34 @@ type Session struct {
 	relay   *Relay
 	created time.Time
 
-	lastRTP  atomic.Int64 // unix nanos of the last RTP packet in either direction
+	lastRTP  atomic.Int64 // unix nanos of the last RTP packet in either direction, or of the answer
+	answered atomic.Int64 // unix nanos of SetAnswered; 0 while ringing
 	timedOut atomic.Bool
 
 	mu      sync.Mutex
 	streams []*Stream // guarded by mu; by m-line, nil for a line without ports
+}
+
+// SetAnswered tells the session its call was answered (a 2xx to the
+// INVITE). Until then no media timeout applies: a call may ring longer
+// than Config.Timeout (the proxy's ring timeout bounds ringing). The
+// timeout then runs from the answer, not from the offer. Later calls
+// change nothing.
+func (s *Session) SetAnswered() {
+	if s.answered.Load() != 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	s.lastRTP.Store(now) // before answered: the sweep must not see an answer with the old time
+	s.answered.CompareAndSwap(0, now)
+}
+
+// AnsweredAt is when SetAnswered was first called; zero while ringing.
+func (s *Session) AnsweredAt() time.Time {
+	if n := s.answered.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Stream returns stream i (the i-th m-line), or nil when it has no ports.
@@ -333,14 +373,6 @@ func (st *Stream) Stats() [2]LegStats {
 	return [2]LegStats{st.Legs[0].Stats(), st.Legs[1].Stats()}
 }
 
-// remote is what one side's SDP says about where it receives.
-type remote struct {
-	ip   netip.Addr
-	rtp  netip.AddrPort
-	rtcp netip.AddrPort
-	mux  bool
-}
-
 // Leg is the relay's socket pair facing one side of a stream.
 type Leg struct {
 	session *Session
@@ -353,6 +385,8 @@ type Leg struct {
 	closed  atomic.Bool
 
 	want    atomic.Pointer[remote]         // from SDP; replaced on re-INVITE
+	sig     atomic.Pointer[netip.Addr]     // where the side's SIP signalling comes from
+	learned atomic.Pointer[learnedSource]  // the RTP source locked to; stale when its gen is old
 	dstRTP  atomic.Pointer[netip.AddrPort] // where to send this side's RTP
 	dstRTCP atomic.Pointer[netip.AddrPort]
 	held    atomic.Bool
@@ -364,25 +398,51 @@ type Leg struct {
 func (l *Leg) Port() int { return l.port }
 
 // SetRemote records where this side wants media, from its SDP: the
-// addresses packets are sent to until latching learns the real ones.
-// A new address (re-INVITE) restarts latching.
+// addresses packets are sent to until learning finds the real ones. A
+// new RTP address (a re-INVITE or UPDATE that moves the side) starts
+// learning again; a hold by c=0.0.0.0 or port 0 keeps what was learned,
+// and so does a change of rtcp-mux alone (an offer's mux the answer
+// declines).
 func (l *Leg) SetRemote(rtp, rtcp netip.AddrPort, mux, held bool) {
+	l.held.Store(held)
+	rtp, rtcp = unmap(rtp), unmap(rtcp)
 	old := l.want.Load()
-	if old != nil && old.rtp == rtp && old.rtcp == rtcp && old.mux == mux {
-		l.held.Store(held)
+	usable := rtp.IsValid() && !rtp.Addr().IsUnspecified() && rtp.Port() != 0
+	if old != nil && !usable {
 		return
 	}
-	rm := &remote{ip: rtp.Addr(), rtp: rtp, rtcp: rtcp, mux: mux}
-	l.want.Store(rm)
-	l.held.Store(held)
-	if rtp.IsValid() && !rtp.Addr().IsUnspecified() && rtp.Port() != 0 {
-		a, b := rtp, rtcp
-		if mux {
-			b = rtp
+	if mux && old != nil && old.rtp == rtp {
+		rtcp = old.rtcp // muxed, RTCP uses the RTP port; keep the other for when mux ends
+	}
+	if old != nil && old.rtp == rtp && old.rtcp == rtcp && old.mux == mux {
+		return
+	}
+	rm := &remote{ip: rtp.Addr(), rtp: rtp, rtcp: rtcp, mux: mux, gen: 1, rtcpGen: 1}
+	if old != nil {
+		rm.gen, rm.rtcpGen = old.gen, old.rtcpGen
+		if old.rtp != rtp {
+			rm.gen++
 		}
+		if old.rtp != rtp || old.rtcp != rtcp {
+			rm.rtcpGen++
+		}
+	}
+	l.want.Store(rm)
+	if !usable {
+		return
+	}
+	if old == nil || rm.gen != old.gen {
+		a := rtp
 		l.dstRTP.Store(&a)
+	}
+	if old == nil || rm.rtcpGen != old.rtcpGen {
+		b := rtcp
 		l.dstRTCP.Store(&b)
 	}
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 func (l *Leg) start() {
@@ -401,51 +461,6 @@ func (l *Leg) close() {
 	l.session.relay.alloc.Put(l.port)
 }
 
-// latch is one socket's address learning, owned by its reader goroutine.
-type latch struct {
-	want      *remote
-	candidate netip.AddrPort
-	count     int
-	locked    bool
-}
-
-// accept decides whether a packet from src is from this side, learning
-// src as the side's address (RFC 3550 symmetric RTP). By default only the
-// IP in the SDP is accepted (strict source); in NAT mode any source is,
-// until LockAfter packets from one address lock it (the lesson of
-// CVE-2025-53399: never re-latch to a stranger mid-call).
-func (l *Leg) accept(lt *latch, src netip.AddrPort, isRTCP bool) bool {
-	if w := l.want.Load(); w != lt.want {
-		*lt = latch{want: w}
-	}
-	if lt.locked {
-		return src == lt.candidate
-	}
-	if !l.cfg.NAT {
-		if lt.want == nil || src.Addr().Unmap() != lt.want.ip.Unmap() {
-			return false
-		}
-	}
-	if src == lt.candidate {
-		lt.count++
-	} else {
-		lt.candidate, lt.count = src, 1
-		a := src
-		if isRTCP {
-			l.dstRTCP.Store(&a)
-		} else {
-			l.dstRTP.Store(&a)
-			if w := lt.want; w != nil && w.mux {
-				l.dstRTCP.Store(&a)
-			}
-		}
-	}
-	if lt.count >= l.cfg.LockAfter {
-		lt.locked = true
-	}
-	return true
-}
-
 // isRTCP tells RTCP from RTP on a muxed port (RFC 5761 §4).
 func isRTCP(b []byte) bool {
 	return len(b) >= 2 && b[1] >= 192 && b[1] <= 223
@@ -456,7 +471,8 @@ func isRTCP(b []byte) bool {
 func (l *Leg) serve(c *net.UDPConn, rtcpSock bool) {
 	defer l.wg.Done()
 	buf := make([]byte, 1500)
-	var lt latch
+	var lt learner
+	var rl rtcpLearner
 	var rs rtpState
 	o := l.other
 	for {
@@ -471,22 +487,28 @@ func (l *Leg) serve(c *net.UDPConn, rtcpSock bool) {
 			l.stats.dropped.Add(1)
 			continue
 		}
+		src = unmap(src)
 		pkt := buf[:n]
+		now := time.Now()
 		rtcp := rtcpSock || isRTCP(pkt)
-		if !l.accept(&lt, src, rtcp) {
+		var ok bool
+		if rtcpSock {
+			ok = l.acceptRTCP(&rl, src)
+		} else {
+			ok = l.acceptRTP(&lt, src, now)
+		}
+		if !ok {
 			l.stats.rejected.Add(1)
 			continue
 		}
-		now := time.Now()
 		if rtcp {
 			l.onRTCP(pkt, now)
-			dst := o.dstRTCP.Load()
+			dst, sock := o.dstRTCP.Load(), o.rtcp
+			if w := o.want.Load(); w != nil && w.mux {
+				dst, sock = o.dstRTP.Load(), o.rtp
+			}
 			if dst == nil {
 				continue
-			}
-			sock := o.rtcp
-			if w := o.want.Load(); w != nil && w.mux {
-				sock = o.rtp
 			}
 			if _, err := sock.WriteToUDPAddrPort(pkt, *dst); err == nil {
 				o.stats.rtcpSent.Add(1)

@@ -315,8 +315,11 @@ func TestStrictLatchRejectsStrangers(t *testing.T) {
 	}
 }
 
-func TestNATModeLatchesToSource(t *testing.T) {
-	r := newRelay(t, Config{NAT: true}, nil)
+// TestAnyModeLearnsAnySource: in LearnAny a side whose SDP names a
+// private address it cannot be reached at is learned from wherever its
+// packets come from (the signalling address is not known here).
+func TestAnyModeLearnsAnySource(t *testing.T) {
+	r := newRelay(t, Config{Learning: LearnAny}, nil)
 	s, _ := r.Open("nat", one)
 	defer r.Release("nat")
 	st := s.Stream(0)
@@ -361,9 +364,11 @@ func TestRTCPMux(t *testing.T) {
 func TestMediaTimeout(t *testing.T) {
 	timedOut := make(chan string, 1)
 	r := newRelay(t, Config{Timeout: 100 * time.Millisecond}, func(id string) { timedOut <- id })
-	if _, err := r.Open("quiet", one); err != nil {
+	s, err := r.Open("quiet", one)
+	if err != nil {
 		t.Fatal(err)
 	}
+	s.SetAnswered()
 	r.checkTimeouts(time.Now().Add(time.Second))
 	select {
 	case id := <-timedOut:
@@ -387,6 +392,7 @@ func TestHoldUsesLongerTimeout(t *testing.T) {
 	r := newRelay(t, Config{Timeout: time.Second, HoldTimeout: time.Hour}, func(id string) { timedOut <- id })
 	s, _ := r.Open("held", one)
 	defer r.Release("held")
+	s.SetAnswered()
 	s.Stream(0).Legs[0].SetRemote(netip.MustParseAddrPort("127.0.0.1:4000"), netip.MustParseAddrPort("127.0.0.1:4001"), false, true)
 	r.checkTimeouts(time.Now().Add(time.Minute))
 	select {

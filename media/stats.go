@@ -2,6 +2,7 @@ package media
 
 import (
 	"math"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,11 @@ type LegStats struct {
 	Dropped  uint64 // packets that are not RTP/RTCP
 	NoDest   uint64 // packets the other side had no address for yet
 	SRTP     bool   // the SDP made this side's media SRTP; forwarded untouched
+
+	// Learned is the source this side's RTP is locked to, and how it
+	// ranked; zero (RankNone) while the leg is still learning.
+	Learned     netip.AddrPort
+	LearnedRank Rank
 
 	// From this side's RTCP receiver reports about what it receives.
 	ReportedLost       int64   // cumulative packets lost
@@ -184,6 +190,9 @@ func (l *Leg) Stats() LegStats {
 		Lost: l.stats.lost.Load(), RTCP: l.stats.rtcpIn.Load(), RTCPSent: l.stats.rtcpSent.Load(),
 		Rejected: l.stats.rejected.Load(), Dropped: l.stats.dropped.Load(), NoDest: l.stats.noDest.Load(),
 		SRTP: l.stats.secure.Load(),
+	}
+	if lk, w := l.learned.Load(), l.want.Load(); lk != nil && w != nil && lk.gen == w.gen {
+		s.Learned, s.LearnedRank = lk.addr, lk.rank
 	}
 	rate := float64(l.clockRate())
 	s.Jitter = math.Float64frombits(l.stats.jitterBits.Load()) / rate

@@ -113,12 +113,22 @@ func (l Listener) AddrPort() netip.AddrPort {
 
 // Media configures anchoring and the RTP/RTCP relay.
 type Media struct {
-	Address     string        `yaml:"address"`      // the relay's IP: bound and written into SDP
-	PortMin     int           `yaml:"port_min"`     // even
-	PortMax     int           `yaml:"port_max"`     //
-	Anchor      string        `yaml:"anchor"`       // always, never, nat
-	NATLatching bool          `yaml:"nat_latching"` // latch to any source, not only the SDP address
-	Timeout     time.Duration `yaml:"timeout"`      // no RTP: hang up
+	Address string `yaml:"address"`  // the relay's IP: bound and written into SDP
+	PortMin int    `yaml:"port_min"` // even
+	PortMax int    `yaml:"port_max"` //
+	Anchor  string `yaml:"anchor"`   // always, never, nat
+	// Learning says which sources the relay may learn as a side's media
+	// address during the first seconds of a stream: heuristic (the SDP's
+	// address or IP, or where the side's SIP came from), strict (the SDP's
+	// IP only) or any (any source during the window).
+	Learning string `yaml:"learning"`
+	// NATLatching is deprecated: true means learning: any (the old
+	// latch-to-any-source switch); false changes nothing.
+	NATLatching bool `yaml:"nat_latching"`
+	// Timeout: an answered call with no RTP this long is hung up. It runs
+	// from the answer; a ringing call has no media timeout (sip.ring_timeout
+	// bounds it).
+	Timeout     time.Duration `yaml:"timeout"`
 	HoldTimeout time.Duration `yaml:"hold_timeout"` // no RTP while on hold: hang up
 	Codecs      []string      `yaml:"codecs"`       // allowed encodings; empty allows all
 	// MaxStreams is how many media streams (m= lines with a port) one call
@@ -361,6 +371,7 @@ const (
 	DefaultMediaTimeout   = 60 * time.Second
 	DefaultHoldTimeout    = time.Hour
 	DefaultMaxStreams     = 4
+	DefaultLearning       = LearningHeuristic
 
 	// Limits that apply when the file does not set them (an explicit 0
 	// turns one off).
@@ -379,6 +390,13 @@ const (
 const (
 	DefaultNATPingInterval = 15 * time.Second
 	DefaultNATPingTimeout  = 60 * time.Second
+)
+
+// Media endpoint learning modes (media.learning), weakest defence last.
+const (
+	LearningHeuristic = "heuristic" // the SDP address, the SDP IP, the signalling IP
+	LearningStrict    = "strict"    // the SDP IP only
+	LearningAny       = "any"       // also any source during the learning window
 )
 
 // DefaultAlgorithms is the digest challenge order when none is configured.
@@ -452,6 +470,10 @@ func (c *Config) applyDefaults(present func(key string) bool) {
 	defInt(&c.Media.PortMin, DefaultPortMin)
 	defInt(&c.Media.PortMax, DefaultPortMax)
 	def(&c.Media.Anchor, DefaultAnchor)
+	if c.Media.Learning == "" && c.Media.NATLatching {
+		c.Media.Learning = LearningAny // the deprecated alias
+	}
+	def(&c.Media.Learning, DefaultLearning)
 	defDur(&c.Media.Timeout, DefaultMediaTimeout)
 	defDur(&c.Media.HoldTimeout, DefaultHoldTimeout)
 	def(&c.Provision.LibvirtURI, "qemu:///system")

@@ -140,6 +140,15 @@ func (c *Config) validate(d *document) Errors {
 	default:
 		bad("media.anchor", "must be always, never or nat; got %q", m.Anchor)
 	}
+	switch m.Learning {
+	case LearningHeuristic, LearningStrict:
+		if m.NATLatching {
+			bad("media.nat_latching", "is a deprecated alias for learning: any and contradicts learning: %s; remove nat_latching", m.Learning)
+		}
+	case LearningAny:
+	default:
+		bad("media.learning", "must be heuristic (the default: SDP address, SDP IP or the SIP source; NATed phones work), strict (the SDP IP only) or any (any source during the learning window); got %q", m.Learning)
+	}
 	if m.Timeout < time.Second {
 		bad("media.timeout", "must be at least 1s; got %s", m.Timeout)
 	}

@@ -85,12 +85,20 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	}
 	var an *anchor.Anchor
 	var calls *gateway.Calls
+	learning, err := media.ParseLearning(cfg.Media.Learning)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if cfg.Media.NATLatching {
+		log.Warn("media.nat_latching is deprecated: it means media.learning: any (any source may be learned while a stream starts); say learning: any, or drop it for the safer default heuristic")
+	}
 	relay, err := media.New(media.Config{
 		Addr:    netip.MustParseAddr(cfg.Media.Address),
 		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
 		Quarantine: media.DefaultQuarantine,
 		Timeout:    cfg.Media.Timeout, HoldTimeout: cfg.Media.HoldTimeout,
-		NAT: cfg.Media.NATLatching,
+		Learning: learning, LearnWindow: media.DefaultLearnWindow, LockAfter: media.DefaultLockAfter,
 	}, log, func(id string) {
 		calls.End(id, "system") // reads the media statistics first
 		an.Timeout(id)
