@@ -3,8 +3,10 @@
 // tells each relay leg where its side wants media, and has sdp rewrite
 // the body to point at the relay. Only streams both sides accept hold
 // relay ports, and it bounds the streams one offer (Options.MaxStreams)
-// and one source's calls (PerSource) may anchor. It also ends calls whose
-// media died.
+// and one source's calls (PerSource) may anchor. It tells each leg the IP
+// its side's SIP comes from (so a NATed phone's media can be learned
+// there) and tells the session when the call is answered (the media
+// timeout runs from then). It also ends calls whose media died.
 //
 // It is the only place where SIP, SDP and RTP meet, and it holds no
 // protocol logic of its own beyond offer/answer bookkeeping.
@@ -131,6 +133,9 @@ type call struct {
 
 	src   netip.Addr // the caller's source address, charged for the ports
 	pairs int        // relay port pairs charged to src (PerSource)
+	// sig is the IP each side's SIP messages last came from (a request's
+	// source, a response's): the relay learns a NATed side's media there.
+	sig [2]netip.Addr
 
 	// The last body processed per side, so a retransmission (or an answer
 	// repeated in 18x and 200) gets the same rewrite and is not taken for
@@ -167,6 +172,9 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 	if cs := r.CSeq(); cs != nil && cs.SeqNo > c.parties[s].cseq {
 		c.parties[s].cseq = cs.SeqNo
 	}
+	if r.Source.IsValid() {
+		c.sig[s] = r.Source.Addr().Unmap()
+	}
 	if !c.anchored || !isSDP(r.Request) {
 		return nil
 	}
@@ -195,6 +203,9 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 	if tag(r.From().Params) != c.parties[sideA].tag {
 		s = sideA
 	}
+	if src, err := netip.ParseAddrPort(res.Source()); err == nil {
+		c.sig[s] = src.Addr().Unmap()
+	}
 	if r.Method == siplib.INVITE && res.StatusCode >= 200 && res.StatusCode < 300 && !c.up && s == sideB {
 		c.up = true
 		b := &c.parties[sideB]
@@ -204,6 +215,9 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 			b.uri = ct.Address.Clone()
 		}
 		b.addr, b.tp = res.Source(), strings.ToLower(res.Transport())
+		if sess := a.relay.Get(c.id); sess != nil {
+			sess.SetAnswered() // the media timeout runs from now
+		}
 	}
 	if !c.anchored || (res.StatusCode >= 300) || res.StatusCode < 180 {
 		return nil
@@ -337,6 +351,8 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final, inRequest bool) ([]b
 			continue
 		}
 		mine, theirs := stream.Legs[s], stream.Legs[other]
+		stream.Legs[sideA].SetSignalling(c.sig[sideA])
+		stream.Legs[sideB].SetSignalling(c.sig[sideB])
 		mux := st.Mux
 		if answer {
 			// The offerer muxes only if the answer accepted it.
@@ -411,6 +427,9 @@ func (a *Anchor) open(c *call, want []bool) (sess *media.Session, fresh []int, e
 					siplib.NewHeader("Warning", `399 voxvisor "media ports exhausted: `+quotable(reason)+`"`)}}
 		}
 		return nil, nil, &sip.StatusError{Code: 500, Reason: "Media Relay Failed", Err: err}
+	}
+	if c.up {
+		sess.SetAnswered() // a late offer: the session starts with the 2xx
 	}
 	if a.exhausted && len(fresh) > 0 {
 		a.exhausted = false
