@@ -81,6 +81,23 @@ type target struct {
 	transport string     // udp, tcp or tls
 	trunk     *gateway.Trunk
 	flow      bool // a registered contact, reached where it registered from
+	// local is the UDP socket to send from: the one the contact
+	// registered to, so its router lets the request in (zero: the
+	// transport's first listener).
+	local netip.AddrPort
+	// route is the Route set to put on the request, first hop first: the
+	// Path a contact registered with (RFC 3327); dest is its first entry.
+	route []siplib.Uri
+}
+
+// routeHeaders returns t's Route set as headers, in order, for the top
+// of the request sent to t.
+func (t target) routeHeaders() []siplib.Header {
+	hs := make([]siplib.Header, 0, len(t.route))
+	for _, u := range t.route {
+		hs = append(hs, &siplib.RouteHeader{Address: *u.Clone()})
+	}
+	return hs
 }
 
 // ServeSIP routes r and forwards it.
@@ -224,12 +241,22 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 
 // locate returns the contacts of local user. A sips: request reaches only
 // contacts registered over TLS: it must be TLS on every hop (RFC 5630).
+//
+// A contact is reached over the flow it registered on: over UDP at the
+// address its REGISTER came from (received/rport), from the socket it
+// registered to; over TCP or TLS on its connection. When that connection
+// is gone, a contact behind NAT or one that asked for its flow only
+// (RFC 5626 ;ob) is not dialled at its Contact address, which cannot be
+// reached from here: it is left out (430 Flow Failed when only such
+// contacts remain). A contact registered through an edge proxy is
+// reached through its Path (RFC 3327).
 func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 	binds := p.loc.Lookup(user + "@" + p.self.Domain)
 	if len(binds) == 0 {
 		return nil, sip.Status(480, "Temporarily Unavailable")
 	}
 	ts := make([]target, 0, len(binds))
+	flowFailed := false
 	for _, b := range binds {
 		var u siplib.Uri
 		if err := siplib.ParseUri(b.Contact, &u); err != nil {
@@ -238,8 +265,24 @@ func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 		if secure && b.Transport != "tls" {
 			continue
 		}
+		if len(b.Path) > 0 {
+			t, ok := pathTarget(b.Path)
+			if !ok || (secure && t.transport != "tls") {
+				continue
+			}
+			t.uri = u
+			ts = append(ts, t)
+			continue
+		}
 		t := target{uri: u, dest: b.Source, transport: b.Transport, flow: true}
-		if b.Transport != "udp" && !p.hasConn(b.Transport, b.Source) {
+		switch {
+		case b.Transport == "udp":
+			t.local, _ = netip.ParseAddrPort(b.Local)
+		case !p.hasConn(b.Transport, b.Source):
+			if b.NAT || b.Outbound {
+				flowFailed = flowFailed || b.Outbound
+				continue
+			}
 			// The connection the contact registered over is gone: a
 			// stream contact is then reached at its Contact address.
 			t.dest = uriTarget(u).dest
@@ -247,6 +290,9 @@ func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 		ts = append(ts, t)
 	}
 	if len(ts) == 0 {
+		if flowFailed {
+			return nil, sip.Status(430, "Flow Failed")
+		}
 		if secure {
 			return nil, &sip.StatusError{Code: 480, Reason: "Temporarily Unavailable",
 				Headers: []siplib.Header{siplib.NewHeader("Warning", `399 voxvisor "no contact registered over TLS for a sips: request"`)}}
@@ -254,6 +300,23 @@ func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 		return nil, sip.Status(480, "Temporarily Unavailable")
 	}
 	return ts, nil
+}
+
+// pathTarget is the target of a Path: its first hop, with the whole Path
+// as Route set. ok is false for a Path that does not parse (stored by an
+// older version, or edited by hand).
+func pathTarget(path []string) (target, bool) {
+	route := make([]siplib.Uri, 0, len(path))
+	for _, s := range path {
+		var u siplib.Uri
+		if err := siplib.ParseUri(s, &u); err != nil {
+			return target{}, false
+		}
+		route = append(route, u)
+	}
+	t := uriTarget(route[0])
+	t.route = route
+	return t, true
 }
 
 // routeInbound routes a call from carrier trunk t by its DID.
