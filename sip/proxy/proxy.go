@@ -277,7 +277,9 @@ func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 		t := target{uri: u, dest: b.Source, transport: b.Transport, flow: true}
 		switch {
 		case b.Transport == "udp":
-			t.local, _ = netip.ParseAddrPort(b.Local)
+			if l, err := netip.ParseAddrPort(b.Local); err == nil {
+				t.local = netip.AddrPortFrom(l.Addr().Unmap(), l.Port())
+			}
 		case !p.hasConn(b.Transport, b.Source):
 			if b.NAT || b.Outbound {
 				flowFailed = flowFailed || b.Outbound
