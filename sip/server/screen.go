@@ -9,7 +9,8 @@ import (
 )
 
 // screen runs on every datagram (and TCP read) before sipgo parses it. A
-// UDP datagram (request or response) from a blocked source is dropped; one that is too large,
+// UDP datagram (request or response) from a blocked source is dropped; a
+// CRLF keep-alive is answered (see keepAlive) and goes no further; one that is too large,
 // has too many headers or lacks what a request needs is answered 400 when
 // a response can be formed and dropped otherwise; either way it is counted
 // and the listener keeps serving (returning an empty slice, never an
@@ -31,6 +32,10 @@ func (s *Server) screen(p siplib.TransportReadProps, data []byte) ([]byte, error
 			}
 		}
 	}
+	if onlyCRLF(data) {
+		s.keepAlive(p, data)
+		return nil, nil
+	}
 	if reason := s.check(data); reason != "" {
 		if s.reject(p, data, reason) {
 			s.Stats.Rejected.Add(1)
@@ -43,9 +48,21 @@ func (s *Server) screen(p siplib.TransportReadProps, data []byte) ([]byte, error
 }
 
 var (
-	crlf   = []byte("\r\n")
-	sipVer = []byte("SIP/2.0")
+	crlf       = []byte("\r\n")
+	doubleCRLF = []byte("\r\n\r\n")
+	sipVer     = []byte("SIP/2.0")
 )
+
+// keepAlive answers a UDP datagram of CRLFs: "\r\n\r\n", the ping of
+// RFC 5626 §4.4.1, gets the single "\r\n" pong (phones send it over UDP
+// too, to keep their NAT binding open, and some wait for the pong);
+// anything else made of CRLFs is ignored. Neither is parsed or counted
+// as malformed.
+func (s *Server) keepAlive(p siplib.TransportReadProps, data []byte) {
+	if bytes.Equal(data, doubleCRLF) {
+		s.writeUDP(p, crlf)
+	}
+}
 
 // Headers the screen looks at, as bits.
 const (
@@ -193,14 +210,20 @@ func (s *Server) reject(p siplib.TransportReadProps, data []byte, reason string)
 		return false
 	}
 	out.WriteString("Server: voxvisor\r\nContent-Length: 0\r\n\r\n")
+	return s.writeUDP(p, out.Bytes())
+}
+
+// writeUDP sends b back to where a datagram came from, from the socket
+// it came to.
+func (s *Server) writeUDP(p siplib.TransportReadProps, b []byte) bool {
 	for _, c := range s.udp {
 		if c.LocalAddr().String() == p.LocalAddr.String() {
-			_, err := c.WriteTo(out.Bytes(), p.RemoteAddr)
+			_, err := c.WriteTo(b, p.RemoteAddr)
 			return err == nil
 		}
 	}
 	if len(s.udp) > 0 {
-		_, err := s.udp[0].WriteTo(out.Bytes(), p.RemoteAddr)
+		_, err := s.udp[0].WriteTo(b, p.RemoteAddr)
 		return err == nil
 	}
 	return false

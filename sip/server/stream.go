@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -305,6 +306,17 @@ func (c *streamConn) Read(b []byte) (int, error) {
 			c.last.Store(now)
 		} else {
 			c.msgStart.Store(now)
+		}
+		if n > 4 && bytes.HasPrefix(b[:n], doubleCRLF) {
+			// A keep-alive ping (RFC 5626 §4.4.1) that arrived together
+			// with more (another ping, or the next message): sipgo
+			// answers a ping only when it is alone in a read, so the
+			// pong goes here. (Should a message's own blank line ever
+			// start a read, the stray CRLF this sends lands between our
+			// messages, where every stream parser skips it: §7.5.)
+			if _, werr := c.Conn.Write(crlf); werr != nil {
+				c.l.log.Debug("keep-alive pong failed", "transport", c.l.transport, "remote", c.key.addr, "error", werr)
+			}
 		}
 	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
