@@ -27,6 +27,12 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	gauge("registrations", "Registered contacts (bindings).", func() float64 { _, b := sw.Store.Count(); return float64(b) })
 	gauge("registered_aors", "Addresses-of-record with at least one binding.", func() float64 { a, _ := sw.Store.Count(); return float64(a) })
 	counter("register_requests_total", "REGISTER requests accepted.", func() float64 { return float64(sw.Registrar.Registered.Load()) })
+	ka := &sw.Pinger.Stats
+	gauge("nat_bindings_pinged", "NATed UDP contacts kept reachable with OPTIONS pings (nat.ping_interval).", func() float64 { return float64(ka.Pinged.Load()) })
+	counter("nat_pings_sent_total", "OPTIONS keep-alives sent to NATed UDP contacts.", func() float64 { return float64(ka.Sent.Load()) })
+	counter("nat_pings_answered_total", "NAT keep-alives answered, with any status.", func() float64 { return float64(ka.Answered.Load()) })
+	counter("nat_pings_failed_total", "NAT keep-alives not answered within nat.ping_interval (or not sendable).", func() float64 { return float64(ka.Failed.Load()) })
+	counter("nat_bindings_dropped_total", "NATed contacts removed because they answered no keep-alive (and did not register again) for nat.ping_timeout.", func() float64 { return float64(ka.Dropped.Load()) })
 	gauge("calls_active", "Calls in progress (ringing or answered).", func() float64 { return float64(sw.Calls.Active()) })
 	counter("sip_requests_total", "SIP requests handed to the pipeline.", func() float64 { return float64(sw.Server.Stats.Requests.Load()) })
 	counter("sip_forwarded_total", "Requests forwarded statefully (transactions created).", func() float64 { return float64(sw.Proxy.Forwarded.Load()) })

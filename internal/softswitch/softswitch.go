@@ -28,6 +28,7 @@ import (
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
 	"github.com/voxvisor/voxvisor/sip/guard"
+	"github.com/voxvisor/voxvisor/sip/keepalive"
 	"github.com/voxvisor/voxvisor/sip/location"
 	"github.com/voxvisor/voxvisor/sip/proxy"
 	"github.com/voxvisor/voxvisor/sip/registrar"
@@ -43,6 +44,7 @@ type Switch struct {
 	Auth      *auth.Authenticator
 	Registrar *registrar.Registrar
 	Proxy     *proxy.Proxy
+	Pinger    *keepalive.Pinger // keeps NATed UDP contacts reachable (nat.*)
 	Relay     *media.Relay
 	Anchor    *anchor.Anchor
 	Gateway   *gateway.Gateway // nil without trunks
@@ -145,6 +147,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		Gateway: gw, Calls: calls, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
+	pings := keepalive.NewSIPSender(srv.TransactionLayer(), self)
+	sw.Registrar.SetNAT(registrar.NAT{MaxExpires: cfg.NAT.MaxExpires})
+	sw.Registrar.SetLocalAddr(pings.LocalAddr)
+	sw.Pinger = keepalive.New(store, pings, keepalive.Options{Interval: cfg.NAT.PingInterval, Timeout: cfg.NAT.PingTimeout}, log)
 	secret, err := nodeSecret(filepath.Join(cfg.DataDir, "node.key"))
 	if err != nil {
 		srv.Close()
@@ -261,6 +267,11 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		sw.Pinger.Run(sweepCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		t := time.NewTicker(30 * time.Second)
 		defer t.Stop()
 		for {
@@ -373,6 +384,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 		return fmt.Errorf("reload users: %w", err)
 	}
 	sw.Registrar.SetRules(cfg.Registrar)
+	sw.Registrar.SetNAT(registrar.NAT{MaxExpires: cfg.NAT.MaxExpires})
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		var err error
