@@ -377,3 +377,30 @@ func TestREADMEConfigLimits(t *testing.T) {
 	}
 	_ = netip.Addr{}
 }
+
+// TestInviteCredentialReplay: the Proxy-Authorization of 1001's call to a
+// local user, sniffed and replayed from another address for a call to an
+// international number, or for the same call again, reaches no carrier.
+func TestInviteCredentialReplay(t *testing.T) {
+	carrier := newCarrier(t)
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Peers: []config.Peer{{Host: "127.0.0.1", Port: carrier.port(), Transport: "udp"}}}}
+		c.DialPlan = []config.Rule{{Prefix: "+", Trunks: []string{"carrier"}}}
+	})
+	phone, attacker := newRawUA(t, "127.0.0.10", sw.udp), newRawUA(t, "127.0.0.67", sw.udp)
+	const local = "sip:1002@voxvisor.local"
+	res := phone.do(phone.request("INVITE", local, "sip:1001@voxvisor.local", "", "call-1"))
+	sniffed := authorize(t, res, "1001", "demo1001", "INVITE", local)
+	if res := phone.do(phone.request("INVITE", local, "sip:1001@voxvisor.local", "", "call-1", sniffed)); code(res) != 480 {
+		t.Fatalf("1001's authenticated call to an unregistered 1002: %d, want 480", code(res))
+	}
+	for _, ruri := range []string{"sip:+4930123456@voxvisor.local", local} {
+		if res := attacker.do(attacker.request("INVITE", ruri, "sip:1001@voxvisor.local", "", "fraud-"+ruri, sniffed)); code(res) != 403 && code(res) != 407 {
+			t.Fatalf("replayed credentials for %s: %d, want 403 or 407", ruri, code(res))
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := carrier.requests.Load(); n != 0 {
+		t.Fatalf("replayed credentials reached the carrier: %v", carrier.seen())
+	}
+}
