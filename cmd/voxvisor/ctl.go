@@ -67,15 +67,24 @@ func newCtl(stdout io.Writer) *cobra.Command {
 			var bs []struct {
 				AOR, Contact, Source, Transport string
 				ExpiresIn                       int `json:"expires_in"`
+				NAT                             bool
+				Path                            []string
 			}
 			if err := call("GET", "/api/v1/registrations", &bs); err != nil {
 				return err
 			}
 			var rows [][]string
 			for _, b := range bs {
-				rows = append(rows, []string{b.AOR, b.Contact, b.Transport + ":" + b.Source, fmt.Sprint(b.ExpiresIn)})
+				nat := "no"
+				switch {
+				case len(b.Path) > 0:
+					nat = "via " + b.Path[0]
+				case b.NAT:
+					nat = "yes"
+				}
+				rows = append(rows, []string{b.AOR, b.Contact, b.Transport + ":" + b.Source, nat, fmt.Sprint(b.ExpiresIn)})
 			}
-			table("AOR\tCONTACT\tFROM\tEXPIRES", rows)
+			table("AOR\tCONTACT\tFROM\tNAT\tEXPIRES", rows)
 			return nil
 		},
 	})

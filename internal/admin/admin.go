@@ -55,6 +55,10 @@ type Binding struct {
 	Transport string `json:"transport"`
 	ExpiresIn int    `json:"expires_in"`
 	UserAgent string `json:"user_agent,omitempty"`
+	// NAT: the registrar judged the contact to be behind NAT (over UDP the
+	// switch pings it); Path: it is reached through these proxies.
+	NAT  bool     `json:"nat"`
+	Path []string `json:"path,omitempty"`
 }
 
 // The admin listener's timeouts bound a connection's life, so that
@@ -197,7 +201,7 @@ func (s *Server) registrations(w http.ResponseWriter, _ *http.Request) {
 	for aor, bs := range s.backend.Registrations() {
 		for _, b := range bs {
 			out = append(out, Binding{AOR: aor, Contact: b.Contact, Source: b.Source, Transport: b.Transport,
-				ExpiresIn: int(b.Expires.Sub(now).Seconds()), UserAgent: b.UserAgent})
+				ExpiresIn: int(b.Expires.Sub(now).Seconds()), UserAgent: b.UserAgent, NAT: b.NAT, Path: b.Path})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].AOR+out[i].Contact < out[j].AOR+out[j].Contact })
