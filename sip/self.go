@@ -69,6 +69,17 @@ func (s *Self) Listener(transport string) (Listener, bool) {
 	return Listener{}, false
 }
 
+// ListenerAt returns the listener of transport bound to addr.
+func (s *Self) ListenerAt(transport string, addr netip.AddrPort) (Listener, bool) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	for _, l := range s.Listeners {
+		if l.Transport == transport && netip.AddrPortFrom(l.Bound.Addr().Unmap(), l.Bound.Port()) == addr {
+			return l, true
+		}
+	}
+	return Listener{}, false
+}
+
 // DefaultTransport is the transport a URI asks for: its transport
 // parameter, else tls for sips: (RFC 3261 §26.2.2), else udp.
 func DefaultTransport(u siplib.Uri) string {

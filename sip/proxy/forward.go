@@ -87,8 +87,25 @@ func (p *Proxy) prepare(r *sip.Request, fwd *siplib.Request, t target, addRR boo
 	}
 	setMaxForwards(out, hops)
 	outL, ok := p.self.Listener(t.transport)
+	if t.transport == "udp" && t.local.IsValid() {
+		// A NATed contact's router lets in only what comes from the
+		// socket the contact registered to.
+		if l, found := p.self.ListenerAt("udp", t.local); found {
+			outL = l
+		}
+	}
 	if !ok {
 		return nil, &sip.StatusError{Code: 503, Reason: "No " + t.transport + " Listener", Err: errors.New("no listener for transport " + t.transport)}
+	}
+	if len(t.route) > 0 {
+		// The contact's Path (RFC 3327) leads to it: that Route set,
+		// first hop on top, replaces whatever Route the request carried.
+		for out.RemoveHeader("Route") {
+		}
+		hs := t.routeHeaders()
+		for i := len(hs) - 1; i >= 0; i-- {
+			out.PrependHeader(hs[i])
+		}
 	}
 	if addRR {
 		inL, _ := p.self.Listener(r.Transport)

@@ -102,20 +102,10 @@ func TestLocateNAT(t *testing.T) {
 	}
 }
 
-// preparesFlow says forward.go's prepare applies a target's route and
-// local socket (target.routeHeaders on top of the request, Laddr and Via
-// from the listener bound at target.local). Until it does, Path hops get
-// no Route and UDP requests leave from the first UDP listener: turn this
-// on with that change.
-const preparesFlow = false
-
 // TestPrepareFollowsFlow: the request sent to a located contact carries
 // its Path as Route set (first hop on top, above nothing of ours) and,
 // over UDP, leaves from the socket the contact registered to.
 func TestPrepareFollowsFlow(t *testing.T) {
-	if !preparesFlow {
-		t.Skip("sip/proxy/forward.go prepare does not apply target.route and target.local yet (issue 13 item 4)")
-	}
 	p := testProxy(t)
 	p.self = sip.NewSelf("voxvisor.local", append(p.self.Listeners,
 		sip.Listener{Transport: "udp", Bound: netip.MustParseAddrPort("127.0.0.2:5080"), Host: "127.0.0.2", Port: 5080}))
