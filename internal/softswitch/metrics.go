@@ -89,6 +89,21 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	gauge("relay_packets", "RTP packets received by the relay on live calls.", relay(func(s media.LegStats) float64 { return float64(s.Packets) }))
 	gauge("relay_bytes", "RTP bytes received by the relay on live calls.", relay(func(s media.LegStats) float64 { return float64(s.Bytes) }))
 	gauge("relay_lost_packets", "RTP packets lost before the relay on live calls.", relay(func(s media.LegStats) float64 { return float64(s.Lost) }))
+	for rank := media.RankSDPAddress; rank <= media.RankAny; rank++ {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "media_sources_learned_total",
+			Help: "Media sources relay legs locked to, by how they matched (media.learning): sdp_address, sdp_ip, signalling (a NATed side), any.", ConstLabels: prometheus.Labels{"rank": rank.String()}},
+			func() float64 { return float64(sw.Relay.LearningStats().Learned[rank]) }))
+	}
+	for phase, f := range map[string]func(media.LearningStats) uint64{
+		"learning": func(s media.LearningStats) uint64 { return s.RejectedLearning },
+		"locked":   func(s media.LearningStats) uint64 { return s.RejectedLocked },
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "voxvisor", Name: "media_packets_rejected_total",
+			Help: "RTP/RTCP packets the relay dropped because they came from a source that is not the side's: while learning (not allowed by media.learning, or worse-ranked than the candidate) or after the lock.", ConstLabels: prometheus.Labels{"phase": phase}},
+			func() float64 { return float64(f(sw.Relay.LearningStats())) }))
+	}
+	counter("media_relatch_refused_total", "New sources refused after a leg locked that learning would have taken (the side's IP from another port, e.g. a NAT rebinding or a device beside it; any source under learning: any); each counted once in a row.",
+		func() float64 { return float64(sw.Relay.LearningStats().RelatchRefused) })
 
 	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "voxvisor", Name: "calls_total",
 		Help: "Finished call attempts by final status and direction."}, []string{"status", "direction"})
