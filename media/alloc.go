@@ -1,10 +1,13 @@
 // Package media is the RTP/RTCP relay that anchors calls: an allocator of
 // even/odd port pairs, relay sessions with two legs per stream that
-// forward packets between the call's two sides, latching of each side's
-// real address, RTCP statistics (pion/rtcp) and media timeouts.
+// forward packets between the call's two sides, learning of each side's
+// real address (ranked candidates during a short window, then locked; see
+// Learning), RTCP statistics (pion/rtcp) and media timeouts, which apply
+// from the answer on.
 //
 // It knows no SIP: the anchoring glue tells it what each side's SDP
-// said and asks it for ports.
+// said, where its signalling comes from and when the call is answered,
+// and asks it for ports.
 package media
 
 import (
@@ -24,7 +27,7 @@ const maxTries = 16
 // quarantine before reuse, so stale packets of an old call do not reach a
 // new one; but quarantine only orders the choice: when every other pair
 // is in use, the pair released longest ago is taken early rather than a
-// call refused (latching still keeps a stranger's packets out, and a
+// call refused (learning still keeps a stranger's packets out, and a
 // pool exhausted by quarantine alone would refuse calls with nothing in
 // use). Safe for concurrent use.
 type Allocator struct {
