@@ -164,16 +164,16 @@ func TestNATedCallerGetsAudioOnDefaults(t *testing.T) {
 		var s seen
 		defer func() { result <- s }()
 		fail := func(f string, args ...any) { s.problems = append(s.problems, fmt.Sprintf(f, args...)) }
-		deadline := time.Now().Add(10 * time.Second)
-		for sw.Relay.Len() == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+		var st *media.Stream
+		for deadline := time.Now().Add(10 * time.Second); st == nil && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if ss := sw.Relay.Sessions(); len(ss) == 1 {
+				st = ss[0].Stream(0) // nil for a moment while the session opens
+			}
 		}
-		ss := sw.Relay.Sessions()
-		if len(ss) != 1 || ss[0].Stream(0) == nil {
+		if st == nil {
 			fail("no relay session with a stream appeared")
 			return
 		}
-		st := ss[0].Stream(0)
 		lo := netip.MustParseAddr("127.0.0.1")
 		ports := []netip.AddrPort{}
 		for _, l := range st.Legs {
