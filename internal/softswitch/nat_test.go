@@ -1,8 +1,11 @@
 package softswitch
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -581,5 +584,107 @@ func TestNATedPhoneOnSecondListener(t *testing.T) {
 	}
 	if code(res) != 486 {
 		t.Fatalf("caller got %d, want the phone's 486", code(res))
+	}
+}
+
+// tcpPhone reads SIP messages from a TCP connection to the switch.
+type tcpPhone struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// read returns the next message (nil on error or after d).
+func (p *tcpPhone) read(d time.Duration) siplib.Message {
+	p.c.SetReadDeadline(time.Now().Add(d))
+	var head strings.Builder
+	length := 0
+	for {
+		line, err := p.r.ReadString('\n')
+		if err != nil {
+			return nil
+		}
+		if head.Len() == 0 && strings.TrimSpace(line) == "" {
+			continue // a keep-alive pong
+		}
+		head.WriteString(line)
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(p.r, body); err != nil {
+		return nil
+	}
+	m, err := siplib.ParseMessage(append([]byte(head.String()), body...))
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// TestOutboundFlowOnly: a phone registered over TCP with ;ob (RFC 5626)
+// is called over its connection while it is up; once it is gone the
+// switch does not dial its Contact address but answers 430 Flow Failed.
+func TestOutboundFlowOnly(t *testing.T) {
+	sw := natSwitch(t)
+	caller := newNATUA(t, "1001", sw.udp, "")
+	c, err := net.Dial("tcp", sw.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	phone := &tcpPhone{c: c, r: bufio.NewReader(c)}
+	// Its Contact is a port nothing listens on: a dial there would fail
+	// with 503 (or time out), not 430.
+	contact := fmt.Sprintf("sip:1002@127.0.0.1:%d;transport=tcp;ob", freePort(t))
+	reg := func(cseq int, authz ...string) *siplib.Response {
+		msg := strings.Join(append([]string{
+			"REGISTER sip:voxvisor.local SIP/2.0",
+			fmt.Sprintf("Via: SIP/2.0/TCP %s;branch=z9hG4bKob%d", c.LocalAddr(), cseq),
+			"From: <sip:1002@voxvisor.local>;tag=ob", "To: <sip:1002@voxvisor.local>", "Call-ID: ob-reg",
+			fmt.Sprintf("CSeq: %d REGISTER", cseq), "Max-Forwards: 70", "Contact: <" + contact + ">;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"",
+			"Supported: outbound, path", "Expires: 600",
+		}, authz...), "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
+		c.Write([]byte(msg))
+		res, _ := phone.read(3 * time.Second).(*siplib.Response)
+		return res
+	}
+	res := reg(1)
+	if code(res) != 401 {
+		t.Fatalf("REGISTER: %d", code(res))
+	}
+	if res = reg(2, authorize(t, res, "1002", "demo1002", "REGISTER", "sip:voxvisor.local")); code(res) != 200 {
+		t.Fatalf("REGISTER with credentials: %d", code(res))
+	}
+	if bs := sw.Store.Lookup("1002@voxvisor.local"); len(bs) != 1 || !bs[0].Outbound || bs[0].Transport != "tcp" {
+		t.Fatalf("binding %+v", bs)
+	}
+
+	// Up: the call comes over the connection.
+	invited := make(chan bool, 1)
+	go func() {
+		m, _ := phone.read(5 * time.Second).(*siplib.Request)
+		if m == nil || m.Method != siplib.INVITE {
+			invited <- false
+			return
+		}
+		res := siplib.NewResponseFromRequest(m, 486, "Busy Here", nil)
+		c.Write([]byte(res.String()))
+		invited <- true
+	}()
+	res, _ = caller.invite("1002", "ob-up")
+	if reached := <-invited; !reached || code(res) != 486 {
+		t.Fatalf("call over the flow: reached the phone %v, caller got %d; want the phone's 486", reached, code(res))
+	}
+
+	// Gone: 430, at once.
+	c.Close()
+	time.Sleep(300 * time.Millisecond) // sipgo notices the close
+	res, took := caller.invite("1002", "ob-gone")
+	if code(res) != 430 || took > time.Second {
+		t.Fatalf("call after the flow is gone: %d after %s, want 430 Flow Failed at once", code(res), took)
 	}
 }
