@@ -86,13 +86,12 @@ func (p *labPhone) aor() string { return p.user + "@voxvisor.local" }
 
 // natLab is the running lab.
 type natLab struct {
-	bin      string // the voxvisor binary
-	sw, atk  string // namespaces
-	phones   map[string]*labPhone
-	cfg      *config.Config // the lab's configuration, as voxvisor loads it
-	vox      *exec.Cmd
-	voxLog   *syncBuf
-	scenario string // testdata/sipp, absolute
+	bin     string // the voxvisor binary
+	sw, atk string // namespaces
+	phones  map[string]*labPhone
+	cfg     *config.Config // the lab's configuration, as voxvisor loads it
+	vox     *exec.Cmd
+	voxLog  *syncBuf
 }
 
 func (l *natLab) phone(user string) *labPhone { return l.phones[user] }
@@ -106,7 +105,7 @@ func newNATLab(t *testing.T) *natLab {
 	for _, tool := range []string{"ip", "nft", "sysctl", "sipp", "go"} {
 		need(t, tool)
 	}
-	l := &natLab{phones: map[string]*labPhone{}, voxLog: &syncBuf{}, scenario: mustAbs(t, "testdata/sipp")}
+	l := &natLab{phones: map[string]*labPhone{}, voxLog: &syncBuf{}}
 	l.bin = filepath.Join(t.TempDir(), "voxvisor")
 	build := exec.Command(need(t, "go"), "build", "-tags", "libvirt_dlopen", "-o", l.bin, "./cmd/voxvisor")
 	build.Dir = mustAbs(t, "../..")
@@ -411,13 +410,18 @@ type labProc struct {
 	err  error // valid after done
 }
 
-// spawn starts a program in ns; it is killed, if still running, when the
-// test ends. The program's working directory is a new temporary one.
-func (l *natLab) spawn(t *testing.T, name, ns string, env []string, stdin io.Reader, prog string, args ...string) *labProc {
+// spawn starts a program in namespace ns ("": this one); it is killed,
+// if still running, when the test ends. Its working directory is a new
+// temporary one.
+func spawn(t *testing.T, name, ns string, env []string, stdin io.Reader, prog string, args ...string) *labProc {
 	t.Helper()
 	p := &labProc{name: name, out: &syncBuf{}, dir: t.TempDir(), done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	p.cmd = testenv.NetnsCommand(ctx, ns, prog, args...)
+	if ns == "" {
+		p.cmd = exec.CommandContext(ctx, prog, args...)
+	} else {
+		p.cmd = testenv.NetnsCommand(ctx, ns, prog, args...)
+	}
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr, p.cmd.Stdin = p.out, p.out, stdin
 	p.cmd.WaitDelay = 5 * time.Second
@@ -463,25 +467,44 @@ func (p *labProc) report(err error) string {
 		tail([]byte(p.file("err.log")), 20), tail([]byte(p.file("msgs.log")), 80))
 }
 
-// sipp starts SIPp as phone ph on its SIP port 5060 and media port 6000,
-// answering out-of-call OPTIONS (-aa). remote "" runs a UAS.
+// sipp starts SIPp as phone ph on its SIP port 5060 and media port 6000.
+// remote "" runs a UAS.
 func (l *natLab) sipp(t *testing.T, ph *labPhone, remote, scenario string, args ...string) *labProc {
 	t.Helper()
-	full := []string{"-sf", filepath.Join(l.scenario, scenario), "-t", "u1", "-p", "5060", "-i", ph.ip, "-mp", "6000",
-		"-nostdin", "-aa", "-trace_msg", "-message_file", "msgs.log", "-trace_err", "-error_file", "err.log",
-		"-key", "user", ph.user, "-au", ph.user, "-ap", ph.pass}
+	return sippIn(t, ph.ns, ph.ip, 5060, 6000, "udp", remote, scenario,
+		append([]string{"-key", "user", ph.user, "-au", ph.user, "-ap", ph.pass}, args...)...)
+}
+
+// sippIn starts SIPp in namespace ns ("": this one) on ip:port and media
+// port mediaPort, answering out-of-call OPTIONS (-aa), with its message
+// trace in msgs.log. remote "" runs a UAS, returned once it has bound its
+// UDP port.
+func sippIn(t *testing.T, ns, ip string, port, mediaPort int, transport, remote, scenario string, args ...string) *labProc {
+	t.Helper()
+	tp := "u1"
+	if transport == "tcp" {
+		tp = "t1"
+	}
+	full := []string{"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario), "-t", tp, "-p", strconv.Itoa(port), "-i", ip,
+		"-mp", strconv.Itoa(mediaPort), "-nostdin", "-aa", "-trace_msg", "-message_file", "msgs.log", "-trace_err", "-error_file", "err.log"}
 	if remote != "" {
 		full = append([]string{remote}, full...)
 	}
-	p := l.spawn(t, "sipp "+ph.user+" "+scenario, ph.ns, nil, nil, need(t, "sipp"), append(full, args...)...)
-	if remote == "" {
-		l.waitBound(t, p, 5060)
+	name := "sipp " + scenario
+	for i := range args {
+		if args[i] == "-key" && i+2 < len(args) && args[i+1] == "user" {
+			name = "sipp " + args[i+2] + " " + scenario
+		}
+	}
+	p := spawn(t, name, ns, nil, nil, need(t, "sipp"), append(full, args...)...)
+	if remote == "" && transport != "tcp" {
+		waitBound(t, p, port)
 	}
 	return p
 }
 
 // waitBound waits until the program has bound a UDP port.
-func (l *natLab) waitBound(t *testing.T, p *labProc, port int) {
+func waitBound(t *testing.T, p *labProc, port int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -907,7 +930,7 @@ realm=voxvisor.local
 	}
 	stdin, cmds := io.Pipe()
 	t.Cleanup(func() { cmds.Close() })
-	p := l.spawn(t, "linphonec "+ph.user, ph.ns, []string{"HOME=" + home}, stdin, bin, "-c", rc, "-d", "5", "-l", filepath.Join(home, "linphonec.log"))
+	p := spawn(t, "linphonec "+ph.user, ph.ns, []string{"HOME=" + home}, stdin, bin, "-c", rc, "-d", "5", "-l", filepath.Join(home, "linphonec.log"))
 	say := func(cmd string) {
 		if _, err := io.WriteString(cmds, cmd+"\n"); err != nil {
 			t.Errorf("linphonec %q: %v", cmd, err)
@@ -979,8 +1002,9 @@ module menu.so
 audio_source ausine,440
 audio_player aubridge,%s
 audio_alert aubridge,%s
-ausrc_srate 8000
-auplay_srate 8000
+ausrc_srate 48000
+auplay_srate 48000
+ausrc_channels 2
 rtp_ports 10000-10100
 `, ph.ip, labSwitchIP, ph.user, ph.user)
 		acct := fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=auto;audio_codecs=PCMA,PCMU\n", ph.user, labSwitchIP, ph.pass)
@@ -994,7 +1018,7 @@ rtp_ports 10000-10100
 		for _, e := range extra {
 			args = append(args, "-e", e)
 		}
-		p := l.spawn(t, "baresip "+ph.user, ph.ns, nil, nil, bin, args...)
+		p := spawn(t, "baresip "+ph.user, ph.ns, nil, nil, bin, args...)
 		return p, dir
 	}
 	logOnFailure := func(p *labProc) {
