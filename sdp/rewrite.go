@@ -18,18 +18,23 @@ const (
 )
 
 // Stream is one m-line as its sender describes it: where it wants to
-// receive RTP and RTCP.
+// receive RTP and RTCP, or UDPTL.
 type Stream struct {
-	Media     string     // audio, video, ...
-	Port      int        // RTP port; 0 when the stream is rejected
+	Media     string     // audio, video, image, ...
+	Port      int        // RTP (or UDPTL) port; 0 when the stream is rejected
 	Addr      netip.Addr // c= address (media level, else session level)
-	RTCPPort  int        // a=rtcp port, else Port+1
-	RTCPAddr  netip.Addr // a=rtcp address, else Addr
-	Mux       bool       // a=rtcp-mux
+	RTCPPort  int        // a=rtcp port, else Port+1; 0 for UDPTL (no RTCP)
+	RTCPAddr  netip.Addr // a=rtcp address, else Addr; unset for UDPTL
+	Mux       bool       // a=rtcp-mux; never for UDPTL
 	Direction string     // sendrecv, sendonly, recvonly, inactive
 	ClockRate int        // of the first format, 8000 when unknown
-	Proto     string     // RTP/AVP, RTP/SAVP, ...
+	Proto     string     // RTP/AVP, RTP/SAVP, udptl, ... as written
 }
+
+// UDPTL reports whether the stream is T.38 fax over UDPTL (m=image ...
+// udptl t38, the transport in any case): the relay forwards its
+// datagrams as they are, with no RTCP, and no codec policy applies.
+func (s Stream) UDPTL() bool { return isUDPTL(s.Proto) }
 
 // Secure reports whether the stream is SRTP (RTP/SAVP, RTP/SAVPF, or
 // DTLS-SRTP's UDP/TLS/RTP/SAVP[F]): the relay passes it untouched and
@@ -55,6 +60,12 @@ func Streams(d *psdp.SessionDescription) []Stream {
 		if ci != nil && ci.Address != nil {
 			s.Addr, _ = netip.ParseAddr(ci.Address.Address)
 		}
+		s.Direction = direction(m.Attributes, sessionDir)
+		s.ClockRate = 8000
+		if s.UDPTL() {
+			out[i] = s // no RTCP, no rtcp-mux, no payload types
+			continue
+		}
 		s.RTCPPort, s.RTCPAddr = s.Port+1, s.Addr
 		for _, a := range m.Attributes {
 			switch a.Key {
@@ -77,8 +88,6 @@ func Streams(d *psdp.SessionDescription) []Stream {
 		if s.Mux {
 			s.RTCPPort = s.Port
 		}
-		s.Direction = direction(m.Attributes, sessionDir)
-		s.ClockRate = 8000
 		if len(m.MediaName.Formats) > 0 {
 			if c := clockRate(m, m.MediaName.Formats[0]); c > 0 {
 				s.ClockRate = c
@@ -154,7 +163,8 @@ func codecName(m *psdp.MediaDescription, pt string) string {
 	return ""
 }
 
-// Policy is the codec policy applied to every rewritten description.
+// Policy is the codec policy applied to every rewritten description's
+// RTP streams (a UDPTL stream has no codecs: its format is t38).
 type Policy struct {
 	// Allow lists the encoding names allowed (case-insensitive, e.g.
 	// "PCMU", "PCMA", "G722", "opus", "VP8"). Empty allows everything.
@@ -178,8 +188,8 @@ func (p Policy) allows(name string) bool {
 // reader.
 type Endpoint struct {
 	Addr     netip.Addr
-	RTPPort  int // even
-	RTCPPort int // RTPPort+1, or RTPPort when Mux
+	RTPPort  int // even; a UDPTL stream's port
+	RTCPPort int // RTPPort+1, or RTPPort when Mux; not written for UDPTL
 	Mux      bool
 }
 
@@ -194,8 +204,10 @@ type Origin struct {
 
 // Rewrite points every accepted stream of d at eps[i] (eps has one entry
 // per m-line; rejected streams, port 0, stay rejected, and a stream whose
-// endpoint has no RTP port is rejected: port 0), applies policy, and
-// writes o= through origin. It returns the new body.
+// endpoint has no RTP port is rejected: port 0), applies policy to its
+// RTP streams, and writes o= through origin. A UDPTL stream gets the
+// relay's c= and port and no a=rtcp or a=rtcp-mux; its other attributes
+// (a=T38Fax...) stay as they were. It returns the new body.
 func Rewrite(d *psdp.SessionDescription, eps []Endpoint, policy Policy, origin *Origin) ([]byte, error) {
 	if len(eps) != len(d.MediaDescriptions) {
 		return nil, ErrStreams
@@ -206,15 +218,20 @@ func Rewrite(d *psdp.SessionDescription, eps []Endpoint, policy Policy, origin *
 		if ep.Addr.IsValid() {
 			relayAddr = ep.Addr
 		}
-		if m.MediaName.Port.Value == 0 {
-			continue
-		}
-		if ep.RTPPort == 0 {
+		if m.MediaName.Port.Value == 0 || ep.RTPPort == 0 {
+			// Rejected: port 0, and a media-level c= names the relay too,
+			// never the far end.
 			m.MediaName.Port = psdp.RangedPort{Value: 0}
+			if m.ConnectionInformation != nil && ep.Addr.IsValid() {
+				m.ConnectionInformation = connection(ep.Addr, ep.Addr.String())
+			}
 			continue
 		}
-		if err := filterCodecs(m, policy); err != nil {
-			return nil, err
+		udptl := isUDPTL(strings.Join(m.MediaName.Protos, "/"))
+		if !udptl {
+			if err := filterCodecs(m, policy); err != nil {
+				return nil, err
+			}
 		}
 		held := false
 		ci := m.ConnectionInformation
@@ -237,9 +254,11 @@ func Rewrite(d *psdp.SessionDescription, eps []Endpoint, policy Policy, origin *
 			}
 			attrs = append(attrs, a)
 		}
-		if ep.Mux {
+		switch {
+		case udptl: // UDPTL has no RTCP
+		case ep.Mux:
 			attrs = append(attrs, psdp.NewPropertyAttribute("rtcp-mux"))
-		} else {
+		default:
 			attrs = append(attrs, psdp.NewAttribute("rtcp", strconv.Itoa(ep.RTCPPort)))
 		}
 		m.Attributes = attrs

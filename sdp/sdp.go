@@ -4,6 +4,14 @@
 // relay (c=, m= port, a=rtcp, rtcp-mux), with codec policy, hold
 // detection and a stable o= line.
 //
+// Besides RTP streams it carries T.38 fax (m=image <port> udptl t38,
+// RFC 3362 and ITU-T T.38 Annex D): pion/sdp knows neither the image
+// media nor the udptl transport, so Parse stands in for them while pion
+// parses and puts the original text back. A UDPTL stream is rewritten to
+// the relay like RTP but gets no a=rtcp (UDPTL has no RTCP) and no codec
+// policy (its format is t38, not a payload type); its a=T38Fax*
+// attributes pass byte for byte.
+//
 // It opens no sockets and allocates no ports: the caller (the anchoring
 // glue) asks media for ports and hands them in.
 package sdp
@@ -13,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	psdp "github.com/pion/sdp/v3"
 )
@@ -30,13 +39,83 @@ var (
 	ErrStreams = errors.New("sdp: answer and offer have different m-lines")
 )
 
-// Parse normalises raw and parses it.
+// Parse normalises raw and parses it. m-lines whose media or transport
+// pion/sdp does not know but the relay carries (m=image, udptl in any
+// case) are parsed with stand-ins and come back as written.
 func Parse(raw []byte) (*psdp.SessionDescription, error) {
+	norm, kept := standIn(Normalize(raw))
 	var d psdp.SessionDescription
-	if err := d.Unmarshal(Normalize(raw)); err != nil {
+	if err := d.Unmarshal(norm); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	for i, m := range d.MediaDescriptions {
+		if i < len(kept) && kept[i].media != "" {
+			m.MediaName.Media = kept[i].media
+			m.MediaName.Protos = strings.Split(kept[i].proto, "/")
+		}
+	}
 	return &d, nil
+}
+
+// pionMedia and pionProtos are the media and transport tokens pion/sdp
+// accepts on an m-line (its IANA lists, case-sensitive).
+var (
+	pionMedia  = map[string]bool{"audio": true, "video": true, "text": true, "application": true, "message": true}
+	pionProtos = map[string]bool{"UDP": true, "RTP": true, "AVP": true, "SAVP": true, "SAVPF": true, "TLS": true,
+		"DTLS": true, "SCTP": true, "AVPF": true, "TCP": true, "MSRP": true, "BFCP": true, "UDT": true,
+		"IX": true, "MRCPv2": true, "FEC": true}
+)
+
+// original is an m-line's media and transport as written, when pion
+// parsed it under stand-ins.
+type original struct{ media, proto string }
+
+// standIn replaces, on every m-line pion/sdp would refuse only for its
+// media (image, ...) or for a UDPTL transport, those two fields with ones
+// it accepts (application, UDP). kept has one entry per m-line, empty
+// where nothing was replaced. Other transports pion refuses stay, and
+// the description stays refused.
+func standIn(norm []byte) ([]byte, []original) {
+	var kept []original
+	changed := false
+	lines := bytes.SplitAfter(norm, []byte("\r\n"))
+	for i, l := range lines {
+		if !bytes.HasPrefix(l, []byte("m=")) {
+			continue
+		}
+		kept = append(kept, original{})
+		f := strings.Fields(string(l[2:]))
+		if len(f) < 3 {
+			continue
+		}
+		media, proto := f[0], f[2]
+		udptl := isUDPTL(proto)
+		protoOK := true
+		for _, p := range strings.Split(proto, "/") {
+			protoOK = protoOK && pionProtos[p]
+		}
+		if pionMedia[media] && protoOK || !protoOK && !udptl {
+			continue
+		}
+		f[0] = "application"
+		if udptl {
+			f[2] = "UDP"
+		}
+		kept[len(kept)-1] = original{media: media, proto: proto}
+		lines[i] = []byte("m=" + strings.Join(f, " ") + "\r\n")
+		changed = true
+	}
+	if !changed {
+		return norm, kept
+	}
+	return bytes.Join(lines, nil), kept
+}
+
+// isUDPTL reports whether an m-line's transport is UDPTL (T.38 fax):
+// udptl, UDPTL, or a layering ending in it (UDP/TLS/UDPTL, RFC 7345).
+func isUDPTL(proto string) bool {
+	i := strings.LastIndexByte(proto, '/')
+	return strings.EqualFold(proto[i+1:], "udptl")
 }
 
 // session-level line order (RFC 4566 §5); t= and r= share a rank so that

@@ -233,3 +233,108 @@ func TestEndpointWithoutPortRejects(t *testing.T) {
 		t.Fatalf("want every stream rejected and no address but the relay's:\n%s", out)
 	}
 }
+
+// TestT38Streams: T.38 offers and answers (m=image ... udptl t38, the
+// transport in any case) parse, and read as UDPTL streams without RTCP;
+// a declined image stream keeps port 0.
+func TestT38Streams(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		idx   int
+		media string
+		port  int
+		addr  string
+		proto string
+		udptl bool
+	}{
+		{"t38_freeswitch.sdp", 0, "image", 30348, "192.0.2.50", "udptl", true},
+		{"t38_cisco_reinvite.sdp", 0, "audio", 0, "198.51.100.20", "RTP/AVP", false},
+		{"t38_cisco_reinvite.sdp", 1, "image", 17282, "198.51.100.20", "UDPTL", true},
+		{"t38_declined.sdp", 0, "audio", 8000, "203.0.113.77", "RTP/AVP", false},
+		{"t38_declined.sdp", 1, "image", 0, "203.0.113.77", "udptl", true},
+	} {
+		raw, err := os.ReadFile(filepath.Join("testdata", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Parse(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		s := Streams(d)[tc.idx]
+		if s.Media != tc.media || s.Port != tc.port || s.Addr.String() != tc.addr || s.Proto != tc.proto || s.UDPTL() != tc.udptl {
+			t.Errorf("%s[%d] = %+v, UDPTL %v", tc.file, tc.idx, s, s.UDPTL())
+		}
+		if s.UDPTL() && (s.RTCPPort != 0 || s.Mux || s.RTCPAddr.IsValid()) {
+			t.Errorf("%s[%d]: a UDPTL stream has RTCP: %+v", tc.file, tc.idx, s)
+		}
+	}
+	// Transports pion refuses that are not UDPTL are still refused.
+	if _, err := Parse([]byte("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=image 4000 FOO t38\r\n")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("unknown transport: err = %v, want ErrMalformed", err)
+	}
+}
+
+// TestT38Rewrite: an image stream is pointed at the relay (c= and port)
+// with no a=rtcp (also when the offer carried one) and no rtcp-mux, its
+// m= line and every a=T38Fax line byte for byte, and the audio codec
+// policy never refuses or trims it; a rejected image stream stays at 0.
+func TestT38Rewrite(t *testing.T) {
+	pcmu := Policy{Allow: []string{"PCMU"}}
+	for _, tc := range []struct {
+		file  string
+		mline string // the image m-line written
+		keep  []string
+	}{
+		{"t38_freeswitch.sdp", "m=image 20000 udptl t38\r\nc=IN IP4 203.0.113.1\r\n", nil},
+		{"t38_cisco_reinvite.sdp", "m=image 20002 UDPTL t38\r\nc=IN IP4 203.0.113.1\r\n", []string{"m=audio 0 RTP/AVP 0\r\n"}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			raw, _ := os.ReadFile(filepath.Join("testdata", tc.file))
+			d, err := Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eps := endpoints(Streams(d), relay)
+			eps[len(eps)-1].Mux = true // even asked to, the relay writes no rtcp-mux for UDPTL
+			out, err := Rewrite(d, eps, pcmu, &Origin{})
+			if err != nil {
+				t.Fatalf("policy PCMU refused a T.38 stream: %v", err)
+			}
+			s := string(out)
+			for _, want := range append(tc.keep, tc.mline) {
+				if !strings.Contains(s, want) {
+					t.Errorf("missing %q in\n%s", want, s)
+				}
+			}
+			for _, line := range strings.Split(string(raw), "\r\n") {
+				if strings.HasPrefix(line, "a=T38") && !strings.Contains(s, line+"\r\n") {
+					t.Errorf("lost or changed %q", line)
+				}
+			}
+			if strings.Contains(s, "a=rtcp") {
+				t.Errorf("a UDPTL stream got a=rtcp or rtcp-mux:\n%s", s)
+			}
+			for _, far := range []string{"192.0.2.50", "198.51.100.20"} {
+				if strings.Contains(s, far) {
+					t.Errorf("the far end's address %s left in\n%s", far, s)
+				}
+			}
+			if _, err := Parse(out); err != nil {
+				t.Fatalf("rewritten SDP does not parse: %v", err)
+			}
+		})
+	}
+	// T.38 declined: the audio answer on the relay under policy, the image
+	// line still rejected.
+	raw, _ := os.ReadFile("testdata/t38_declined.sdp")
+	d, _ := Parse(raw)
+	out, err := Rewrite(d, endpoints(Streams(d), relay), Policy{Allow: []string{"PCMA"}}, &Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(out); !strings.Contains(s, "m=audio 20000 RTP/AVP 8 101\r\n") || !strings.Contains(s, "a=rtcp:20001\r\n") ||
+		!strings.Contains(s, "m=image 0 udptl t38\r\na=T38FaxVersion:0\r\n") {
+		t.Errorf("declined T.38 answer rewritten wrongly:\n%s", s)
+	}
+}
