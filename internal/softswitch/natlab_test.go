@@ -48,8 +48,8 @@ import (
 //
 // Each router forwards only what its LAN started (conntrack), and forgets
 // a UDP flow after labNATTimeout of silence. Every phone namespace counts
-// in nftables the UDP that reaches it from the relay's port range, and
-// separately anything carrying the attacker's SSRC.
+// in nftables the RTP that reaches it from the relay (the even ports of
+// its range), and separately anything carrying the attacker's SSRC.
 const (
 	labSwitchIP   = "198.51.100.1"
 	labAttackerIP = "198.51.100.66"
@@ -142,7 +142,7 @@ func newNATLab(t *testing.T) *natLab {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		meta l4proto udp @th,128,32 0x%08x counter name "spray" accept
-		ip saddr %s udp sport %d-%d counter name "relay"
+		ip saddr %s udp sport %d-%d udp sport & 1 == 0 counter name "relay"
 	}
 }
 `, labSprayMark, labSwitchIP, cfg.Media.PortMin, cfg.Media.PortMax+1)
@@ -351,28 +351,68 @@ func (l *natLab) admin(t *testing.T, path string) (string, error) {
 	return body, err
 }
 
+// labBinding is a registration as the admin API shows it.
+type labBinding struct {
+	AOR     string `json:"aor"`
+	Contact string `json:"contact"`
+	Source  string `json:"source"`
+	NAT     bool   `json:"nat"`
+}
+
 // bindings returns the registrations of aor the admin API shows.
-func (l *natLab) bindings(t *testing.T, aor string) []struct{ Contact, Source string } {
+func (l *natLab) bindings(t *testing.T, aor string) []labBinding {
 	t.Helper()
 	body, err := l.admin(t, "/api/v1/registrations")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []struct {
-		AOR     string `json:"aor"`
-		Contact string `json:"contact"`
-		Source  string `json:"source"`
-	}
+	var all, out []labBinding
 	if err := json.Unmarshal([]byte(body), &all); err != nil {
 		t.Fatalf("registrations: %v: %s", err, body)
 	}
-	var out []struct{ Contact, Source string }
 	for _, b := range all {
 		if b.AOR == aor {
-			out = append(out, struct{ Contact, Source string }{b.Contact, b.Source})
+			out = append(out, b)
 		}
 	}
 	return out
+}
+
+// metrics reads the named samples (name{labels}) from /metrics; a sample
+// that is not there fails the test.
+func (l *natLab) metrics(t *testing.T, names ...string) map[string]float64 {
+	t.Helper()
+	body, err := l.admin(t, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, n := range names {
+		v := metric(body, n)
+		if v < 0 {
+			t.Fatalf("voxvisor's /metrics has no %s", n)
+		}
+		out[n] = v
+	}
+	return out
+}
+
+// Metrics the lab reads: how the relay learned each side, and what it
+// refused.
+const (
+	mLearnedSDP       = `voxvisor_media_sources_learned_total{rank="sdp_address"}`
+	mLearnedSignal    = `voxvisor_media_sources_learned_total{rank="signalling"}`
+	mRejectedLearning = `voxvisor_media_packets_rejected_total{phase="learning"}`
+	mRejectedLocked   = `voxvisor_media_packets_rejected_total{phase="locked"}`
+)
+
+// learned says how many legs the relay locked by each rank meanwhile.
+func (l *natLab) learned(t *testing.T, f func()) (sdp, signalling float64) {
+	t.Helper()
+	before := l.metrics(t, mLearnedSDP, mLearnedSignal)
+	f()
+	after := l.metrics(t, mLearnedSDP, mLearnedSignal)
+	return after[mLearnedSDP] - before[mLearnedSDP], after[mLearnedSignal] - before[mLearnedSignal]
 }
 
 // waitRegistered waits until aor has a binding.
@@ -639,17 +679,25 @@ func TestNATLab(t *testing.T) {
 			if host != ph.wan {
 				t.Errorf("%s: registration came from %s, want the router's public address %s", ph.user, bs[0].Source, ph.wan)
 			}
-			t.Logf("%s at %s registered from %s, contact %s", ph.user, ph.ip, bs[0].Source, bs[0].Contact)
+			if behind := ph.ip != ph.wan; bs[0].NAT != behind {
+				t.Errorf("%s at %s from %s: the registrar says NAT=%v, want %v", ph.user, ph.ip, bs[0].Source, bs[0].NAT, behind)
+			}
+			t.Logf("%s at %s registered from %s, contact %s, NAT %v", ph.user, ph.ip, bs[0].Source, bs[0].Contact, bs[0].NAT)
 		}
 	})
 
-	t.Run("NATed caller to NATed callee, two-way RTP", func(t *testing.T) {
-		checkTwoWay(t, p1001, p1002, l.call(t, p1001, p1002))
-	})
-
-	t.Run("the other way round, two-way RTP", func(t *testing.T) {
-		checkTwoWay(t, p1002, p1001, l.call(t, p1002, p1001))
-	})
+	// A call between two NATed phones: both legs are learned from the
+	// SIP signalling's address (their SDP names LAN addresses).
+	natCall := func(t *testing.T, caller, callee *labPhone) {
+		var got rtp
+		_, signalling := l.learned(t, func() { got = l.call(t, caller, callee) })
+		checkTwoWay(t, caller, callee, got)
+		if signalling < 2 {
+			t.Errorf("the relay learned %v legs by their signalling address, want both", signalling)
+		}
+	}
+	t.Run("NATed caller to NATed callee, two-way RTP", func(t *testing.T) { natCall(t, p1001, p1002) })
+	t.Run("the other way round, two-way RTP", func(t *testing.T) { natCall(t, p1002, p1001) })
 
 	t.Run("a third party sprays the relay ports before and after lock", func(t *testing.T) {
 		l.attackedCall(t, p1001, p1002)
@@ -660,8 +708,16 @@ func TestNATLab(t *testing.T) {
 		if len(bs) != 1 || bs[0].Contact != "sip:1004@"+p1004.ip+":5060;transport=UDP" && bs[0].Contact != "sip:1004@"+p1004.ip+":5060;transport=udp" {
 			t.Errorf("public phone's binding %+v: want its own contact, unchanged", bs)
 		}
-		checkTwoWay(t, p1004, p1001, l.call(t, p1004, p1001))
-		checkTwoWay(t, p1002, p1004, l.call(t, p1002, p1004))
+		// The public phone's leg is learned from its exact SDP address,
+		// the NATed one's from its signalling.
+		for _, c := range [][2]*labPhone{{p1004, p1001}, {p1002, p1004}} {
+			var got rtp
+			sdp, signalling := l.learned(t, func() { got = l.call(t, c[0], c[1]) })
+			checkTwoWay(t, c[0], c[1], got)
+			if sdp < 1 || signalling < 1 {
+				t.Errorf("%s → %s: the relay learned %v legs by their SDP address and %v by signalling, want one each", c[0].user, c[1].user, sdp, signalling)
+			}
+		}
 	})
 
 	t.Run("linphonec behind NAT", func(t *testing.T) {
@@ -808,6 +864,7 @@ func (l *natLab) attackedCall(t *testing.T, caller, callee *labPhone) {
 	l.register(t, callee)
 	before := l.snapshot(t, caller, callee)
 	atkBefore := l.counter(t, l.atk, "relay")
+	rejectedBefore := l.metrics(t, mRejectedLearning, mRejectedLocked)
 	s := l.spray(t)
 
 	// Note how much was sprayed before the first legitimate packet
@@ -839,9 +896,14 @@ func (l *natLab) attackedCall(t *testing.T, caller, callee *labPhone) {
 	s.close()
 	got := l.snapshot(t, caller, callee).minus(before)
 	atk := l.counter(t, l.atk, "relay") - atkBefore
+	rejected := l.metrics(t, mRejectedLearning, mRejectedLocked)
+	learning, locked := rejected[mRejectedLearning]-rejectedBefore[mRejectedLearning], rejected[mRejectedLocked]-rejectedBefore[mRejectedLocked]
 	total, early := s.sent.Load(), sprayedBeforeAudio.Load()
-	t.Logf("attacker sprayed %d packets (%d before the first audio reached a phone, %d after); marked packets at the caller %d, at the callee %d; packets back to the attacker %d (socket) %d (namespace)",
-		total, early, total-early, got.sprayCaller, got.sprayCallee, s.received.Load(), atk)
+	t.Logf("attacker sprayed %d packets (%d before the first audio reached a phone, %d after); marked packets at the caller %d, at the callee %d; packets back to the attacker %d (socket) %d (namespace); the relay counted %v rejected while learning, %v after lock",
+		total, early, total-early, got.sprayCaller, got.sprayCallee, s.received.Load(), atk, learning, locked)
+	if learning == 0 || locked == 0 {
+		t.Errorf("the relay's counters show %v packets rejected while learning and %v after lock: want the attacker's in both", learning, locked)
+	}
 	if early < 50 || total-early < 50 {
 		t.Errorf("the spray did not cover the call: %d packets before its audio, %d after (want 50 or more each)", early, total-early)
 	}
