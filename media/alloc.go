@@ -3,7 +3,9 @@
 // forward packets between the call's two sides, learning of each side's
 // real address (ranked candidates during a short window, then locked; see
 // Learning), RTCP statistics (pion/rtcp) and media timeouts, which apply
-// from the answer on.
+// from the answer on. A stream can also carry T.38 fax over UDPTL
+// (Leg.SetUDPTL): its datagrams are learned and forwarded like RTP but
+// not parsed, and it has no RTCP.
 //
 // It knows no SIP: the anchoring glue tells it what each side's SDP
 // said, where its signalling comes from and when the call is answered,

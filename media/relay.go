@@ -390,6 +390,7 @@ type Leg struct {
 	dstRTP  atomic.Pointer[netip.AddrPort] // where to send this side's RTP
 	dstRTCP atomic.Pointer[netip.AddrPort]
 	held    atomic.Bool
+	udptl   atomic.Bool // the stream is T.38 fax over UDPTL, not RTP
 
 	stats legCounters
 }
@@ -461,6 +462,20 @@ func (l *Leg) close() {
 	l.session.relay.alloc.Put(l.port)
 }
 
+// SetUDPTL says whether the leg's stream is T.38 fax over UDPTL (an SDP
+// m=image ... udptl t38) rather than RTP. A UDPTL leg forwards every
+// datagram from its side as it is, learned and locked like RTP (the same
+// ranking, the same lock: a change of kind alone keeps what was
+// learned), counts packets and bytes, and parses nothing. UDPTL has no
+// RTCP: the leg keeps its odd port bound, so the stream can turn back
+// into audio (the end of a fax) on the same ports, but drops and counts
+// what arrives there. Both legs of a stream are switched together.
+func (l *Leg) SetUDPTL(on bool) { l.udptl.Store(on) }
+
+// maxDatagram is the largest datagram the relay forwards; a larger one
+// is dropped, never forwarded cut short.
+const maxDatagram = 1500
+
 // isRTCP tells RTCP from RTP on a muxed port (RFC 5761 §4).
 func isRTCP(b []byte) bool {
 	return len(b) >= 2 && b[1] >= 192 && b[1] <= 223
@@ -470,7 +485,7 @@ func isRTCP(b []byte) bool {
 // It allocates nothing per packet.
 func (l *Leg) serve(c *net.UDPConn, rtcpSock bool) {
 	defer l.wg.Done()
-	buf := make([]byte, 1500)
+	buf := make([]byte, maxDatagram+1) // one more: a longer datagram shows as too long
 	var lt learner
 	var rl rtcpLearner
 	var rs rtpState
@@ -481,6 +496,18 @@ func (l *Leg) serve(c *net.UDPConn, rtcpSock bool) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			continue
+		}
+		if n > maxDatagram {
+			l.stats.dropped.Add(1)
+			continue
+		}
+		if l.udptl.Load() {
+			if rtcpSock || n == 0 {
+				l.stats.dropped.Add(1) // UDPTL has no RTCP
+				continue
+			}
+			l.forwardUDPTL(&lt, buf[:n], unmap(src))
 			continue
 		}
 		if n < 8 || buf[0]>>6 != 2 {
@@ -525,5 +552,28 @@ func (l *Leg) serve(c *net.UDPConn, rtcpSock bool) {
 		if _, err := o.rtp.WriteToUDPAddrPort(pkt, *dst); err == nil {
 			o.stats.sent.Add(1)
 		}
+	}
+}
+
+// forwardUDPTL forwards one UDPTL datagram from src to the other side
+// when src is this side (learned like RTP), counting it; the datagram is
+// opaque (T.38 IFP packets with their redundancy or FEC).
+func (l *Leg) forwardUDPTL(lt *learner, pkt []byte, src netip.AddrPort) {
+	now := time.Now()
+	if !l.acceptRTP(lt, src, now) {
+		l.stats.rejected.Add(1)
+		return
+	}
+	l.stats.packets.Add(1)
+	l.stats.bytes.Add(uint64(len(pkt)))
+	l.session.lastRTP.Store(now.UnixNano())
+	o := l.other
+	dst := o.dstRTP.Load()
+	if dst == nil {
+		l.stats.noDest.Add(1)
+		return
+	}
+	if _, err := o.rtp.WriteToUDPAddrPort(pkt, *dst); err == nil {
+		o.stats.sent.Add(1)
 	}
 }

@@ -14,17 +14,18 @@ import (
 // LegStats is what the relay saw from one side of a stream (received)
 // and sent to it (sent), with what that side's RTCP reports said.
 type LegStats struct {
-	Packets  uint64 // RTP packets received from this side
-	Bytes    uint64 // RTP bytes received from this side
-	Sent     uint64 // RTP packets sent to this side
+	Packets  uint64 // RTP (or UDPTL) packets received from this side
+	Bytes    uint64 // RTP (or UDPTL) bytes received from this side
+	Sent     uint64 // RTP (or UDPTL) packets sent to this side
 	Lost     int64  // RTP packets from this side that never arrived (sequence gaps)
 	Jitter   float64
 	RTCP     uint64 // RTCP packets received from this side
 	RTCPSent uint64 // RTCP packets sent to this side
 	Rejected uint64 // packets from a source that is not this side
-	Dropped  uint64 // packets that are not RTP/RTCP
+	Dropped  uint64 // packets the stream does not carry: not RTP/RTCP, too long, or on a UDPTL stream's odd port
 	NoDest   uint64 // packets the other side had no address for yet
 	SRTP     bool   // the SDP made this side's media SRTP; forwarded untouched
+	UDPTL    bool   // the stream is T.38 fax over UDPTL: datagrams forwarded as they are, no RTCP
 
 	// Learned is the source this side's RTP is locked to, and how it
 	// ranked; zero (RankNone) while the leg is still learning.
@@ -189,7 +190,7 @@ func (l *Leg) Stats() LegStats {
 		Packets: l.stats.packets.Load(), Bytes: l.stats.bytes.Load(), Sent: l.stats.sent.Load(),
 		Lost: l.stats.lost.Load(), RTCP: l.stats.rtcpIn.Load(), RTCPSent: l.stats.rtcpSent.Load(),
 		Rejected: l.stats.rejected.Load(), Dropped: l.stats.dropped.Load(), NoDest: l.stats.noDest.Load(),
-		SRTP: l.stats.secure.Load(),
+		SRTP: l.stats.secure.Load(), UDPTL: l.udptl.Load(),
 	}
 	if lk, w := l.learned.Load(), l.want.Load(); lk != nil && w != nil && lk.gen == w.gen {
 		s.Learned, s.LearnedRank = lk.addr, lk.rank
