@@ -8,6 +8,17 @@
 // there) and tells the session when the call is answered (the media
 // timeout runs from then). It also ends calls whose media died.
 //
+// A stream's kind follows its m-line: RTP, or T.38 fax over UDPTL
+// (m=image ... udptl t38), whose legs forward datagrams without RTCP. A
+// re-INVITE that turns m=audio into m=image at the same index (the usual
+// switch to fax) keeps the stream's ports and turns its legs to UDPTL
+// from the offer on, so the first fax datagrams after the 2xx are not
+// lost; one that rejects audio (port 0) and adds an image line gives the
+// image stream ports of its own and releases the audio's at the final
+// answer. Back to audio the same ways. A failed re-INVITE (T.38 refused
+// with 488, the usual fallback to fax over G.711) puts every leg back to
+// the last agreed kind and addresses.
+//
 // It is the only place where SIP, SDP and RTP meet, and it holds no
 // protocol logic of its own beyond offer/answer bookkeeping.
 package anchor
@@ -126,10 +137,14 @@ type call struct {
 	pending  bool          // an offer awaits its answer
 	offerer  side
 	offered  []sdp.Stream // the pending offer's streams (port 0: no relay ports)
+	answer   []sdp.Stream // the pending offer's answer, once one came (maybe early)
 	accepted []bool       // by m-line: the last answer accepted the stream
-	early    bool         // the pending offer has an early (18x) answer
-	parties  [2]party
-	up       bool // a 2xx answered the initial INVITE
+	// agreed is, by side, what its SDP said in the last offer/answer made
+	// final: a failed re-INVITE puts the legs back to it.
+	agreed  [2][]sdp.Stream
+	early   bool // the pending offer has an early (18x) answer
+	parties [2]party
+	up      bool // a 2xx answered the initial INVITE
 
 	src   netip.Addr // the caller's source address, charged for the ports
 	pairs int        // relay port pairs charged to src (PerSource)
@@ -225,8 +240,7 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 	if !isSDP(res) {
 		if r.Method == siplib.INVITE && res.StatusCode < 300 && res.StatusCode >= 200 && c.pending && c.early && c.offerer != s {
 			// The answer came early (a reliable 18x); the 2xx makes it final.
-			c.pending = false
-			a.settle(c)
+			a.conclude(c)
 		}
 		return nil
 	}
@@ -254,11 +268,13 @@ func (a *Anchor) Done(r *sip.Request, status int) {
 	case r.Method == siplib.INVITE && status >= 300 && !c.up:
 		a.dropLocked(c)
 	case r.Method == siplib.INVITE && status >= 300 && c.pending:
-		// A failed re-INVITE: the old session stands, and streams its offer
-		// added give their ports back.
+		// A failed re-INVITE: the old session stands, streams its offer
+		// added give their ports back, and the legs its offer changed (an
+		// address, audio to T.38) are as they were.
 		c.pending = false
 		if c.anchored {
 			a.settle(c)
+			a.restore(c)
 		}
 	}
 }
@@ -297,8 +313,7 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final, inRequest bool) ([]b
 	answer := c.pending && c.offerer != s
 	if c.lastIn[s] == string(raw) && c.lastOut[s] != nil {
 		if final && answer {
-			c.pending = false
-			a.settle(c)
+			a.conclude(c)
 		}
 		return c.lastOut[s], nil
 	}
@@ -363,6 +378,10 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final, inRequest bool) ([]b
 		mine.SetRemote(addrPort(st.Addr, st.Port), rtcpAddr(st, mux), mux, st.Held())
 		mine.SetClockRate(st.ClockRate)
 		mine.SetSecure(st.Secure())
+		// The m-line's kind is both legs': from the offer on, so the
+		// answerer's first datagrams after its 2xx pass.
+		stream.Legs[sideA].SetUDPTL(st.UDPTL())
+		stream.Legs[sideB].SetUDPTL(st.UDPTL())
 		p := theirs.Port()
 		eps[i] = sdp.Endpoint{Addr: a.relay.Addr(), RTPPort: p, RTCPPort: p + 1, Mux: mux}
 		if mux {
@@ -383,13 +402,12 @@ func (a *Anchor) handle(c *call, s side, raw []byte, final, inRequest bool) ([]b
 		return nil, &sip.StatusError{Code: 500, Reason: "SDP Rewrite Failed", Err: err}
 	}
 	if answer {
-		c.accepted, c.early = want, !final
+		c.accepted, c.early, c.answer = want, !final, streams
 		if final {
-			c.pending = false
-			a.settle(c)
+			a.conclude(c)
 		}
 	} else {
-		c.pending, c.offerer, c.offered, c.early = true, s, streams, false
+		c.pending, c.offerer, c.offered, c.answer, c.early = true, s, streams, nil, false
 	}
 	c.lastIn[s], c.lastOut[s] = string(raw), body
 	return body, nil
@@ -464,6 +482,37 @@ func (a *Anchor) give(c *call, n int) {
 	}
 	a.PerSource.GiveN(c.src, n)
 	c.pairs -= n
+}
+
+// conclude makes the pending offer and its answer final: they are what
+// a failed re-INVITE returns to, and streams the answer did not accept
+// give their ports back.
+func (a *Anchor) conclude(c *call) {
+	c.pending = false
+	c.agreed[c.offerer], c.agreed[1-c.offerer] = c.offered, c.answer
+	a.settle(c)
+}
+
+// restore puts every leg of the call's streams back to what the last
+// final offer/answer said: its side's addresses and the stream's kind
+// (RTP or UDPTL), after a re-INVITE that changed them failed.
+func (a *Anchor) restore(c *call) {
+	sess := a.relay.Get(c.id)
+	if sess == nil {
+		return
+	}
+	for _, st := range sess.Streams() {
+		i := st.Index
+		if i >= len(c.agreed[sideA]) || i >= len(c.agreed[sideB]) {
+			continue
+		}
+		mux := c.agreed[sideA][i].Mux && c.agreed[sideB][i].Mux
+		for s, leg := range st.Legs {
+			ag := c.agreed[s][i]
+			leg.SetRemote(addrPort(ag.Addr, ag.Port), rtcpAddr(ag, mux), mux, ag.Held())
+			leg.SetUDPTL(ag.UDPTL())
+		}
+	}
 }
 
 // settle releases, once an answer is final, the ports of every stream the
