@@ -61,17 +61,17 @@ const (
 	labNATTimeout = 30 * time.Second
 	// labSprayMark is the SSRC of the attacker's packets (RTP bytes 8-11).
 	labSprayMark = 0xbadbad00
-	// labPcapPackets is what g711a.pcap holds (4.7 s of PCMA).
+	// labPcapPackets is what g711a.pcap holds (PCMA, one packet every
+	// 30 ms over 7 s).
 	labPcapPackets = 236
 	// labMinRTP is the least RTP a phone must receive from one call: most
-	// of the other side's 236 packets (the first ones may be spent while
-	// the relay learns where each side really is).
-	labMinRTP = 150
+	// of the other side's 236 packets.
+	labMinRTP = 200
 	// labPreMS is how long each SIPp phone waits after the ACK before it
 	// starts sending (-d), and labTalkMS how long the caller stays on
 	// after (natlab_uac.xml).
 	labPreMS  = 1000
-	labTalkMS = 5500
+	labTalkMS = 7600
 )
 
 // labPhone is one phone of the lab.
@@ -704,6 +704,7 @@ func TestNATLab(t *testing.T) {
 	})
 
 	t.Run("phone not behind NAT", func(t *testing.T) {
+		l.register(t, p1004)
 		bs := l.bindings(t, p1004.aor())
 		if len(bs) != 1 || bs[0].Contact != "sip:1004@"+p1004.ip+":5060;transport=UDP" && bs[0].Contact != "sip:1004@"+p1004.ip+":5060;transport=udp" {
 			t.Errorf("public phone's binding %+v: want its own contact, unchanged", bs)
