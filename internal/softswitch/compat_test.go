@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/voxvisor/voxvisor/configs"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/testenv"
 	"github.com/voxvisor/voxvisor/sip/location"
@@ -58,8 +59,17 @@ type compatPhone struct {
 // order, and has it call a SIPp phone: the call counts when the relay
 // forwarded audio both ways. The outcome is the phone compatibility table,
 // testdata/compat.md (go test -update rewrites it), which README.md must
-// quote verbatim.
+// quote verbatim. On the default challenge every phone must register and
+// call (issue 13: defaults must work for the phones people have).
 func TestPhoneCompatibility(t *testing.T) {
+	embedded, err := config.Load(configs.DefaultName, configs.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(embedded.Auth.Algorithms, config.DefaultAlgorithms) {
+		t.Errorf("the embedded configuration challenges with %v, config.DefaultAlgorithms is %v: a config that omits auth.algorithms must get what the embedded one says",
+			embedded.Auth.Algorithms, config.DefaultAlgorithms)
+	}
 	phones := []compatPhone{
 		{name: "SIPp", tool: "sipp", version: toolVersion("sipp", []string{"-v"}, `SIPp v([0-9.]+)`), run: compatSIPp},
 		{name: "linphonec", tool: "linphonec", version: toolVersion("linphonec", []string{"-v"}, `version: ([0-9.]+)`), run: compatLinphonec},
@@ -107,6 +117,12 @@ func TestPhoneCompatibility(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.phone, r.version, r.transport, ch, r.register, r.call)
 	}
 	table := b.String()
+	for _, r := range rows {
+		if slices.Equal(r.challenge, config.DefaultAlgorithms) && (!r.register.ok || !r.call.ok) {
+			t.Errorf("%s %s over %s fails on the default challenge (%s): registers %v, calls %v",
+				r.phone, r.version, r.transport, strings.Join(r.challenge, ", "), r.register, r.call)
+		}
+	}
 	testenv.Golden(t, "testdata/compat.md", table)
 	readme, err := os.ReadFile(mustAbs(t, "../../README.md"))
 	if err != nil {
