@@ -223,7 +223,7 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 }
 
 func waitListening(t *testing.T, transport string, port int) {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		if transport == "tcp" {
 			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
