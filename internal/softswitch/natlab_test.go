@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +114,7 @@ func newNATLab(t *testing.T) *natLab {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
+	sweepStaleLabs(t)
 	id := strconv.Itoa(os.Getpid())
 	netns := func(role string) string {
 		ns := testenv.Netns(t, "vxnat-"+role+"-"+id)
@@ -198,6 +200,33 @@ func newNATLab(t *testing.T) *natLab {
 	l.cfg = l.writeConfig(t)
 	l.start(t)
 	return l
+}
+
+// sweepStaleLabs deletes the namespaces of labs whose test process is
+// gone (killed by a timeout, say, before its cleanups ran): they are named
+// vxnat-ROLE-PID.
+func sweepStaleLabs(t *testing.T) {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "vxnat-") {
+			continue
+		}
+		pid, err := strconv.Atoi(name[strings.LastIndexByte(name, '-')+1:])
+		if err != nil || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		// What that lab ran there (its switch, phones) goes with it.
+		out, _ := testenv.Try("ip", "netns", "pids", name)
+		for _, f := range strings.Fields(out) {
+			if p, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		if _, err := testenv.Try("ip", "netns", "del", name); err == nil {
+			t.Logf("deleted %s, left by a lab whose process is gone", name)
+		}
+	}
 }
 
 func ipIn(t *testing.T, ns string, args ...string) {
@@ -286,7 +315,8 @@ func (l *natLab) start(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = l.voxLog, l.voxLog
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // the test killed: so is the switch
+	if err := startOnSpawner(cmd); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
@@ -440,6 +470,31 @@ func (l *natLab) counter(t *testing.T, ns, name string) uint64 {
 	return n
 }
 
+// spawner is an OS thread that lives as long as the test binary and
+// starts the lab's programs. Their parent-death signal (Pdeathsig) fires
+// when the thread that forked them exits, and Go ends threads (those
+// InNetns locked, for one) at times of its own: forking from this one
+// ties the programs' lives to the test process only.
+var spawner struct {
+	once sync.Once
+	jobs chan func()
+}
+
+func startOnSpawner(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		spawner.jobs = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread is the spawner
+			for job := range spawner.jobs {
+				job()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawner.jobs <- func() { done <- cmd.Start() }
+	return <-done
+}
+
 // labProc is a program the lab runs in a namespace.
 type labProc struct {
 	name string
@@ -465,10 +520,11 @@ func spawn(t *testing.T, name, ns string, env []string, stdin io.Reader, prog st
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr, p.cmd.Stdin = p.out, p.out, stdin
 	p.cmd.WaitDelay = 5 * time.Second
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // the test killed: so is the program
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
 	}
-	if err := p.cmd.Start(); err != nil {
+	if err := startOnSpawner(p.cmd); err != nil {
 		cancel()
 		t.Fatalf("%s: %v", name, err)
 	}
