@@ -55,8 +55,9 @@ const (
 	labSwitchIP   = "198.51.100.1"
 	labAttackerIP = "198.51.100.66"
 	// labNATTimeout is the routers' UDP conntrack timeout, unreplied and
-	// stream alike: 30 s, Linux's own default and a common home-router
-	// value. nat.ping_interval's default (15 s) is under it, so the lab
+	// stream alike: 30 s, Linux's default for unreplied UDP and a common
+	// home-router value (the stream timeout, 120 s by default, is set to
+	// it too). nat.ping_interval's default (15 s) is under it, so the lab
 	// runs on the default keepalive; a call after 2× this much silence
 	// reaches the phone only if the switch kept the binding open.
 	labNATTimeout = 30 * time.Second
@@ -710,13 +711,15 @@ func TestNATLab(t *testing.T) {
 	p1001, p1002, p1003, p1004 := l.phone("1001"), l.phone("1002"), l.phone("1003"), l.phone("1004")
 
 	// 1003 registers and then stays silent, answering only what reaches
-	// it: the switch's keepalive pings, and at the end a call.
+	// it: the switch's keepalive pings, and at the end a call. Beside it,
+	// a control flow through the same router that nobody keeps open.
 	trace := l.register(t, p1003)
 	silentSince := time.Now()
 	silent := l.sipp(t, p1003, "", "natlab_uas.xml", "-d", "0")
 	if !strings.Contains(trace, "SIP/2.0 200 OK") {
 		t.Fatalf("1003 did not register:\n%s", trace)
 	}
+	control := l.newControlFlow(t, p1003)
 
 	t.Run("register through NAT", func(t *testing.T) {
 		for _, ph := range []*labPhone{p1001, p1002, p1003, p1004} {
@@ -791,18 +794,77 @@ func TestNATLab(t *testing.T) {
 			t.Logf("waiting %v more: 1003 has been silent for %v", wait.Round(time.Second), time.Since(silentSince).Round(time.Second))
 			time.Sleep(wait)
 		}
+		// The router has forgotten the control flow, idle as long...
+		if control.reaches(t) {
+			t.Errorf("router 1 still forwards a UDP flow idle for %v: the lab's NAT timeout (%v) is not in force, so this check proves nothing",
+				time.Since(silentSince).Round(time.Second), labNATTimeout)
+		}
+		// ...but not 1003's binding.
+		quiet = time.Since(silentSince)
 		before := l.snapshot(t, p1004, p1003)
 		l.dial(t, p1004, p1003, silent)
 		got := l.snapshot(t, p1004, p1003).minus(before)
 		trace := silent.file("msgs.log")
-		t.Logf("after %v of silence: the switch sent 1003 %d OPTIONS; RTP to the callee %d, to the caller %d",
-			time.Since(silentSince).Round(time.Second), strings.Count(trace, "OPTIONS sip:"), got.toCallee, got.toCaller)
+		t.Logf("called after %v of silence (the router's control flow forgotten): the switch had sent 1003 %d OPTIONS; RTP to the callee %d, to the caller %d",
+			quiet.Round(time.Second), strings.Count(trace, "OPTIONS sip:"), got.toCallee, got.toCaller)
 		checkTwoWay(t, p1004, p1003, got)
 	})
 
 	if m, err := l.admin(t, "/metrics"); err == nil {
 		t.Logf("voxvisor metrics:\n%s", grepMetrics(m, "media", "nat", "register", "calls", "auth"))
 	}
+}
+
+// controlFlow is a UDP flow from a LAN through its router to the switch's
+// namespace, used once and then left idle: the proof that the router
+// forgets idle flows, for the check that the switch keeps phones'
+// bindings open.
+type controlFlow struct {
+	lan, srv *net.UDPConn
+	from     *net.UDPAddr // the flow's address on the router, as the switch's side saw it
+}
+
+// newControlFlow opens the flow from ph's namespace (port 40001) and
+// checks that a reply gets through while it is fresh.
+func (l *natLab) newControlFlow(t *testing.T, ph *labPhone) *controlFlow {
+	t.Helper()
+	c := &controlFlow{}
+	var err error
+	testenv.InNetns(t, l.sw, func() { c.srv, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(labSwitchIP), Port: 40000}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.srv.Close() })
+	testenv.InNetns(t, ph.ns, func() { c.lan, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ph.ip), Port: 40001}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.lan.Close() })
+	if _, err := c.lan.WriteToUDP([]byte("hello"), &net.UDPAddr{IP: net.ParseIP(labSwitchIP), Port: 40000}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	c.srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, c.from, err = c.srv.ReadFromUDP(buf); err != nil {
+		t.Fatalf("control flow from %s:40001 did not reach the switch's namespace: %v", ph.ip, err)
+	}
+	if !c.reaches(t) {
+		t.Fatalf("control flow: the reply to %v did not get back through the router", c.from)
+	}
+	return c
+}
+
+// reaches says whether a datagram from the switch's side to the flow's
+// address on the router gets through to the LAN.
+func (c *controlFlow) reaches(t *testing.T) bool {
+	t.Helper()
+	if _, err := c.srv.WriteToUDP([]byte("ping"), c.from); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	c.lan.SetReadDeadline(time.Now().Add(time.Second))
+	_, _, err := c.lan.ReadFromUDP(buf)
+	return err == nil
 }
 
 // grepMetrics keeps the voxvisor_ sample lines whose name has one of the
