@@ -603,7 +603,7 @@ func sippIn(t *testing.T, ns, ip string, port, mediaPort int, transport, remote,
 // waitBound waits until the program has bound a UDP port.
 func waitBound(t *testing.T, p *labProc, port int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second) // a loaded machine
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
