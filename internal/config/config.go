@@ -399,8 +399,12 @@ const (
 	LearningAny       = "any"       // also any source during the learning window
 )
 
-// DefaultAlgorithms is the digest challenge order when none is configured.
-var DefaultAlgorithms = []string{"MD5", "SHA-256"}
+// DefaultAlgorithms is the digest challenge order when none is configured:
+// MD5 alone, because the phones people have must register on the
+// defaults, and some (Debian's baresip 1.0) give up on a challenge list
+// that names SHA-256 instead of skipping it. SHA-256 (RFC 8760) is one
+// line away for phones that take it: auth.algorithms: [SHA-256, MD5].
+var DefaultAlgorithms = []string{"MD5"}
 
 // applyDefaults fills every zero value that has a default. present
 // reports whether the file sets a key (a dotted path such as
