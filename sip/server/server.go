@@ -173,7 +173,7 @@ func (s *Server) Listen() (*sip.Self, error) {
 	// where it cannot — a phone's UDP flow behind NAT, a response to a
 	// UDP request — the message goes over UDP, fragmented by IP, rather
 	// than not at all. Set once, before any message is sent.
-	siplib.UDPMTUSize = maxUDPMessage + 200
+	udpLimit.Do(func() { siplib.UDPMTUSize = maxUDPMessage + 200 })
 
 	lib := logging.Library(s.log.With("component", "sipgo"), slog.LevelError+4, &s.Stats.ParseErrors)
 	// sipgo's parser bounds every message, over TCP too.
@@ -207,6 +207,11 @@ func (s *Server) Listen() (*sip.Self, error) {
 // maxUDPMessage is the largest SIP message sent over UDP: what one
 // datagram can carry.
 const maxUDPMessage = 65507
+
+// udpLimit sets sipgo's package-wide UDP limit once per process: servers
+// started later (tests run many) must not write it while earlier ones
+// read it.
+var udpLimit sync.Once
 
 // lingerTimers caps how long sipgo keeps finished transactions. sipgo
 // holds its timers in package variables; they are set here, once, before
