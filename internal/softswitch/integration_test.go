@@ -195,13 +195,15 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 		cancel()
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	waited := false
 	wait := func() string {
 		if waited {
 			return ""
 		}
 		waited = true
-		err := cmd.Wait()
+		err := <-exited
 		cancel()
 		trace, _ := os.ReadFile(filepath.Join(dir, "msgs.log"))
 		if err != nil {
@@ -213,13 +215,45 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 	t.Cleanup(func() {
 		if !waited {
 			cmd.Process.Kill()
-			cmd.Wait()
+			<-exited
 			cancel()
 		}
 	})
-	// Give SIPp time to bind before anything is sent to it.
-	waitListening(t, transport, port)
+	// Give SIPp time to bind before anything is sent to it; if it exits
+	// first (a port taken, a bad scenario), say why.
+	if !waitListeningOr(transport, port, exited) {
+		waited = true
+		cmd.Process.Kill()
+		<-exited
+		cancel()
+		why, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
+		t.Fatalf("sipp UAS %s did not bind %s port %d:\n%s\nerrors:\n%s", scenario, transport, port, tail(out.Bytes(), 20), why)
+	}
 	return wait
+}
+
+// waitListeningOr waits up to 15 s for port to be bound, and gives up at
+// once when exited delivers (the error is put back for the caller).
+func waitListeningOr(transport string, port int, exited chan error) bool {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			exited <- err
+			return false
+		default:
+		}
+		if transport == "tcp" {
+			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				c.Close()
+				return true
+			}
+		} else if udpBound(port) {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
 }
 
 func waitListening(t *testing.T, transport string, port int) {
