@@ -257,19 +257,10 @@ func waitListeningOr(transport string, port int, exited chan error) bool {
 }
 
 func waitListening(t *testing.T, transport string, port int) {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if transport == "tcp" {
-			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-				c.Close()
-				return
-			}
-		} else if udpBound(port) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	t.Helper()
+	if !waitListeningOr(transport, port, make(chan error, 1)) {
+		t.Fatalf("nothing bound %s port %d within 15 s", transport, port)
 	}
-	t.Fatalf("sipp did not bind %s port %d", transport, port)
 }
 
 // udpBound reports whether a UDP socket is bound to port, from the
