@@ -99,7 +99,8 @@ func Desired(cfg *config.Config, vols volume.Store) ([]*Trunk, []string, error) 
 					warn = append(warn, fmt.Sprintf("trunk %s: peer %s is a name, not an address: list its addresses in inbound.cidrs for the firewall to let it in", t.Name, p.Host))
 				}
 			}
-			r.Peers = dedupe(r.Peers)
+			// Peer addresses inside an inbound CIDR are let in by the CIDR.
+			r.Peers = firewall.Cover(r.Peers)
 			if len(r.Peers) == 0 {
 				warn = append(warn, fmt.Sprintf("trunk %s: no peer addresses: its firewall drops all SIP and media to %s", t.Name, addr.Addr()))
 			}
@@ -152,16 +153,4 @@ func ports(cfg *config.Config) (udp, tcp []firewall.PortRange) {
 
 func sortPorts(p []firewall.PortRange) {
 	sort.Slice(p, func(i, j int) bool { return p[i].Lo < p[j].Lo })
-}
-
-func dedupe(ps []netip.Prefix) []netip.Prefix {
-	seen := map[netip.Prefix]bool{}
-	var out []netip.Prefix
-	for _, p := range ps {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	return out
 }

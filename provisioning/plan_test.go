@@ -15,15 +15,17 @@ import (
 	"github.com/voxvisor/voxvisor/internal/testenv"
 	"github.com/voxvisor/voxvisor/provisioning/domain"
 	"github.com/voxvisor/voxvisor/provisioning/firewall"
+	"github.com/voxvisor/voxvisor/provisioning/firewall/firewalltest"
 	"github.com/voxvisor/voxvisor/provisioning/volume"
 )
 
 // host is a provisioning target made of the libvirt test driver, a dir
-// of raw files and the knftables fake: real code paths, no root.
+// of raw files and a knftables fake that refuses what nft refuses: real
+// code paths, no root.
 type host struct {
 	dir     string
 	conn    *domain.Conn
-	nft     *knftables.Fake
+	nft     *firewalltest.Fake
 	resized []string
 	vg      string // set: volumes on this LVM volume group, else raw files
 }
@@ -49,7 +51,7 @@ func newHost(t testing.TB) *host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &host{dir: dir, conn: conn, nft: knftables.NewFake(knftables.InetFamily, firewall.TableName)}
+	return &host{dir: dir, conn: conn, nft: firewalltest.NewFake(knftables.InetFamily, firewall.TableName)}
 }
 
 // trunkYAML is one trunk with an endpoint; edit changes its endpoint text.

@@ -92,11 +92,45 @@ var unsafeRE = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
 // ident makes a trunk name safe as part of an nftables or iptables name.
 func ident(trunk string) string { return unsafeRE.ReplaceAllString(trunk, "_") }
 
+// family is Cover(peers) of one address family.
 func family(peers []netip.Prefix, v6 bool) []netip.Prefix {
 	var out []netip.Prefix
-	for _, p := range peers {
+	for _, p := range Cover(peers) {
 		if p.Addr().Is6() == v6 {
-			out = append(out, p.Masked())
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Cover returns the fewest of peers that let in the same sources: each
+// masked, once, and none that another of them contains (a peer address
+// inside an inbound CIDR). Order is kept. nftables refuses overlapping
+// elements in one interval set ("conflicting intervals specified"), and
+// two CIDR prefixes either nest or are apart, so what Cover returns never
+// overlaps.
+func Cover(peers []netip.Prefix) []netip.Prefix {
+	masked := make([]netip.Prefix, 0, len(peers))
+	for _, p := range peers {
+		if p.IsValid() {
+			masked = append(masked, p.Masked())
+		}
+	}
+	var out []netip.Prefix
+	for i, p := range masked {
+		keep := true
+		for j, q := range masked {
+			if i == j || q.Addr().Is6() != p.Addr().Is6() {
+				continue
+			}
+			// A wider q holds p; of two equal ones the first stays.
+			if (q.Bits() < p.Bits() && q.Contains(p.Addr())) || (q == p && j < i) {
+				keep = false
+				break
+			}
+		}
+		if keep {
+			out = append(out, p)
 		}
 	}
 	return out
