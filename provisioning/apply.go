@@ -316,6 +316,17 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 			errs = append(errs, err)
 		}
 	}
+	// Of everything, nothing of voxvisor's may remain: the firewall's own
+	// leftovers too (the nftables table when no trunk has rules).
+	if trunk == "" && p.Firewall != nil {
+		what, err := p.Firewall.Clean(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("firewall: %w", err))
+		} else if what != "" {
+			n++
+			fmt.Fprintf(out, "firewall: %s removed\n", what)
+		}
+	}
 	if n == 0 {
 		fmt.Fprintln(out, "Nothing to destroy.")
 	}

@@ -85,6 +85,10 @@ type Backend interface {
 	Del(ctx context.Context, trunk string) error
 	// Trunks lists the trunks that have rules of ours.
 	Trunks(ctx context.Context) ([]string, error)
+	// Clean removes what is left of voxvisor's when no trunk has rules
+	// (Del of the last trunk leaves nothing; an older voxvisor or a failed
+	// Add may have). It says what it removed, or "".
+	Clean(ctx context.Context) (string, error)
 }
 
 var unsafeRE = regexp.MustCompile(`[^A-Za-z0-9_.-]`)

@@ -235,6 +235,29 @@ func (p *IPTables) Del(_ context.Context, trunk string) error {
 	return nil
 }
 
+// Clean removes the chains an Add that failed half-way left under their
+// temporary names (VOX-...~N) and the jumps to them.
+func (p *IPTables) Clean(_ context.Context) (string, error) {
+	p.Release()
+	var removed []string
+	for _, t := range []Table{p.v4, p.v6} {
+		chains, err := t.ListChains(filter)
+		if err != nil {
+			return "", fmt.Errorf("iptables: %w", err)
+		}
+		for _, c := range chains {
+			if strings.HasPrefix(c, "VOX-") && strings.HasSuffix(c, "~N") {
+				p.unjump(t, c)
+				if err := t.ClearAndDeleteChain(filter, c); err != nil {
+					return "", fmt.Errorf("iptables: remove chain %s: %w", c, err)
+				}
+				removed = append(removed, "chain "+c)
+			}
+		}
+	}
+	return strings.Join(removed, ", "), nil
+}
+
 func (p *IPTables) Trunks(_ context.Context) ([]string, error) {
 	var out []string
 	for _, t := range []Table{p.v4, p.v6} {

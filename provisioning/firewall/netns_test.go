@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -174,11 +175,97 @@ func TestFirewallInNetns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(dump, "carrier-a") || strings.Contains(dump, "VOX-") {
-				t.Errorf("after Del the ruleset still names the trunk:\n%s", dump)
+			// Del of the last trunk leaves nothing of voxvisor's: no table
+			// inet voxvisor with its base chains hooked and empty maps.
+			if backend == "nftables" && strings.TrimSpace(dump) != "" {
+				t.Errorf("after Del of the last trunk the ruleset is not empty:\n%s", dump)
+			}
+			if backend == "iptables" && strings.TrimSpace(dump) != "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT" {
+				t.Errorf("after Del of the last trunk iptables has more than its policies:\n%s", dump)
 			}
 			if heard := probe(t, srv, peer, net+"21", net+"3"); !heard[net+"3"] {
 				t.Error("after Del traffic is still dropped")
+			}
+		})
+	}
+}
+
+// TestCleanLeftovers: Clean removes what an older voxvisor left after its
+// last trunk (nftables: the table, base chains hooked, empty maps) and
+// what an Add that failed half-way left (iptables: a VOX-...~N chain and
+// its jump), and nothing while a trunk has rules.
+func TestCleanLeftovers(t *testing.T) {
+	testenv.NeedRoot(t)
+	ctx := context.Background()
+	for i, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) {
+			testenv.Need(t, map[string]string{"nftables": "nft", "iptables": "iptables"}[backend])
+			ns := testenv.Netns(t, fmt.Sprintf("vxfw-clean-%d-%d", i, os.Getpid()))
+			var removed, keep, after string
+			var err error
+			testenv.InNetns(t, ns, func() {
+				var fw Backend
+				if backend == "nftables" {
+					if fw, err = OpenNFT(); err != nil {
+						return
+					}
+					// A trunk's rules are kept, and so is the table.
+					if err = fw.Add(ctx, testRules("carrier-a", "10.10.0.21", "192.0.2.1/32")); err != nil {
+						return
+					}
+					if keep, err = fw.Clean(ctx); err != nil {
+						return
+					}
+					testenv.Try("nft", "delete", "table", "inet", TableName)
+					f := filepath.Join(t.TempDir(), "old.nft")
+					os.WriteFile(f, []byte(`table inet voxvisor {
+	map dispatch4 { type ipv4_addr : verdict; }
+	map dispatch6 { type ipv6_addr : verdict; }
+	chain input { type filter hook input priority 0; ip daddr vmap @dispatch4; ip6 daddr vmap @dispatch6; }
+	chain forward { type filter hook forward priority 0; ip daddr vmap @dispatch4; ip6 daddr vmap @dispatch6; }
+}
+`), 0o644)
+					if _, err = testenv.Try("nft", "-f", f); err != nil {
+						return
+					}
+				} else {
+					if fw, err = OpenIPTables(); err != nil {
+						return
+					}
+					if err = fw.Add(ctx, testRules("carrier-a", "10.10.0.21", "192.0.2.1/32")); err != nil {
+						return
+					}
+					if keep, err = fw.Clean(ctx); err != nil {
+						return
+					}
+					if err = fw.Del(ctx, "carrier-a"); err != nil {
+						return
+					}
+					testenv.Try("iptables", "-N", "VOX-carrier-b~N")
+					testenv.Try("iptables", "-A", "VOX-carrier-b~N", "-j", "DROP")
+					testenv.Try("iptables", "-I", "INPUT", "-d", "10.10.0.22/32", "-j", "VOX-carrier-b~N")
+				}
+				if removed, err = fw.Clean(ctx); err != nil {
+					return
+				}
+				if backend == "nftables" {
+					after, _ = testenv.Try("nft", "list", "ruleset")
+				} else {
+					after, _ = testenv.Try("iptables", "-S")
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if keep != "" {
+				t.Errorf("Clean with a trunk's rules in place removed %q", keep)
+			}
+			want := map[string]string{"nftables": "table inet voxvisor", "iptables": "chain VOX-carrier-b~N"}[backend]
+			if removed != want {
+				t.Errorf("Clean removed %q, want %q", removed, want)
+			}
+			if strings.Contains(after, "voxvisor") || strings.Contains(after, "VOX-") {
+				t.Errorf("after Clean:\n%s", after)
 			}
 		})
 	}

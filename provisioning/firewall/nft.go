@@ -206,7 +206,9 @@ func (n *NFT) Add(ctx context.Context, r *Rules) error {
 }
 
 // Del removes the trunk's dispatch entries, chain, sets and counters in
-// one transaction. A trunk without rules is no error.
+// one transaction; when no other trunk has a chain, the whole table goes
+// with them (base chains and maps), so nothing of voxvisor's is left. A
+// trunk without rules is no error.
 func (n *NFT) Del(ctx context.Context, trunk string) error {
 	n.Release()
 	chains, err := n.nft.List(ctx, "chains")
@@ -217,6 +219,13 @@ func (n *NFT) Del(ctx context.Context, trunk string) error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	tx := n.nft.NewTransaction()
+	if !slices.ContainsFunc(chains, func(c string) bool { return isTrunkChain(c) && c != chainName(trunk) }) {
+		tx.Delete(&knftables.Table{})
+		if err := n.nft.Run(ctx, tx); err != nil {
+			return fmt.Errorf("nftables: remove trunk %s and table inet %s: %w", trunk, TableName, err)
+		}
+		return nil
+	}
 	for _, m := range []string{"dispatch4", "dispatch6"} {
 		es, _ := n.nft.ListElements(ctx, "map", m)
 		for _, e := range es {
@@ -249,6 +258,32 @@ func (n *NFT) Del(ctx context.Context, trunk string) error {
 		return fmt.Errorf("nftables: remove trunk %s: %w", trunk, err)
 	}
 	return nil
+}
+
+func isTrunkChain(c string) bool { return strings.HasPrefix(c, "trunk-") }
+
+// Clean removes voxvisor's table when no trunk has a chain in it: what an
+// older voxvisor left after its last trunk's rules went (base chains still
+// hooked at input and forward, empty dispatch maps). It says what it
+// removed, or "".
+func (n *NFT) Clean(ctx context.Context) (string, error) {
+	n.Release()
+	chains, err := n.nft.List(ctx, "chains")
+	if knftables.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("nftables: %w", err)
+	}
+	if slices.ContainsFunc(chains, isTrunkChain) {
+		return "", nil
+	}
+	tx := n.nft.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := n.nft.Run(ctx, tx); err != nil {
+		return "", fmt.Errorf("nftables: remove table inet %s: %w", TableName, err)
+	}
+	return "table inet " + TableName, nil
 }
 
 // Trunks lists the trunks with a chain of ours, by the rules' comments.
