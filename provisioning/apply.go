@@ -52,9 +52,10 @@ func (r *run) fail(res string, err error) error {
 	return err
 }
 
-// Apply plans and makes the changes, trunk by trunk. A trunk whose step
-// fails is rolled back and Apply goes on with the next; the errors are
-// returned together.
+// Apply plans and makes the changes, trunk by trunk. A trunk with a plan
+// error (Plan.Err) is refused and left as it is; a trunk whose step fails
+// is rolled back; either way Apply goes on with the next, and the errors
+// are returned together, each once (Apply does not log them).
 func (p *Provisioner) Apply(ctx context.Context, out io.Writer) (*Plan, error) {
 	pl, err := p.Plan(ctx)
 	if err != nil {
@@ -63,12 +64,17 @@ func (p *Provisioner) Apply(ctx context.Context, out io.Writer) (*Plan, error) {
 	for _, w := range pl.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)
 	}
-	if !pl.Pending() {
+	if !pl.Pending() && pl.Err() == nil {
 		fmt.Fprintln(out, "No changes: the infrastructure matches the configuration.")
 		return pl, nil
 	}
 	var errs []error
 	for _, name := range pl.trunks() {
+		if pl.refused(name) {
+			fmt.Fprintf(out, "%s: refused: nothing changed (plan errors)\n", name)
+			errs = append(errs, pl.trunkErr(name, nil))
+			continue
+		}
 		r := &run{ctx: ctx, p: p, trunk: name, out: out}
 		if t := pl.desired[name]; t != nil {
 			err = r.apply(pl, t, pl.actual[name])
@@ -76,7 +82,6 @@ func (p *Provisioner) Apply(ctx context.Context, out io.Writer) (*Plan, error) {
 			err = r.remove(pl.actual[name], nil)
 		}
 		if err != nil {
-			p.Log.Error("provision apply failed", "trunk", name, "err", err)
 			errs = append(errs, err)
 		}
 	}
@@ -306,6 +311,14 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 	var errs []error
 	n := 0
 	for _, name := range names {
+		// A trunk with a resource that is not voxvisor's, or whose state
+		// could not be read, is left whole; a preflight error (what a new
+		// guest would need) does not stop its removal.
+		if err := pl.trunkErr(name, ErrPreflight); err != nil {
+			fmt.Fprintf(out, "%s: refused: nothing removed\n", name)
+			errs = append(errs, err)
+			continue
+		}
 		a := pl.actual[name]
 		if a.volume == nil && a.domain == nil && (a.firewall == nil || a.firewall.Action == firewall.Missing) {
 			continue
@@ -327,7 +340,7 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 			fmt.Fprintf(out, "firewall: %s removed\n", what)
 		}
 	}
-	if n == 0 {
+	if n == 0 && len(errs) == 0 {
 		fmt.Fprintln(out, "Nothing to destroy.")
 	}
 	return errors.Join(errs...)

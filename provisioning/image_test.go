@@ -33,8 +33,16 @@ func TestApplyRefusesBackedImage(t *testing.T) {
 		return strings.Replace(s, "size: 64M", "size: 64M\n        image: "+image, 1)
 	})
 	p := h.provisioner(t, yaml)
+	// plan says so already, as an error of carrier-0's volume.
+	pl, err := p.Plan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := pl.Changes[0]; c.Trunk != "carrier-0" || c.Resource != Volume || !errors.Is(c.Err, volume.ErrImageRefers) || !errors.Is(c.Err, ErrPreflight) {
+		t.Fatalf("plan's first change: %+v", c)
+	}
 	var out bytes.Buffer
-	_, err := p.Apply(ctx, &out)
+	_, err = p.Apply(ctx, &out)
 	want := "base image " + image + " has the backing file " + secret
 	if !errors.Is(err, volume.ErrImageRefers) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "flatten it") {
 		t.Fatalf("apply = %v\nwant an error with %q\n%s", err, want, out.String())

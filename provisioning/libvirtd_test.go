@@ -393,18 +393,20 @@ trunks:
 		t.Fatalf("destroy left files %v, domains %q and rules:\n%s\n%s", leftovers, doms, rules, out.String())
 	}
 
-	// A step failing in the middle (the bridge does not exist, so the
-	// guest cannot start after its volume, seed and definition are made)
-	// leaves nothing behind.
+	// A step failing in the middle (the "bridge" is one end of a veth
+	// pair: it passes plan's check that it exists, and the guest cannot
+	// start after its volume, seed and definition are made) leaves nothing
+	// behind.
 	out.Reset()
-	err = with(yaml("nosuchbr0", "128M"), func(p *Provisioner) error {
+	testenv.Run(t, "ip", "-n", ns, "link", "add", "vxveth0", "type", "veth", "peer", "name", "vxveth1")
+	err = with(yaml("vxveth0", "128M"), func(p *Provisioner) error {
 		_, err := p.Apply(ctx, &out)
 		st, _ = p.Domains.Get("vox-itest")
 		rules, _ = testenv.Try("nft", "list", "ruleset")
 		return err
 	})
-	if err == nil || !strings.Contains(err.Error(), "trunk itest: domain") || !strings.Contains(err.Error(), "nosuchbr0") {
-		t.Fatalf("apply with a missing bridge: %v\n%s", err, out.String())
+	if err == nil || !strings.Contains(err.Error(), "trunk itest: domain") || !strings.Contains(err.Error(), "vxveth0") {
+		t.Fatalf("apply with a veth as the bridge: %v\n%s", err, out.String())
 	}
 	leftovers, _ = filepath.Glob(filepath.Join(dir, "images", "*"))
 	if st != nil || len(leftovers) != 0 || strings.Contains(rules, "itest") {

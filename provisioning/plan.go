@@ -1,11 +1,14 @@
 package provisioning
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -45,6 +48,11 @@ type Change struct {
 	Action   Action
 	Why      string // what differs, for people
 	State    string // the resource as it is
+	// Err says why the change cannot be made: a resource of the trunk's
+	// name that voxvisor did not create, a state that could not be read,
+	// or (ErrPreflight) something apply needs that the host lacks. Apply
+	// leaves every resource of a trunk with an Err as it is.
+	Err error
 }
 
 // Plan is every change, trunk by trunk, and the warnings found.
@@ -56,21 +64,60 @@ type Plan struct {
 	actual  map[string]*actual
 }
 
-// Pending reports whether the plan changes anything.
+// Pending reports whether apply would change anything: a change of a
+// trunk that is not refused.
 func (p *Plan) Pending() bool {
 	for _, c := range p.Changes {
-		if c.Action != Nothing {
+		if c.Action != Nothing && !p.refused(c.Trunk) {
 			return true
 		}
 	}
 	return false
 }
 
-// trunks lists the trunks with changes, in plan order.
+// Err is every change's error, each naming its trunk and resource; nil
+// when apply can make every change.
+func (p *Plan) Err() error {
+	var errs []error
+	for _, c := range p.Changes {
+		if c.Err != nil {
+			errs = append(errs, fmt.Errorf("trunk %s: %s: %w", c.Trunk, c.Resource, c.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Refused lists the trunks apply leaves as they are (a change has an
+// error), in plan order.
+func (p *Plan) Refused() []string {
+	var out []string
+	for _, c := range p.Changes {
+		if c.Err != nil && !slices.Contains(out, c.Trunk) {
+			out = append(out, c.Trunk)
+		}
+	}
+	return out
+}
+
+func (p *Plan) refused(trunk string) bool { return slices.Contains(p.Refused(), trunk) }
+
+// trunkErr is the trunk's errors, or those errors.Is does not find
+// target in when skip is set.
+func (p *Plan) trunkErr(trunk string, skip error) error {
+	var errs []error
+	for _, c := range p.Changes {
+		if c.Trunk == trunk && c.Err != nil && (skip == nil || !errors.Is(c.Err, skip)) {
+			errs = append(errs, fmt.Errorf("trunk %s: %s: %w", c.Trunk, c.Resource, c.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// trunks lists the trunks with changes or errors, in plan order.
 func (p *Plan) trunks() []string {
 	var out []string
 	for _, c := range p.Changes {
-		if c.Action != Nothing && (len(out) == 0 || out[len(out)-1] != c.Trunk) {
+		if (c.Action != Nothing || c.Err != nil) && !slices.Contains(out, c.Trunk) {
 			out = append(out, c.Trunk)
 		}
 	}
@@ -86,7 +133,9 @@ func (p *Plan) change(trunk, res string) *Change {
 	return nil
 }
 
-// Write prints the plan as a table: what would change and why.
+// Write prints the plan as a table: what would change and why. A change
+// that cannot be made is an error line (ACTION error, WHY what is wrong
+// and what to do); the other changes of its trunk are shown refused.
 func (p *Plan) Write(w io.Writer) {
 	for _, warn := range p.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
@@ -95,22 +144,37 @@ func (p *Plan) Write(w io.Writer) {
 	fmt.Fprintln(tw, "TRUNK\tRESOURCE\tACTION\tWHY")
 	n := 0
 	for _, c := range p.Changes {
-		why := c.Why
-		if why == "" {
-			why = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, c.Action, why)
-		if c.Action != Nothing {
+		action, why := c.Action.String(), c.Why
+		switch {
+		case c.Err != nil:
+			action, why = "error", oneLine(c.Err)
+		case c.Action != Nothing && p.refused(c.Trunk):
+			action, why = "refused", c.Action.String()+": "+cmp.Or(why, "-")
+		case c.Action != Nothing:
 			n++
 		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, action, cmp.Or(why, "-"))
 	}
 	tw.Flush()
-	if n == 0 {
+	switch {
+	case n == 0 && p.Err() == nil:
 		fmt.Fprintln(w, "No changes: the infrastructure matches the configuration.")
-	} else {
+	case n == 0:
+		fmt.Fprintln(w, "No changes can be made.")
+	default:
 		fmt.Fprintf(w, "%d change(s).\n", n)
 	}
+	p.writeRefused(w)
 }
+
+func (p *Plan) writeRefused(w io.Writer) {
+	if r := p.Refused(); len(r) > 0 {
+		fmt.Fprintf(w, "%d trunk(s) with errors (%s): apply leaves them as they are until the errors are fixed.\n", len(r), strings.Join(r, ", "))
+	}
+}
+
+// oneLine joins a multi-line error (errors.Join) with "; " for a table.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
 // WriteStatus prints each resource's actual state and its drift.
 func (p *Plan) WriteStatus(w io.Writer) {
@@ -127,9 +191,13 @@ func (p *Plan) WriteStatus(w io.Writer) {
 				drift += ": " + c.Why
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, c.State, drift)
+		if c.Err != nil {
+			drift = "error: " + oneLine(c.Err)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, cmp.Or(c.State, "-"), drift)
 	}
 	tw.Flush()
+	p.writeRefused(w)
 }
 
 // actual is what the backends report for one trunk's resources.
@@ -170,38 +238,60 @@ func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
 		}
 		defer s.Release()
 	}
+	// A trunk's problem is its own: it becomes an error on the change
+	// (refusing that trunk), and the other trunks are planned as usual.
 	for _, t := range p.desired {
 		pl.desired[t.Name] = t
 		a := &actual{volume: volByName[t.Resource], domain: domByName[t.Resource]}
 		pl.actual[t.Name] = a
+		var volErr, domErr, fwErr error
 		if a.volume == nil {
-			if _, err := p.Volumes.Get(ctx, t.Resource); err != nil {
-				return nil, fmt.Errorf("trunk %s: volume: %w", t.Name, err)
-			}
+			_, volErr = p.Volumes.Get(ctx, t.Resource) // a volume that is not ours
 		}
 		if a.domain == nil {
-			if _, err := p.Domains.Get(t.Resource); err != nil {
-				return nil, fmt.Errorf("trunk %s: domain: %w", t.Name, err)
-			}
+			_, domErr = p.Domains.Get(t.Resource) // a domain that is not ours
 		}
 		_, serr := os.Stat(t.Domain.SeedPath)
 		a.seedOK = serr == nil
 		a.dhcpOK = true
 		if t.Domain.Network != "" && a.domain != nil {
-			if a.dhcpOK, err = p.Domains.HasDHCPHost(t.Domain.Network, &t.Domain); err != nil {
-				return nil, fmt.Errorf("trunk %s: %w", t.Name, err)
-			}
+			a.dhcpOK, domErr = p.Domains.HasDHCPHost(t.Domain.Network, &t.Domain)
 		}
 		if t.Firewall != nil && p.Firewall != nil {
-			st, err := p.Firewall.Check(ctx, t.Firewall)
-			if err != nil {
-				return nil, fmt.Errorf("trunk %s: firewall: %w", t.Name, err)
+			if st, err := p.Firewall.Check(ctx, t.Firewall); err != nil {
+				fwErr = err
+			} else {
+				a.firewall = &st
 			}
-			a.firewall = &st
 		}
-		pl.Changes = append(pl.Changes, planVolume(t, a), planDomain(t, a))
+
+		vc := planVolume(t, a)
+		switch {
+		case volErr != nil:
+			vc = Change{Trunk: t.Name, Resource: Volume, State: "not voxvisor's", Err: volErr}
+		case vc.Action == Create && t.Image != "":
+			if err := p.Volumes.CheckImage(ctx, t.Image, t.Size); err != nil {
+				vc.Err = preflight{err}
+			}
+		}
+		dc := planDomain(t, a)
+		switch {
+		case domErr != nil && a.domain == nil:
+			dc = Change{Trunk: t.Name, Resource: Domain, State: "not voxvisor's", Err: domErr}
+		case domErr != nil:
+			dc.Err = domErr // its libvirt network could not be read
+		case dc.Action != Nothing:
+			if err := p.Domains.Preflight(&t.Domain); err != nil {
+				dc.Err = preflight{err}
+			}
+		}
+		pl.Changes = append(pl.Changes, vc, dc)
 		if t.Firewall != nil && p.Firewall != nil {
-			pl.Changes = append(pl.Changes, planFirewall(t, a))
+			if fwErr != nil {
+				pl.Changes = append(pl.Changes, Change{Trunk: t.Name, Resource: Firewall, State: "unknown", Err: fwErr})
+			} else {
+				pl.Changes = append(pl.Changes, planFirewall(t, a))
+			}
 		}
 	}
 	// What is ours on the host but no longer in the configuration.

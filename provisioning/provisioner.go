@@ -26,6 +26,9 @@ type Domains interface {
 	BlockResize(name string, size int64) error
 	DHCPHost(network string, s *domain.Spec, add bool) error
 	HasDHCPHost(network string, s *domain.Spec) (bool, error)
+	// Preflight checks what starting the guest needs: its bridge or
+	// libvirt network, a /dev/kvm QEMU can open for domain_type kvm.
+	Preflight(s *domain.Spec) error
 }
 
 // Provisioner plans and applies one configuration's infrastructure.

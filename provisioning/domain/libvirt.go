@@ -28,8 +28,9 @@ type State struct {
 
 // Conn is a connection to libvirtd.
 type Conn struct {
-	c   *libvirt.Connect
-	uri string
+	c    *libvirt.Connect
+	uri  string
+	host Host // for Preflight
 }
 
 // Open connects to libvirt at uri, saying what to do when the library or
@@ -46,7 +47,7 @@ func Open(uri string) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("libvirt %s: %w", uri, err)
 	}
-	return &Conn{c: c, uri: uri}, nil
+	return &Conn{c: c, uri: uri, host: hostOf(uri)}, nil
 }
 
 // Close drops the connection.

@@ -144,3 +144,8 @@ func (d *Dir) Remove(ctx context.Context, name string) error {
 	}
 	return os.Remove(d.mark(name))
 }
+
+func (d *Dir) CheckImage(ctx context.Context, image string, size int64) error {
+	_, err := checkImage(ctx, d.Run, image, size)
+	return err
+}

@@ -145,3 +145,8 @@ func (l *LVM) Remove(ctx context.Context, name string) error {
 }
 
 func sizeArg(n int64) string { return strconv.FormatInt(n, 10) + "b" }
+
+func (l *LVM) CheckImage(ctx context.Context, image string, size int64) error {
+	_, err := checkImage(ctx, l.Run, image, size)
+	return err
+}

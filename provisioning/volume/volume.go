@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -64,12 +66,24 @@ type Store interface {
 	Shrink(ctx context.Context, name string, size int64) error
 	// Remove deletes a volume of voxvisor's.
 	Remove(ctx context.Context, name string) error
+	// CheckImage checks, changing nothing, what Create will check of a
+	// base image: that it is there, fits in size bytes and names no other
+	// file. Plan runs it for every volume to be made.
+	CheckImage(ctx context.Context, image string, size int64) error
 }
+
+// ErrNoImage is returned for a base image that is not there.
+var ErrNoImage = errors.New("does not exist")
 
 // checkImage reads image (any format qemu-img reads) with qemu-img info
 // and returns its format, after checking that it fits in size bytes and
 // that cloning it reads no other file. It runs before anything is made.
 func checkImage(ctx context.Context, r Runner, image string, size int64) (string, error) {
+	if fi, err := os.Stat(image); errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("base image %s %w: put the image there or set endpoint.disk.image to one that exists", image, ErrNoImage)
+	} else if err == nil && fi.IsDir() {
+		return "", fmt.Errorf("base image %s is a directory: set endpoint.disk.image to an image file", image)
+	}
 	out, err := r.Run(ctx, "qemu-img", "info", "--output=json", image)
 	if err != nil {
 		return "", fmt.Errorf("base image: %w", err)
