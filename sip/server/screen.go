@@ -44,6 +44,7 @@ func (s *Server) screen(p siplib.TransportReadProps, data []byte) ([]byte, error
 		}
 		return nil, nil
 	}
+	s.acks.seen(data)
 	return data, nil
 }
 

@@ -62,6 +62,7 @@ type Server struct {
 	tlsc  *tlsConfigs  // set in Listen
 
 	streams streams // connections accepted on the tcp and tls listeners
+	acks    ackOrder // keeps UDP requests from overtaking the ACK before them
 
 	handler atomic.Pointer[sip.Handler] // replaced by SetHandler; read per request
 
@@ -325,6 +326,16 @@ func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
 	}
 	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
 		r.Source = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if r.Transport == "udp" {
+		if id := req.CallID(); id != nil {
+			switch to := req.To(); {
+			case req.IsAck():
+				defer s.acks.through(id.Value())
+			case to != nil && to.Params.Has("tag"):
+				s.acks.wait(id.Value())
+			}
+		}
 	}
 	var err error
 	if r.Tx != nil {
