@@ -61,7 +61,7 @@ type Server struct {
 	guard *guard.Guard // set once, may be nil
 	tlsc  *tlsConfigs  // set in Listen
 
-	streams streams // connections accepted on the tcp and tls listeners
+	streams streams  // connections accepted on the tcp and tls listeners
 	acks    ackOrder // keeps UDP requests from overtaking the ACK before them
 
 	handler atomic.Pointer[sip.Handler] // replaced by SetHandler; read per request
