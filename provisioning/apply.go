@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/voxvisor/voxvisor/provisioning/firewall"
 )
@@ -114,7 +115,7 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 		r.say(Volume, "grown to %s", human(t.Size))
 	case UpdateRestart:
 		if running {
-			if err := p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout); err != nil {
+			if err := p.Domains.Stop(ctx, t.Resource, p.stopWait()); err != nil {
 				return r.fail(Volume, err)
 			}
 			r.did("start "+t.Resource+" again", func() error { return p.Domains.Start(t.Resource) })
@@ -156,7 +157,7 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 		if err := p.Domains.Start(t.Resource); err != nil {
 			return r.fail(Domain, err)
 		}
-		r.did("stop "+t.Resource, func() error { return p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout) })
+		r.did("stop "+t.Resource, func() error { return p.Domains.Stop(ctx, t.Resource, p.stopWait()) })
 		r.say(Domain, "defined and started %s", t.Resource)
 	case UpdateRestart, Replace:
 		old, err := p.Domains.XML(t.Resource)
@@ -164,11 +165,12 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 			return r.fail(Domain, err)
 		}
 		wasRunning := running
+		down := time.Now()
 		if err := p.Domains.Define(spec); err != nil {
 			return r.fail(Domain, err)
 		}
 		r.did("restore the old definition of "+t.Resource, func() error {
-			if err := p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout); err != nil {
+			if err := p.Domains.Stop(ctx, t.Resource, p.stopWait()); err != nil {
 				return err
 			}
 			if err := p.Domains.DefineXML(old); err != nil {
@@ -180,7 +182,7 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 			return nil
 		})
 		if running {
-			if err := p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout); err != nil {
+			if err := p.Domains.Stop(ctx, t.Resource, p.stopWait()); err != nil {
 				return r.fail(Domain, err)
 			}
 		}
@@ -195,7 +197,14 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 		if err := p.Domains.Start(t.Resource); err != nil {
 			return r.fail(Domain, err)
 		}
-		r.say(Domain, "redefined and restarted %s (%s)", t.Resource, c.Why)
+		how := ""
+		if wasRunning {
+			how = fmt.Sprintf(", down %s until it was started again", time.Since(down).Round(100*time.Millisecond))
+			if p.ForceStop {
+				how = ", powered off" + how
+			}
+		}
+		r.say(Domain, "redefined and restarted %s (%s%s)", t.Resource, c.Why, how)
 	case UpdateLive:
 		if err := p.Domains.SetAutostart(t.Resource, spec.Autostart); err != nil {
 			return r.fail(Domain, err)
@@ -209,7 +218,7 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 			if err := p.Domains.Start(t.Resource); err != nil {
 				return r.fail(Domain, err)
 			}
-			r.did("stop "+t.Resource, func() error { return p.Domains.Stop(ctx, t.Resource, p.ShutdownTimeout) })
+			r.did("stop "+t.Resource, func() error { return p.Domains.Stop(ctx, t.Resource, p.stopWait()) })
 		}
 		r.say(Domain, "updated live (%s)", c.Why)
 	case Nothing:
@@ -255,7 +264,7 @@ func (r *run) remove(a *actual, t *Trunk) error {
 	name := Prefix + r.trunk
 	if a.domain != nil {
 		name = a.domain.Name
-		err := p.Domains.Stop(r.ctx, name, p.ShutdownTimeout)
+		err := p.Domains.Stop(r.ctx, name, p.stopWait())
 		if err == nil {
 			err = p.Domains.Undefine(name)
 		}

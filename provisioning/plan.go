@@ -285,6 +285,15 @@ func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
 				dc.Err = preflight{err}
 			}
 		}
+		// A running guest that a change restarts is down for a while.
+		if a.domain != nil && a.domain.Running {
+			switch {
+			case dc.Action == UpdateRestart || dc.Action == Replace:
+				dc.Why += "; " + p.downtime()
+			case vc.Action == UpdateRestart:
+				vc.Why += "; " + p.downtime()
+			}
+		}
 		pl.Changes = append(pl.Changes, vc, dc)
 		if t.Firewall != nil && p.Firewall != nil {
 			if fwErr != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/voxvisor/voxvisor/internal/config"
@@ -39,7 +40,12 @@ type Provisioner struct {
 	SeedDir  string
 	// ShutdownTimeout bounds the wait for a guest's ACPI shutdown.
 	ShutdownTimeout time.Duration
-	Log             *slog.Logger
+	// ForceStop powers a guest off at once (virsh destroy) where a change
+	// needs it stopped, instead of asking it to shut down and waiting up
+	// to ShutdownTimeout (apply --force-stop). Set it before Plan: the
+	// plan's expected downtime depends on it.
+	ForceStop bool
+	Log       *slog.Logger
 
 	desired  []*Trunk
 	warnings []string
@@ -104,4 +110,28 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *Provisi
 		}
 	}
 	return p, func() { conn.Close() }, nil
+}
+
+// stopWait is how long a guest gets to shut down when asked: none with
+// ForceStop.
+func (p *Provisioner) stopWait() time.Duration {
+	if p.ForceStop {
+		return 0
+	}
+	return p.ShutdownTimeout
+}
+
+// downtime says for how long a running guest that a change restarts is
+// down: its shutdown (up to ShutdownTimeout, or none with ForceStop),
+// then its boot, which voxvisor cannot know.
+func (p *Provisioner) downtime() string {
+	if p.ForceStop {
+		return "restarts: powered off at once (--force-stop), down while it boots"
+	}
+	return fmt.Sprintf("restarts: down up to %s while it shuts down (ACPI, provision.shutdown_timeout; apply --force-stop powers it off at once), then while it boots", seconds(p.ShutdownTimeout))
+}
+
+// seconds prints a duration as people write it: 60s, 1.5s.
+func seconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }

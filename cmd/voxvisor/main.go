@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -28,9 +29,57 @@ import (
 var version = "dev"
 
 func main() {
-	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "voxvisor:", err)
-		os.Exit(1)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run runs the command line and returns the exit code: 0, 1 after an
+// error, or the code the command chose (provision plan and status exit 2
+// when something is to be done). Each error is printed once, here.
+func run(args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code, err = ee.code, ee.err
+	}
+	if err != nil {
+		printErr(stderr, err)
+	}
+	return code
+}
+
+// exitError ends the program with code, printing err when it is set.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// printErr writes an error for people. A configuration error is written
+// as it is, each line starting with file:line (editors and CI jump to
+// it); any other error's lines start with "voxvisor: ".
+func printErr(w io.Writer, err error) {
+	var one *config.Error
+	var many config.Errors
+	if errors.As(err, &many) || errors.As(err, &one) {
+		fmt.Fprintln(w, err)
+		return
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(w, "voxvisor:", line)
 	}
 }
 

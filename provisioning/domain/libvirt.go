@@ -242,13 +242,14 @@ func (c *Conn) SetAutostart(name string, on bool) error {
 }
 
 // Stop shuts the guest down gracefully: an ACPI power button press, a
-// wait of up to timeout, then a hard stop. A stopped guest is no error.
+// wait of up to timeout, then a hard stop. With timeout 0 it is the hard
+// stop at once (virsh destroy). A stopped guest is no error.
 func (c *Conn) Stop(ctx context.Context, name string, timeout time.Duration) error {
 	return c.do(name, func(d *libvirt.Domain) error {
 		if on, err := d.IsActive(); err != nil || !on {
 			return err
 		}
-		if err := d.ShutdownFlags(libvirt.DOMAIN_SHUTDOWN_ACPI_POWER_BTN); err == nil {
+		if timeout > 0 && d.ShutdownFlags(libvirt.DOMAIN_SHUTDOWN_ACPI_POWER_BTN) == nil {
 			deadline := time.Now().Add(timeout)
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				if on, err := d.IsActive(); err == nil && !on {
