@@ -3,6 +3,7 @@ package provisioning
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -259,5 +260,45 @@ func TestLVMBackedApply(t *testing.T) {
 	}
 	if lvs := testenv.Run(t, "lvs", "--noheadings", "-o", "lv_name", h.vg); strings.Contains(lvs, "vox-") {
 		t.Fatalf("destroy left %s", lvs)
+	}
+}
+
+// TestLVMForeignVolume: a logical volume of a trunk's name without
+// voxvisor's tag (someone's, in the same volume group) refuses that trunk
+// in plan, apply and destroy; the other trunk is made and removed as
+// usual, and the foreign volume is left as it was (real lvm2).
+func TestLVMForeignVolume(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t)
+	h.vg = testenv.LoopVG(t)
+	testenv.Run(t, "lvcreate", "-q", "--yes", "-n", "vox-carrier-1", "-L", "8m", h.vg)
+	p := h.provisioner(t, configYAML(h.dir, 2, nil))
+	pl, err := p.Plan(ctx)
+	if err != nil {
+		t.Fatalf("one foreign volume failed the whole plan: %v", err)
+	}
+	if c := pl.change("carrier-1", Volume); c == nil || !errors.Is(c.Err, volume.ErrNotOurs) || !strings.Contains(c.Err.Error(), "logical volume "+h.vg+"/vox-carrier-1 exists but was not created by voxvisor") {
+		t.Fatalf("carrier-1's volume: %+v", c)
+	}
+	if r := pl.Refused(); len(r) != 1 || r[0] != "carrier-1" {
+		t.Fatalf("refused %v", r)
+	}
+	var out bytes.Buffer
+	if _, err := p.Apply(ctx, &out); err == nil || !strings.Contains(err.Error(), "trunk carrier-1: volume: logical volume") {
+		t.Fatalf("apply: %v\n%s", err, out.String())
+	}
+	if st, _ := h.conn.Get("vox-carrier-0"); st == nil || !st.Running {
+		t.Fatalf("carrier-0 was not made beside the refused trunk:\n%s", out.String())
+	}
+	if st, _ := h.conn.Get("vox-carrier-1"); st != nil {
+		t.Fatalf("carrier-1 got a guest: %+v", st)
+	}
+	out.Reset()
+	if err := p.Destroy(ctx, "", &out); err == nil || !strings.Contains(err.Error(), "carrier-1") {
+		t.Fatalf("destroy: %v\n%s", err, out.String())
+	}
+	lvs := testenv.Run(t, "lvs", "--noheadings", "-o", "lv_name,lv_tags,lv_size", "--units", "m", h.vg)
+	if strings.Contains(lvs, "vox-carrier-0") || !strings.Contains(lvs, "vox-carrier-1") || !strings.Contains(lvs, "8.00m") {
+		t.Fatalf("after destroy:\n%s\n%s", lvs, out.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"libvirt.org/go/libvirt"
@@ -31,6 +32,9 @@ type Conn struct {
 	c    *libvirt.Connect
 	uri  string
 	host Host // for Preflight
+
+	kvmOnce sync.Once
+	kvmErr  error // CheckKVM's answer, asked once per connection
 }
 
 // Open connects to libvirt at uri, saying what to do when the library or

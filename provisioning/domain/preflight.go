@@ -107,8 +107,9 @@ func (c *Conn) Preflight(s *Spec) error {
 		}
 	}
 	if h.Local && s.Type == "kvm" {
-		if err := CheckKVM(h); err != nil {
-			errs = append(errs, err)
+		c.kvmOnce.Do(func() { c.kvmErr = CheckKVM(h) })
+		if c.kvmErr != nil {
+			errs = append(errs, c.kvmErr)
 		}
 	}
 	return errors.Join(errs...)
