@@ -79,12 +79,34 @@ func (p *Plan) Pending() bool {
 // when apply can make every change.
 func (p *Plan) Err() error {
 	var errs []error
-	for _, c := range p.Changes {
-		if c.Err != nil {
-			errs = append(errs, fmt.Errorf("trunk %s: %s: %w", c.Trunk, c.Resource, c.Err))
-		}
+	for i := range p.Changes {
+		errs = append(errs, p.Changes[i].errs()...)
 	}
 	return errors.Join(errs...)
+}
+
+// errs is the change's error as one error per problem, each naming the
+// trunk and resource (a preflight check may find several).
+func (c *Change) errs() []error {
+	if c.Err == nil {
+		return nil
+	}
+	parts := []error{c.Err}
+	if pf, ok := c.Err.(preflight); ok {
+		if j, ok := pf.error.(interface{ Unwrap() []error }); ok {
+			parts = parts[:0]
+			for _, e := range j.Unwrap() {
+				parts = append(parts, preflight{e})
+			}
+		}
+	} else if j, ok := c.Err.(interface{ Unwrap() []error }); ok {
+		parts = j.Unwrap()
+	}
+	out := make([]error, len(parts))
+	for i, e := range parts {
+		out[i] = fmt.Errorf("trunk %s: %s: %w", c.Trunk, c.Resource, e)
+	}
+	return out
 }
 
 // Refused lists the trunks apply leaves as they are (a change has an
@@ -105,9 +127,9 @@ func (p *Plan) refused(trunk string) bool { return slices.Contains(p.Refused(), 
 // target in when skip is set.
 func (p *Plan) trunkErr(trunk string, skip error) error {
 	var errs []error
-	for _, c := range p.Changes {
-		if c.Trunk == trunk && c.Err != nil && (skip == nil || !errors.Is(c.Err, skip)) {
-			errs = append(errs, fmt.Errorf("trunk %s: %s: %w", c.Trunk, c.Resource, c.Err))
+	for i := range p.Changes {
+		if c := &p.Changes[i]; c.Trunk == trunk && c.Err != nil && (skip == nil || !errors.Is(c.Err, skip)) {
+			errs = append(errs, c.errs()...)
 		}
 	}
 	return errors.Join(errs...)

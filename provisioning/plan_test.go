@@ -302,3 +302,21 @@ func TestLVMForeignVolume(t *testing.T) {
 		t.Fatalf("after destroy:\n%s\n%s", lvs, out.String())
 	}
 }
+
+// TestPlanErrorsNameTheirTrunk: a change with several problems (a
+// preflight check finds a missing network and more) gives one error per
+// problem, each with its trunk and resource, so that each line of
+// voxvisor's output says whose it is; ErrPreflight stays findable.
+func TestPlanErrorsNameTheirTrunk(t *testing.T) {
+	pl := &Plan{Changes: []Change{
+		{Trunk: "a", Resource: Domain, Err: preflight{errors.Join(errors.New("no network x"), errors.New("no /dev/kvm"))}},
+		{Trunk: "b", Resource: Volume, Err: errors.New("not ours")},
+	}}
+	err := pl.Err()
+	if got := err.Error(); got != "trunk a: domain: no network x\ntrunk a: domain: no /dev/kvm\ntrunk b: volume: not ours" {
+		t.Errorf("Err() =\n%s", got)
+	}
+	if !errors.Is(err, ErrPreflight) || errors.Is(pl.trunkErr("b", nil), ErrPreflight) || pl.trunkErr("a", ErrPreflight) != nil {
+		t.Errorf("ErrPreflight is not where it belongs: %v", err)
+	}
+}
