@@ -75,7 +75,7 @@ func New(cfg *config.Config, vols volume.Store, doms Domains, fw firewall.Backen
 // close releases the libvirt connection.
 func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *Provisioner, close func(), err error) {
 	if !cfg.HasEndpoints() {
-		return nil, nil, fmt.Errorf("%s: no trunk has an endpoint block: nothing to provision", cfg.Source)
+		return nil, nil, fmt.Errorf("%s: no trunk has an endpoint block: nothing to provision (to remove what an earlier configuration made, run provision destroy -c with that configuration)", cfg.Source)
 	}
 	var vols volume.Store
 	switch st := cfg.Provision.Storage; st.Backend {
