@@ -227,7 +227,10 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 		<-exited
 		cancel()
 		why, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
-		t.Fatalf("sipp UAS %s did not bind %s port %d:\n%s\nerrors:\n%s", scenario, transport, port, tail(out.Bytes(), 20), why)
+		fds, _ := os.ReadDir("/proc/self/fd")
+		_, perr := os.ReadFile("/proc/net/udp")
+		t.Fatalf("sipp UAS %s did not bind %s port %d (this process has %d files open; /proc/net/udp: %v):\n%s\nerrors:\n%s",
+			scenario, transport, port, len(fds), perr, tail(out.Bytes(), 20), why)
 	}
 	return wait
 }
