@@ -39,8 +39,15 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
+# The softswitch package (SIPp, real softphones, the NAT lab, sipvicious
+# against running switches) runs after the others, alone: run beside the
+# provisioning packages, two of its SIPp UAS tests fail to see SIPp bind,
+# which they never do alone (under investigation; see the session notes).
+SOLO := ./internal/softswitch/
+
 test: test-deps lint ## install test packages, then vet, gofmt, go mod tidy, the whole suite with -race, and bench-smoke
-	$(GO) test -tags $(TAGS) -race -count=1 -timeout 40m ./...
+	$(GO) test -tags $(TAGS) -race -count=1 -timeout 40m $$($(GO) list ./... | grep -v '/internal/softswitch$$')
+	$(GO) test -tags $(TAGS) -race -count=1 -timeout 40m $(SOLO)
 	$(MAKE) bench-smoke
 
 vet: ## go vet
