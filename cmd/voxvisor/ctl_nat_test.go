@@ -1,38 +1,18 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/voxvisor/voxvisor/configs"
-	"github.com/voxvisor/voxvisor/internal/config"
-	"github.com/voxvisor/voxvisor/internal/logging"
-	"github.com/voxvisor/voxvisor/internal/softswitch"
 	"github.com/voxvisor/voxvisor/sip/location"
 )
 
 // TestCtlShowsNAT: `ctl registrations` says which contacts are behind
 // NAT and which are reached through a Path, and the JSON has the flag.
 func TestCtlShowsNAT(t *testing.T) {
-	cfg, err := config.Load(configs.DefaultName, configs.Default)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DataDir = t.TempDir()
-	cfg.Admin.Listen = "127.0.0.1:0"
-	cfg.SIP.Listen = []config.Listener{{Transport: "udp", Address: "127.0.0.1:0"}}
-	sw, err := softswitch.New(cfg, logging.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sw.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	sw, run := ctlSwitch(t, nil)
 	exp := time.Now().Add(time.Hour)
 	sw.Store.Update("1001@voxvisor.local", func([]location.Binding) ([]location.Binding, error) {
 		return []location.Binding{
@@ -42,15 +22,6 @@ func TestCtlShowsNAT(t *testing.T) {
 				Path: []string{"sip:198.51.100.20;lr"}},
 		}, nil
 	})
-	run := func(args ...string) string {
-		var out bytes.Buffer
-		root := newRoot(&out, &out)
-		root.SetArgs(append([]string{"ctl", "--admin", "http://" + sw.Admin.Addr()}, args...))
-		if err := root.Execute(); err != nil {
-			t.Fatalf("ctl %v: %v\n%s", args, err, out.String())
-		}
-		return out.String()
-	}
 	out := run("registrations")
 	for _, want := range []string{`(?m)^AOR\s+CONTACT\s+FROM\s+NAT\s+EXPIRES$`, `sip:1001@192\.168\.1\.20:5060\s+udp:203\.0\.113\.7:40123\s+yes\s`,
 		`sip:1001@192\.0\.2\.5:5062\s+udp:192\.0\.2\.5:5062\s+no\s`, `sip:1001@10\.1\.1\.1:5060\s+udp:198\.51\.100\.20:5060\s+via sip:198\.51\.100\.20;lr\s`} {

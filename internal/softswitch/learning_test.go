@@ -34,30 +34,17 @@ type rtpSink struct {
 
 func newRTPSink(t *testing.T) *rtpSink {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		p := freePort(t) &^ 1
-		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
-		if err != nil {
-			continue
-		}
-		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p + 1})
-		if err != nil {
-			a.Close()
-			continue
-		}
-		s := &rtpSink{rtp: a, rtcp: b, bySSRC: map[uint32]int{}, from: map[netip.AddrPort]int{}}
-		s.wg.Add(2)
-		go s.read(a, true)
-		go s.read(b, false)
-		t.Cleanup(func() {
-			a.Close()
-			b.Close()
-			s.wg.Wait()
-		})
-		return s
-	}
-	t.Fatal("no port pair for the callee's media")
-	return nil
+	a, b := listenPair(t)
+	s := &rtpSink{rtp: a, rtcp: b, bySSRC: map[uint32]int{}, from: map[netip.AddrPort]int{}}
+	s.wg.Add(2)
+	go s.read(a, true)
+	go s.read(b, false)
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+		s.wg.Wait()
+	})
+	return s
 }
 
 func (s *rtpSink) read(c *net.UDPConn, count bool) {

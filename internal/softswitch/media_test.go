@@ -28,6 +28,19 @@ type receiver struct {
 
 func newReceiver(t *testing.T) *receiver {
 	t.Helper()
+	a, b := listenPair(t)
+	r := &receiver{rtp: a, rtcp: b, rtpFrom: map[netip.AddrPort]int{}, rtcpFrom: map[netip.AddrPort]int{}}
+	r.wg.Add(2)
+	go r.read(a, false)
+	go r.read(b, true)
+	t.Cleanup(r.close)
+	return r
+}
+
+// listenPair binds an even loopback UDP port and the odd one after it,
+// as an RTP endpoint's media and RTCP sockets.
+func listenPair(t *testing.T) (rtp, rtcp *net.UDPConn) {
+	t.Helper()
 	for i := 0; i < 100; i++ {
 		p := freePort(t) &^ 1
 		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
@@ -39,15 +52,10 @@ func newReceiver(t *testing.T) *receiver {
 			a.Close()
 			continue
 		}
-		r := &receiver{rtp: a, rtcp: b, rtpFrom: map[netip.AddrPort]int{}, rtcpFrom: map[netip.AddrPort]int{}}
-		r.wg.Add(2)
-		go r.read(a, false)
-		go r.read(b, true)
-		t.Cleanup(r.close)
-		return r
+		return a, b
 	}
-	t.Fatal("no port pair for the receiver")
-	return nil
+	t.Fatal("no free even/odd loopback port pair")
+	return nil, nil
 }
 
 func (r *receiver) port() int { return r.rtp.LocalAddr().(*net.UDPAddr).Port }
