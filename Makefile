@@ -40,10 +40,8 @@ fi
 endef
 
 # The softswitch package (SIPp, real softphones, the NAT lab, sipvicious
-# against running switches) runs after the others, alone. Known flake, under
-# investigation: TestT38ReInviteThroughRelay and TestTLSRegisterAndCall at
-# times wait in vain for their SIPp UAS to bind (SIPp runs, nothing is bound
-# in this network namespace) - more often beside the other packages.
+# against running switches) is the heaviest; it runs after the others,
+# alone, so that its timers do not share the 2 cores with them.
 SOLO := ./internal/softswitch/
 
 test: test-deps lint ## install test packages, then vet, gofmt, go mod tidy, the whole suite with -race, and bench-smoke

@@ -221,23 +221,22 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 	})
 	// Give SIPp time to bind before anything is sent to it; if it exits
 	// first (a port taken, a bad scenario), say why.
-	if !waitListeningOr(transport, port, exited) {
+	if !waitListeningOr(transport, port, cmd.Process.Pid, exited) {
 		waited = true
 		cmd.Process.Kill()
 		<-exited
 		cancel()
 		why, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
-		fds, _ := os.ReadDir("/proc/self/fd")
-		_, perr := os.ReadFile("/proc/net/udp")
-		t.Fatalf("sipp UAS %s did not bind %s port %d (this process has %d files open; /proc/net/udp: %v):\n%s\nerrors:\n%s",
-			scenario, transport, port, len(fds), perr, tail(out.Bytes(), 20), why)
+		t.Fatalf("sipp UAS %s did not bind %s port %d:\n%s\nerrors:\n%s",
+			scenario, transport, port, tail(out.Bytes(), 20), why)
 	}
 	return wait
 }
 
-// waitListeningOr waits up to 15 s for port to be bound, and gives up at
-// once when exited delivers (the error is put back for the caller).
-func waitListeningOr(transport string, port int, exited chan error) bool {
+// waitListeningOr waits up to 15 s for port to be bound (for udp: by
+// process pid), and gives up at once when exited delivers (the error is
+// put back for the caller).
+func waitListeningOr(transport string, port, pid int, exited chan error) bool {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -251,7 +250,11 @@ func waitListeningOr(transport string, port int, exited chan error) bool {
 				c.Close()
 				return true
 			}
-		} else if udpBound(port) {
+		} else if bound, _ := testenv.UDPPortsBound(pid); bound[port] {
+			// The tables of SIPp's own namespace, never /proc/net: that
+			// follows the main thread, which a test may have left in a
+			// lab's namespace. And not by binding the port ourselves,
+			// which could take it from under SIPp as it binds.
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -259,30 +262,11 @@ func waitListeningOr(transport string, port int, exited chan error) bool {
 	return false
 }
 
-func waitListening(t *testing.T, transport string, port int) {
+func waitListeningTCP(t *testing.T, port int) {
 	t.Helper()
-	if !waitListeningOr(transport, port, make(chan error, 1)) {
-		t.Fatalf("nothing bound %s port %d within 15 s", transport, port)
+	if !waitListeningOr("tcp", port, 0, make(chan error, 1)) {
+		t.Fatalf("nothing listens on tcp port %d within 15 s", port)
 	}
-}
-
-// udpBound reports whether a UDP socket is bound to port, from the
-// kernel's socket tables: probing by binding the port ourselves could take
-// it from under SIPp in the moment it binds.
-func udpBound(port int) bool {
-	want := fmt.Sprintf(":%04X ", port)
-	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if fields := strings.Fields(line); len(fields) > 1 && strings.HasSuffix(fields[1]+" ", want) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func mustAbs(t *testing.T, p string) string {

@@ -474,7 +474,7 @@ func (l *natLab) counter(t *testing.T, ns, name string) uint64 {
 // spawner is an OS thread that lives as long as the test binary and
 // starts the lab's programs. Their parent-death signal (Pdeathsig) fires
 // when the thread that forked them exits, and Go ends threads (those
-// InNetns locked, for one) at times of its own: forking from this one
+// locked ones whose goroutine ends) at times of its own: forking from this one
 // ties the programs' lives to the test process only.
 var spawner struct {
 	once sync.Once

@@ -66,7 +66,7 @@ func socat(t *testing.T, port int, from, to string) {
 			t.Logf("socat log:\n%s", tail(b, 30))
 		}
 	})
-	waitListening(t, "tcp", port)
+	waitListeningTCP(t, port)
 }
 
 // TestTLSRegisterAndCall: SIPp registers 1001 over TLS (through a socat

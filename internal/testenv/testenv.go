@@ -86,12 +86,22 @@ func Netns(t testing.TB, name string) string {
 
 // InNetns runs f on an OS thread that has joined the named network
 // namespace: sockets f opens and commands it starts live there. The thread
-// is thrown away afterwards rather than trusted back in the host's.
+// goes back to its own namespace afterwards; only if that fails is it kept
+// locked, and so thrown away with the goroutine. A thread left in the lab's
+// namespace is not harmless: when it is the main thread Go cannot end it,
+// and /proc/self/net, which follows the main thread, then shows the lab's
+// sockets instead of the host's.
 func InNetns(t testing.TB, name string, f func()) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- fmt.Errorf("own netns: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			done <- fmt.Errorf("netns %s: %w", name, err)
@@ -102,7 +112,12 @@ func InNetns(t testing.TB, name string, f func()) {
 			done <- fmt.Errorf("setns %s: %w", name, err)
 			return
 		}
-		defer func() { done <- nil }()
+		defer func() {
+			if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
+			done <- nil
+		}()
 		f()
 	}()
 	if err := <-done; err != nil {
