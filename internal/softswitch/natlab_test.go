@@ -473,8 +473,8 @@ func (l *natLab) counter(t *testing.T, ns, name string) uint64 {
 
 // spawner is an OS thread that lives as long as the test binary and
 // starts the lab's programs. Their parent-death signal (Pdeathsig) fires
-// when the thread that forked them exits, and Go ends threads (those
-// locked ones whose goroutine ends) at times of its own: forking from this one
+// when the thread that forked them exits, and Go ends threads (a locked
+// one whose goroutine ends) at times of its own: forking from this one
 // ties the programs' lives to the test process only.
 var spawner struct {
 	once sync.Once
