@@ -44,6 +44,10 @@ const (
 )
 
 // Relay owns every relay session. Safe for concurrent use.
+//
+// Lock order: a Session's mu, then the Relay's mu (Open undoing a session
+// it created), then the Allocator's. Nothing takes a Session's mu while
+// holding the Relay's: the timeout sweep works on a copy of the sessions.
 type Relay struct {
 	cfg       Config
 	alloc     *Allocator
@@ -240,8 +244,9 @@ func (r *Relay) Run(ctx context.Context, interval time.Duration) {
 
 func (r *Relay) checkTimeouts(now time.Time) {
 	var dead []string
-	r.mu.Lock()
-	for id, s := range r.sessions {
+	for _, s := range r.Sessions() {
+		// Not under r.mu: held takes the session's lock (see Relay).
+		id := s.ID
 		if s.answered.Load() == 0 {
 			continue // ringing: the proxy's ring timeout bounds it
 		}
@@ -254,7 +259,6 @@ func (r *Relay) checkTimeouts(now time.Time) {
 			dead = append(dead, id)
 		}
 	}
-	r.mu.Unlock()
 	for _, id := range dead {
 		r.log.Info("media timeout", "session", id)
 		if r.onTimeout != nil {

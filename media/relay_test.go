@@ -487,3 +487,73 @@ func TestSRTPForwardedUntouched(t *testing.T) {
 		t.Fatalf("A leg stats = %+v", s)
 	}
 }
+
+// TestNoDeadlockOpenAgainstSweep: calls opened against a one-pair pool
+// (every Open fails, after binding its first leg, and undoes itself)
+// while their sessions are answered and the timeout sweep runs. Open
+// once held the session's lock when it took the relay's to undo, and the
+// sweep held the relay's when it took a session's: the two deadlocked
+// within a second, and every later call with it.
+func TestNoDeadlockOpenAgainstSweep(t *testing.T) {
+	r, err := New(Config{Addr: lo, PortMin: 32100, PortMax: 32101, Timeout: time.Millisecond}, logging.Discard(), func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{}, 3)
+	var ids [64]string
+	for i := range ids {
+		ids[i] = "call-" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+	}
+	go func() { // calls meeting an exhausted pool
+		defer func() { done <- struct{}{} }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := r.Open(ids[i%len(ids)], one); !errors.Is(err, ErrPoolExhausted) {
+				t.Errorf("open in a one-pair pool: %v, want ErrPoolExhausted", err)
+				return
+			}
+		}
+	}()
+	go func() { // their answers, while they open
+		defer func() { done <- struct{}{} }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if s := r.Get(ids[i%len(ids)]); s != nil {
+				s.SetAnswered()
+			}
+		}
+	}()
+	go func() { // the 1 s sweep, as fast as it goes
+		defer func() { done <- struct{}{} }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r.checkTimeouts(time.Now().Add(time.Hour))
+		}
+	}()
+	time.Sleep(time.Second)
+	close(stop)
+	for i := 0; i < 3; i++ {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("deadlock: Open, SetAnswered and the sweep did not stop within 10 s\n%s", buf[:runtime.Stack(buf, true)])
+		}
+	}
+	if r.Allocator().InUse() != 0 {
+		t.Fatalf("%d pairs left in use after only failed opens", r.Allocator().InUse())
+	}
+}
