@@ -50,6 +50,7 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	counter("sip_indialog_refused_total", "Requests with a To-tag that carried no Record-Route of ours signed for their Call-ID (481), or a forged one (403).", func() float64 { return float64(sw.Proxy.Refused.Load()) })
 	counter("sip_accept_errors_total", "TCP/TLS accept failures the listeners backed off from (EMFILE and the like).", func() float64 { return float64(sw.Server.Stats.AcceptErrors.Load()) })
 	counter("sip_connections_over_cap_total", "TCP/TLS connections closed at accept because limits.total_connections (or the file limit) was reached.", func() float64 { return float64(sw.Server.Stats.ConnsOverCap.Load()) })
+	counter("sip_panics_total", "Requests whose handling panicked: answered 500, stack logged, serving on.", func() float64 { return float64(sw.Server.Stats.Panics.Load()) })
 	counter("sip_connections_timed_out_total", "TCP/TLS connections closed for silence or a message not completed within sip.tcp_idle_timeout.", func() float64 { return float64(sw.Server.Stats.ConnsTimedOut.Load()) })
 	counter("flood_blocks_total", "Sources blocked for flooding.", func() float64 { return float64(sw.Guard.Blocks.Load()) })
 	counter("flood_dropped_total", "Requests dropped from blocked sources.", func() float64 { return float64(sw.Guard.Dropped.Load()) })

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,9 @@ type Stats struct {
 	// ConnsTimedOut counts connections closed for silence past the idle
 	// timeout, or for a message not complete within it.
 	ConnsTimedOut atomic.Uint64
+	// Panics counts requests whose handling panicked: each was answered
+	// 500 and its stack logged, and the listener served on.
+	Panics atomic.Uint64
 }
 
 // Server owns the SIP sockets and the sipgo stack.
@@ -343,7 +347,7 @@ func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
 		// pipeline has answered it.
 		src := r.Source.Addr()
 		if ok, first := s.txs().Take(src); ok {
-			err = h.ServeSIP(context.Background(), r)
+			err = s.serve(h, r)
 			s.txs().Give(src)
 		} else {
 			if first {
@@ -352,7 +356,7 @@ func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
 			err = sip.Status(503, "Too Many Requests In Progress", siplib.NewHeader("Retry-After", "5"))
 		}
 	} else {
-		err = h.ServeSIP(context.Background(), r)
+		err = s.serve(h, r)
 	}
 	if err != nil && !req.IsAck() {
 		se := sip.StatusOf(err)
@@ -377,6 +381,20 @@ func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
 		return
 	}
 	tx.TerminateGracefully()
+}
+
+// serve runs r through h. A panic on the way is this request's failure,
+// not the process's: it is answered 500, its stack logged and counted.
+func (s *Server) serve(h sip.Handler, r *sip.Request) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.Stats.Panics.Add(1)
+			s.log.Error("request handling panicked; answered 500, serving on (please report this with the stack)",
+				"method", string(r.Method), "call", r.CallID().Value(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = &sip.StatusError{Code: 500, Reason: "Server Internal Error"}
+		}
+	}()
+	return h.ServeSIP(context.Background(), r)
 }
 
 // strayResponse forwards a response that matches no client transaction
