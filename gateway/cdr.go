@@ -23,8 +23,11 @@ type CDR struct {
 	DurationSec float64    `json:"duration_s"` // answer to end; 0 when not answered
 	Status      int        `json:"status"`     // final SIP status of the INVITE
 	Reason      string     `json:"reason"`
-	HangupBy    string     `json:"hangup_by,omitempty"` // caller, callee, system
-	Media       []Stream   `json:"media,omitempty"`
+	HangupBy    string     `json:"hangup_by,omitempty"` // caller, callee, system, operator
+	// EndReason says why voxvisor ended the call (media timeout, session
+	// expired, maximum dialog age, shutting down, an operator's words).
+	EndReason string   `json:"end_reason,omitempty"`
+	Media     []Stream `json:"media,omitempty"`
 }
 
 // Stream is the relay's statistics of one media stream.

@@ -43,6 +43,10 @@ func (c *CDR) appendJSON(b []byte) []byte {
 		b = append(b, `,"hangup_by":`...)
 		b = appendString(b, c.HangupBy)
 	}
+	if c.EndReason != "" {
+		b = append(b, `,"end_reason":`...)
+		b = appendString(b, c.EndReason)
+	}
 	if len(c.Media) > 0 {
 		b = append(b, `,"media":[`...)
 		for i := range c.Media {

@@ -6,7 +6,9 @@
 // and one source's calls (PerSource) may anchor. It tells each leg the IP
 // its side's SIP comes from (so a NATed phone's media can be learned
 // there) and tells the session when the call is answered (the media
-// timeout runs from then). It also ends calls whose media died.
+// timeout runs from then). A call's end is not its business: the dialog
+// table (sip/dialog) ends calls, and tells the anchor, an observer, to
+// release their media.
 //
 // A stream's kind follows its m-line: RTP, or T.38 fax over UDPTL
 // (m=image ... udptl t38), whose legs forward datagrams without RTCP. A
@@ -24,7 +26,6 @@
 package anchor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,7 @@ import (
 	"github.com/voxvisor/voxvisor/media"
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/dialog"
 	"github.com/voxvisor/voxvisor/sip/guard"
 	"github.com/voxvisor/voxvisor/sip/proxy"
 )
@@ -51,11 +53,6 @@ const (
 	Never  Mode = "never"
 	NAT    Mode = "nat" // only calls whose caller is behind NAT
 )
-
-// Originator sends a request the switch creates itself (proxy.Originate).
-type Originator interface {
-	Originate(ctx context.Context, req *siplib.Request, dest, transport string) (int, error)
-}
 
 // DefaultMaxStreams is how many streams with a port one offer may have
 // when Options.MaxStreams is 0.
@@ -80,7 +77,6 @@ type Anchor struct {
 	mode       Mode         // set once
 	maxStreams int          // set once
 	log        *slog.Logger
-	orig       Originator // set once, before serving
 
 	// PerSource, when set before serving, bounds the relay port pairs the
 	// calls of one source (the caller's address) hold at once; a call that
@@ -97,7 +93,10 @@ type Anchor struct {
 	exhausted bool             // guarded by mu; the pool refused the last call (logged once)
 }
 
-var _ proxy.Hook = (*Anchor)(nil)
+var (
+	_ proxy.Hook      = (*Anchor)(nil)
+	_ dialog.Observer = (*Anchor)(nil)
+)
 
 // New returns an anchor over relay.
 func New(relay *media.Relay, opts Options, log *slog.Logger) *Anchor {
@@ -107,9 +106,6 @@ func New(relay *media.Relay, opts Options, log *slog.Logger) *Anchor {
 	return &Anchor{relay: relay, mode: opts.Mode, policy: opts.Policy, maxStreams: opts.MaxStreams, log: log, calls: map[string]*call{}}
 }
 
-// SetOriginator sets what sends the BYEs of a media timeout.
-func (a *Anchor) SetOriginator(o Originator) { a.orig = o }
-
 // side is who sent a message: the caller (A) or the callee (B).
 type side int
 
@@ -118,15 +114,6 @@ const (
 	sideB side = 1
 )
 
-// party is what is known of one side of the dialog, to hang it up.
-type party struct {
-	tag     string
-	uri     *siplib.Uri // its Contact
-	addr    string      // the flow its messages come from
-	tp      string
-	cseq    uint32 // highest CSeq it has sent
-	nameHdr string // its From/To header value without tag
-}
 
 // call is one anchored call's offer/answer state. Guarded by Anchor.mu.
 type call struct {
@@ -143,8 +130,8 @@ type call struct {
 	// final: a failed re-INVITE puts the legs back to it.
 	agreed  [2][]sdp.Stream
 	early   bool // the pending offer has an early (18x) answer
-	parties [2]party
-	up      bool // a 2xx answered the initial INVITE
+	tags    [2]string // each side's tag: which side sent a message
+	up      bool      // a 2xx answered the initial INVITE
 
 	src   netip.Addr // the caller's source address, charged for the ports
 	pairs int        // relay port pairs charged to src (PerSource)
@@ -174,18 +161,12 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 		if len(r.Codecs) > 0 {
 			c.policy = sdp.Policy{Allow: r.Codecs}
 		}
-		c.parties[sideA] = party{tag: from, addr: r.Source.String(), tp: r.Transport, nameHdr: nameOf(r.From().Address, r.From().DisplayName)}
-		if ct := r.Contact(); ct != nil {
-			c.parties[sideA].uri = ct.Address.Clone()
-		}
+		c.tags[sideA] = from
 		a.calls[id] = c
 	}
 	s := sideA
-	if from != c.parties[sideA].tag {
+	if from != c.tags[sideA] {
 		s = sideB
-	}
-	if cs := r.CSeq(); cs != nil && cs.SeqNo > c.parties[s].cseq {
-		c.parties[s].cseq = cs.SeqNo
 	}
 	if r.Source.IsValid() {
 		c.sig[s] = r.Source.Addr().Unmap()
@@ -195,7 +176,7 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 	}
 	body, err := a.handle(c, s, r.Body(), true, true)
 	if err != nil {
-		if len(c.parties[sideB].tag) == 0 && !c.up {
+		if c.tags[sideB] == "" && !c.up {
 			a.dropLocked(c)
 		}
 		return err
@@ -215,7 +196,7 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 		return nil
 	}
 	s := sideB
-	if tag(r.From().Params) != c.parties[sideA].tag {
+	if tag(r.From().Params) != c.tags[sideA] {
 		s = sideA
 	}
 	if src, err := netip.ParseAddrPort(res.Source()); err == nil {
@@ -223,13 +204,7 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 	}
 	if r.Method == siplib.INVITE && res.StatusCode >= 200 && res.StatusCode < 300 && !c.up && s == sideB {
 		c.up = true
-		b := &c.parties[sideB]
-		b.tag = tag(res.To().Params)
-		b.nameHdr = nameOf(res.To().Address, res.To().DisplayName)
-		if ct := res.Contact(); ct != nil {
-			b.uri = ct.Address.Clone()
-		}
-		b.addr, b.tp = res.Source(), strings.ToLower(res.Transport())
+		c.tags[sideB] = tag(res.To().Params)
 		if sess := a.relay.Get(c.id); sess != nil {
 			sess.SetAnswered() // the media timeout runs from now
 		}
@@ -252,8 +227,8 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 	return nil
 }
 
-// Done implements proxy.Hook: a failed or cancelled initial INVITE, and
-// any BYE, release the call's media.
+// Done implements proxy.Hook: a failed re-INVITE puts the media back as
+// it was. (The end of a call comes through DialogEnded.)
 func (a *Anchor) Done(r *sip.Request, status int) {
 	id := callID(r.Request)
 	a.mu.Lock()
@@ -263,11 +238,7 @@ func (a *Anchor) Done(r *sip.Request, status int) {
 		return
 	}
 	switch {
-	case r.Method == siplib.BYE:
-		a.dropLocked(c)
-	case r.Method == siplib.INVITE && status >= 300 && !c.up:
-		a.dropLocked(c)
-	case r.Method == siplib.INVITE && status >= 300 && c.pending:
+	case r.Method == siplib.INVITE && status >= 300 && c.up && c.pending:
 		// A failed re-INVITE: the old session stands, streams its offer
 		// added give their ports back, and the legs its offer changed (an
 		// address, audio to T.38) are as they were.
@@ -285,13 +256,23 @@ func (a *Anchor) dropLocked(c *call) {
 	a.give(c, c.pairs)
 }
 
-// Release forgets call id and frees its media (admin hang-up, shutdown).
+// DialogEnded implements dialog.Observer: the call's media is released.
+func (a *Anchor) DialogEnded(d *dialog.Dialog, _ dialog.Ending) { a.Release(d.ID) }
+
+// Release forgets call id and frees its media.
 func (a *Anchor) Release(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if c := a.calls[id]; c != nil {
 		a.dropLocked(c)
 	}
+}
+
+// Has reports whether call id is tracked here.
+func (a *Anchor) Has(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls[id] != nil
 }
 
 // Calls returns the number of calls tracked.
@@ -584,88 +565,6 @@ func behindNAT(r *sip.Request) bool {
 		}
 	}
 	return false
-}
-
-// Timeout ends call id after its media stopped: a BYE to each side, then
-// the media is released. It is the relay's timeout callback.
-func (a *Anchor) Timeout(id string) { a.hangup(id, 408, "media timeout") }
-
-// Hangup ends an answered call from voxvisor's side (an operator, a
-// shutdown): a BYE to each side giving why, then the media is released.
-// It reports whether the call existed.
-func (a *Anchor) Hangup(id, why string) bool {
-	a.mu.Lock()
-	_, ok := a.calls[id]
-	a.mu.Unlock()
-	if ok {
-		a.hangup(id, 200, why)
-	}
-	return ok
-}
-
-// Has reports whether call id is anchored here.
-func (a *Anchor) Has(id string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.calls[id] != nil
-}
-
-func (a *Anchor) hangup(id string, cause int, text string) {
-	a.mu.Lock()
-	c := a.calls[id]
-	if c == nil || !c.up || a.orig == nil {
-		if c != nil {
-			a.dropLocked(c)
-		} else {
-			a.relay.Release(id)
-		}
-		a.mu.Unlock()
-		return
-	}
-	byes := [2]*siplib.Request{a.bye(c, sideA, cause, text), a.bye(c, sideB, cause, text)}
-	dests := [2]party{c.parties[sideA], c.parties[sideB]}
-	a.dropLocked(c)
-	a.mu.Unlock()
-	var wg sync.WaitGroup
-	for i, b := range byes {
-		if b == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			code, err := a.orig.Originate(context.Background(), b, dests[i].addr, dests[i].tp)
-			a.log.Info("call ended by voxvisor: BYE sent", "call", id, "why", text, "to", dests[i].addr, "status", code, "error", err)
-		}()
-	}
-	wg.Wait()
-}
-
-// bye builds the BYE that tells side to (A or B) the call is over, as if
-// the other side sent it.
-func (a *Anchor) bye(c *call, to side, cause int, text string) *siplib.Request {
-	dst, src := &c.parties[to], &c.parties[1-to]
-	if dst.uri == nil || dst.addr == "" {
-		return nil
-	}
-	req := siplib.NewRequest(siplib.BYE, *dst.uri.Clone())
-	req.AppendHeader(siplib.NewHeader("From", src.nameHdr+";tag="+src.tag))
-	req.AppendHeader(siplib.NewHeader("To", dst.nameHdr+";tag="+dst.tag))
-	cid := siplib.CallIDHeader(c.id)
-	req.AppendHeader(&cid)
-	src.cseq++
-	req.AppendHeader(&siplib.CSeqHeader{SeqNo: src.cseq, MethodName: siplib.BYE})
-	req.AppendHeader(siplib.NewHeader("Reason", fmt.Sprintf("SIP;cause=%d;text=%q", cause, text)))
-	req.SetBody(nil)
-	return req
-}
-
-func nameOf(u siplib.Uri, display string) string {
-	s := "<" + u.String() + ">"
-	if display != "" {
-		s = `"` + display + `" ` + s
-	}
-	return s
 }
 
 func callID(r *siplib.Request) string {

@@ -12,8 +12,24 @@ import (
 	"github.com/voxvisor/voxvisor/media"
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/dialog"
 	"github.com/voxvisor/voxvisor/sip/siptest"
 )
+
+// done is what the switch does when r's transaction is over: the hook's
+// Done, and, when r ends the call (a BYE, a failed initial INVITE), the
+// dialog table's news of its end.
+func done(a *Anchor, r *sip.Request, status int) {
+	a.Done(r, status)
+	initial := r.Method == siplib.INVITE && !r.To().Params.Has("tag")
+	if r.Method == siplib.BYE || initial && status >= 300 {
+		ended(a, r.CallID().Value())
+	}
+}
+
+// ended is the dialog table telling the anchor call id is over (a media
+// timeout, an operator, a BYE).
+func ended(a *Anchor, id string) { a.DialogEnded(&dialog.Dialog{ID: id}, dialog.Ending{}) }
 
 func newAnchor(t *testing.T, mode Mode, policy sdp.Policy) *Anchor {
 	t.Helper()
@@ -105,13 +121,13 @@ func TestOfferAnswerRewritten(t *testing.T) {
 	if !strings.Contains(string(res.Body()), fmt.Sprintf("a=rtcp:%d", atoi(aPort)+1)) {
 		t.Fatalf("answer lacks a=rtcp on the odd port:\n%s", res.Body())
 	}
-	a.Done(r, 200)
+	done(a, r, 200)
 	if a.relay.Len() != 1 {
 		t.Fatal("an answered call lost its media")
 	}
 	bye, byeOut := request(t, "BYE", ";tag=b", "a", 2, "")
 	a.Request(bye, byeOut)
-	a.Done(bye, 200)
+	done(a, bye, 200)
 	if a.relay.Len() != 0 || a.Calls() != 0 || a.relay.Allocator().InUse() != 0 {
 		t.Fatal("BYE did not release the media")
 	}
@@ -175,7 +191,7 @@ func TestNeverAnchors(t *testing.T) {
 	if string(out.Body()) != b || a.relay.Len() != 0 {
 		t.Fatal("anchor: never rewrote the offer")
 	}
-	a.Done(r, 486)
+	done(a, r, 486)
 	if a.Calls() != 0 {
 		t.Fatal("failed call not forgotten")
 	}
@@ -189,14 +205,14 @@ func TestNATModeAnchorsOnlyNATedCallers(t *testing.T) {
 	if a.relay.Len() != 0 {
 		t.Fatal("a caller not behind NAT was anchored")
 	}
-	a.Done(r, 486)
+	done(a, r, 486)
 	// The SDP names a private address the packets do not come from.
 	r, out = request(t, "INVITE", "", "a2", 2, body("192.168.1.5", 4000))
 	a.Request(r, out)
 	if a.relay.Len() != 1 {
 		t.Fatal("a caller behind NAT was not anchored")
 	}
-	a.Done(r, 486)
+	done(a, r, 486)
 	if a.relay.Len() != 0 {
 		t.Fatal("failed call kept its media")
 	}

@@ -20,7 +20,7 @@ func runningAnchor(t *testing.T, cfg media.Config) *Anchor {
 	cfg.Addr = netip.MustParseAddr("127.0.0.1")
 	cfg.PortMin, cfg.PortMax = 36000, 36999
 	var a *Anchor
-	r, err := media.New(cfg, logging.Discard(), func(id string) { a.Timeout(id) })
+	r, err := media.New(cfg, logging.Discard(), func(id string) { ended(a, id) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestSignallingSourceLearned(t *testing.T) {
 		t.Fatal(err)
 	}
 	toA := relayPort(t, res.Body())
-	a.Done(r, 200)
+	done(a, r, 200)
 
 	phoneA, phoneB, stranger := udpAt(t, "127.0.0.5"), udpAt(t, "127.0.0.6"), udpAt(t, "127.0.0.7")
 	buf := make([]byte, 1500)
@@ -157,7 +157,7 @@ func TestRingingOutlastsMediaTimeout(t *testing.T) {
 	if answered.IsZero() {
 		t.Fatal("the 200 OK did not tell the relay the call was answered")
 	}
-	a.Done(r, 200)
+	done(a, r, 200)
 	// No RTP: the call ends, but not before the timeout has run from the
 	// answer.
 	deadline := time.Now().Add(3 * time.Second)

@@ -93,7 +93,7 @@ func TestRejectedStreamsTakeNoPorts(t *testing.T) {
 	if got := strings.Count(string(out.Body()), "m=audio 0 "); got != 24 {
 		t.Fatalf("%d rejected m-lines forwarded, want 24:\n%s", got, out.Body())
 	}
-	a.Done(r, 487)
+	done(a, r, 487)
 	if a.relay.Allocator().InUse() != 0 || a.Calls() != 0 {
 		t.Fatal("a cancelled call kept its ports")
 	}
@@ -125,7 +125,7 @@ func TestAnswerRejectsStream(t *testing.T) {
 	if err := a.Response(r, ok); err != nil {
 		t.Fatal(err)
 	}
-	a.Done(r, 200)
+	done(a, r, 200)
 	if n := a.relay.Allocator().InUse(); n != 2 {
 		t.Fatalf("%d pairs in use after the final answer, want 2", n)
 	}
@@ -180,7 +180,7 @@ func TestMaxStreams(t *testing.T) {
 	if sip.StatusOf(err).Code != 488 || !strings.Contains(warning(err), "too many media streams: 5 offered, at most 4") {
 		t.Fatalf("err %v, Warning %q; want 488 naming the limit", err, warning(err))
 	}
-	a.Done(r, 488)
+	done(a, r, 488)
 	if a.relay.Len() != 0 || a.relay.Allocator().InUse() != 0 || a.Calls() != 0 || a.TooManyStreams.Load() != 1 {
 		t.Fatalf("refused offer left %d sessions, %d pairs, %d calls (counted %d)", a.relay.Len(), a.relay.Allocator().InUse(), a.Calls(), a.TooManyStreams.Load())
 	}
@@ -241,7 +241,7 @@ func TestStreamsPerSource(t *testing.T) {
 	if !retry {
 		t.Fatal("503 without Retry-After")
 	}
-	a.Done(r2, 503)
+	done(a, r2, 503)
 	if a.relay.Get("c2") != nil || g.Streams.Held(src) != 4 || g.Streams.Blocks.Load() != 1 {
 		t.Fatalf("refused call: session %v, held %d, blocks %d", a.relay.Get("c2"), g.Streams.Held(src), g.Streams.Blocks.Load())
 	}
@@ -258,7 +258,7 @@ func TestStreamsPerSource(t *testing.T) {
 	if err := a.Response(r1, response(r1, 200, streamsBody("10.0.0.2", 5000, 0))); err != nil {
 		t.Fatal(err)
 	}
-	a.Done(r1, 200)
+	done(a, r1, 200)
 	if g.Streams.Held(src) != 2 {
 		t.Fatalf("held %d after the answer rejected a stream, want 2", g.Streams.Held(src))
 	}
@@ -267,9 +267,9 @@ func TestStreamsPerSource(t *testing.T) {
 		t.Fatalf("room again, still refused: %v", err)
 	}
 	// Endings: a failure, a media timeout, a BYE, an operator's release.
-	a.Done(r5, 486)
-	a.Timeout("c1")
-	a.Done(r3, 480)
+	done(a, r5, 486)
+	ended(a, "c1")
+	done(a, r3, 480)
 	a.Release("c4")
 	for _, ip := range []string{"198.51.100.7", "198.51.100.8", "203.0.113.5"} {
 		if n := g.Streams.Held(netip.MustParseAddr(ip)); n != 0 {
@@ -292,7 +292,7 @@ func TestReInviteAddsAndFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Response(r, response(r, 200, streamsBody("10.0.0.2", 5000)))
-	a.Done(r, 200)
+	done(a, r, 200)
 	re, reOut := request(t, "INVITE", ";tag=b", "a", 2, streamsBody("10.0.0.1", 4000, 4002))
 	if err := a.Request(re, reOut); err != nil {
 		t.Fatal(err)
@@ -301,7 +301,7 @@ func TestReInviteAddsAndFails(t *testing.T) {
 	if a.relay.Allocator().InUse() != 4 || g.Streams.Held(src) != 4 {
 		t.Fatalf("re-INVITE: %d pairs, %d held", a.relay.Allocator().InUse(), g.Streams.Held(src))
 	}
-	a.Done(re, 488)
+	done(a, re, 488)
 	if a.relay.Allocator().InUse() != 2 || g.Streams.Held(src) != 2 || a.relay.Get("call-1").Stream(0) == nil {
 		t.Fatalf("failed re-INVITE: %d pairs, %d held; want the old stream only", a.relay.Allocator().InUse(), g.Streams.Held(src))
 	}

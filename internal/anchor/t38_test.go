@@ -137,7 +137,7 @@ func TestReInviteAudioToT38AndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	toA := relayPort(t, ok.Body())
-	a.Done(r, 200)
+	done(a, r, 200)
 	rtp := []byte{0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3, 4}
 	pass(t, audioA, toA, audioB, toB, rtp)
 
@@ -158,7 +158,7 @@ func TestReInviteAudioToT38AndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkT38Body(t, ans.Body(), int(toB.Port()), "udptl")
-	a.Done(re, 200)
+	done(a, re, 200)
 	if n := a.relay.Allocator().InUse(); n != 2 {
 		t.Fatalf("%d port pairs in use after the switch to T.38, want the audio's 2", n)
 	}
@@ -190,7 +190,7 @@ func TestReInviteAudioToT38AndBack(t *testing.T) {
 	if err := a.Response(back, bans); err != nil {
 		t.Fatal(err)
 	}
-	a.Done(back, 200)
+	done(a, back, 200)
 	if legs := st.Stats(); legs[0].UDPTL || legs[1].UDPTL {
 		t.Fatal("the legs stayed UDPTL after the re-INVITE back to audio")
 	}
@@ -199,7 +199,7 @@ func TestReInviteAudioToT38AndBack(t *testing.T) {
 
 	bye, byeOut := inDialog(t, "fax", "BYE", false, 4, "127.0.0.1:5060", "")
 	a.Request(bye, byeOut)
-	a.Done(bye, 200)
+	done(a, bye, 200)
 	if a.relay.Len() != 0 || a.relay.Allocator().InUse() != 0 || a.Calls() != 0 {
 		t.Fatal("BYE left media behind")
 	}
@@ -216,7 +216,7 @@ func TestReInviteT38AddsImageStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Response(r, response(r, 200, body("10.0.0.2", 5000)))
-	a.Done(r, 200)
+	done(a, r, 200)
 	sess := a.relay.Get("call-1")
 
 	re, reOut := request(t, "INVITE", ";tag=b", "a", 2, sdpOf("10.0.0.1", 2, "m=audio 0 RTP/AVP 8", imageBlock(4002, "UDPTL")))
@@ -236,7 +236,7 @@ func TestReInviteT38AddsImageStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkT38Body(t, ans.Body(), image.Legs[0].Port(), "udptl")
-	a.Done(re, 200)
+	done(a, re, 200)
 	if a.relay.Allocator().InUse() != 2 || sess.Stream(0) != nil || sess.Stream(1) != image {
 		t.Fatalf("after the answer: %d pairs, audio %v; want only the image stream", a.relay.Allocator().InUse(), sess.Stream(0))
 	}
@@ -249,7 +249,7 @@ func TestReInviteT38AddsImageStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Response(back, response(back, 200, sdpOf("10.0.0.2", 3, "m=audio 5000 RTP/AVP 8", "m=image 0 udptl t38")))
-	a.Done(back, 200)
+	done(a, back, 200)
 	if a.relay.Allocator().InUse() != 2 || sess.Stream(1) != nil || sess.Stream(0) == nil {
 		t.Fatalf("back to audio: %d pairs; want only a new audio stream", a.relay.Allocator().InUse())
 	}
@@ -276,14 +276,14 @@ func TestReInviteT38Refused(t *testing.T) {
 	ok := response(r, 200, sdpOf("127.0.0.1", 1, audioBlock(int(audioB.addr.Port()))))
 	a.Response(r, ok)
 	toA := relayPort(t, ok.Body())
-	a.Done(r, 200)
+	done(a, r, 200)
 
 	faxA := newFaxEnd(t, "127.0.0.1") // where the caller would have taken T.38
 	re, reOut := inDialog(t, "g711", "INVITE", false, 2, "127.0.0.1:5060", sdpOf("127.0.0.1", 2, imageBlock(int(faxA.addr.Port()), "udptl")))
 	if err := a.Request(re, reOut); err != nil {
 		t.Fatal(err)
 	}
-	a.Done(re, 488)
+	done(a, re, 488)
 	st := a.relay.Get("g711").Stream(0)
 	if s := st.Stats(); s[0].UDPTL || s[1].UDPTL {
 		t.Fatal("a refused T.38 re-INVITE left the legs UDPTL")

@@ -24,6 +24,7 @@ type Config struct {
 	SIP       SIP       `yaml:"sip"`
 	Registrar Registrar `yaml:"registrar"`
 	NAT       NAT       `yaml:"nat"`
+	Dialog    Dialog    `yaml:"dialog"`
 	Auth      Auth      `yaml:"auth"`
 	Users     []User    `yaml:"users"`
 	Media     Media     `yaml:"media"`
@@ -37,6 +38,20 @@ type Config struct {
 	// Source is the name the file was loaded under (a path, or the
 	// embedded default's name). Set by Load.
 	Source string `yaml:"-"`
+}
+
+// Dialog bounds how long a call's dialog may live without a sign of life
+// (RFC 4028 session timers) or at all.
+type Dialog struct {
+	// SessionExpires is put on INVITEs that carry no Session-Expires, so
+	// phones that support timers refresh; a dialog whose refreshes stop
+	// gets a BYE to both sides when its interval is over. 0s: none put.
+	SessionExpires time.Duration `yaml:"session_expires"`
+	// MinSE: INVITEs asking for a shorter Session-Expires get 422.
+	MinSE time.Duration `yaml:"min_se"`
+	// MaxAge ends an answered dialog without a session timer this long
+	// after its answer (BYE both ways). 0s: never.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // Log configures logging and SIP message tracing.
@@ -372,6 +387,9 @@ const (
 	DefaultHoldTimeout    = time.Hour
 	DefaultMaxStreams     = 4
 	DefaultLearning       = LearningHeuristic
+	DefaultSessionExpires = 1800 * time.Second
+	DefaultMinSE          = 90 * time.Second
+	DefaultMaxAge         = 12 * time.Hour
 
 	// Limits that apply when the file does not set them (an explicit 0
 	// turns one off).
@@ -460,6 +478,15 @@ func (c *Config) applyDefaults(present func(key string) bool) {
 	defInt(&c.Registrar.MaxExpires, DefaultMaxExpires)
 	defInt(&c.Registrar.DefaultExpires, DefaultExpires)
 	defInt(&c.Registrar.MaxContacts, DefaultMaxContacts)
+	// Dialog bounds take their defaults only when absent: 0s turns the
+	// session timer offer or the age bound off.
+	if !present("dialog.session_expires") {
+		c.Dialog.SessionExpires = DefaultSessionExpires
+	}
+	defDur(&c.Dialog.MinSE, DefaultMinSE)
+	if !present("dialog.max_age") {
+		c.Dialog.MaxAge = DefaultMaxAge
+	}
 	// NAT pings take their defaults only when absent: an explicit 0 turns
 	// them (or the removal of silent contacts) off.
 	if !present("nat.ping_interval") {

@@ -109,6 +109,7 @@ func (c *Config) validate(d *document) Errors {
 		bad("registrar.max_contacts", "must be at least 1; got %d", r.MaxContacts)
 	}
 	c.validateNAT(bad)
+	c.validateDialog(bad)
 
 	if !quotedSafe(c.Auth.Realm) || c.Auth.Realm == "" {
 		bad("auth.realm", "must not be empty or hold a quote or a backslash (it goes into a quoted WWW-Authenticate parameter); got %q", c.Auth.Realm)
@@ -218,6 +219,20 @@ func (c *Config) validate(d *document) Errors {
 		return cmp.Compare(a.Line, b.Line)
 	})
 	return errs
+}
+
+// validateDialog checks the dialog section against RFC 4028's floor.
+func (c *Config) validateDialog(bad func(key, format string, args ...any)) {
+	d := c.Dialog
+	if d.MinSE < 90*time.Second {
+		bad("dialog.min_se", "must be at least 90s (RFC 4028); got %s", d.MinSE)
+	}
+	if d.SessionExpires != 0 && d.SessionExpires < d.MinSE {
+		bad("dialog.session_expires", "must be 0s (none offered) or at least dialog.min_se (%s); got %s", d.MinSE, d.SessionExpires)
+	}
+	if d.MaxAge < 0 {
+		bad("dialog.max_age", "must be 0s (no bound) or positive; got %s", d.MaxAge)
+	}
 }
 
 // validateNAT checks the nat section: pings no more often than once a

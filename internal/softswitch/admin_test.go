@@ -118,7 +118,7 @@ func TestDrainTimeHangsUp(t *testing.T) {
 	sw := start(t, t.TempDir(), func(c *config.Config) { c.SIP.DrainTime = time.Second })
 	done, wait := sw.callUntilBYE(t)
 	waitFor(t, 10*time.Second, "the call to be up", func() bool {
-		cs := sw.Calls.Snapshot()
+		cs := backend{sw.Switch}.Calls()
 		return len(cs) == 1 && cs[0].Answer != nil
 	})
 	sw.stop()
@@ -142,7 +142,7 @@ func TestDrainOnShutdown(t *testing.T) {
 	sw.register(t, "1002", "udp", calleePort)
 	wait := sippAsync(t, "uas_slow.xml", calleePort, "udp") // rings 3 s, then answers and takes the BYE
 	first := sippGo(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
-	waitFor(t, 5*time.Second, "the call to start", func() bool { return sw.Calls.Active() == 1 })
+	waitFor(t, 5*time.Second, "the call to start", func() bool { return sw.Dialogs.Len() == 1 })
 	stopped := make(chan struct{})
 	go func() { sw.stop(); close(stopped) }()
 	waitFor(t, 2*time.Second, "draining", sw.Draining)

@@ -15,7 +15,14 @@ func (b backend) Registrations() map[string][]location.Binding { return b.sw.Sto
 
 func (b backend) Unregister(aor, contact string) (int, error) { return b.sw.Store.Remove(aor, contact) }
 
-func (b backend) Calls() []gateway.CDR { return b.sw.Calls.Snapshot() }
+func (b backend) Calls() []gateway.CDR {
+	ds := b.sw.Dialogs.Dialogs()
+	out := make([]gateway.CDR, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, b.sw.CDRs.Record(d))
+	}
+	return out
+}
 
 func (b backend) Hangup(id string) bool {
 	return b.sw.endCall(id, "operator", "hung up by the operator")

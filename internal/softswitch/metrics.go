@@ -33,7 +33,8 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	counter("nat_pings_answered_total", "NAT keep-alives answered, with any status.", func() float64 { return float64(ka.Answered.Load()) })
 	counter("nat_pings_failed_total", "NAT keep-alives not answered within nat.ping_interval (or not sendable).", func() float64 { return float64(ka.Failed.Load()) })
 	counter("nat_bindings_dropped_total", "NATed contacts removed because they answered no keep-alive (and did not register again) for nat.ping_timeout.", func() float64 { return float64(ka.Dropped.Load()) })
-	gauge("calls_active", "Calls in progress (ringing or answered).", func() float64 { return float64(sw.Calls.Active()) })
+	gauge("calls_active", "Calls in progress (ringing or answered).", func() float64 { return float64(sw.Dialogs.Len()) })
+	counter("dialogs_expired_total", "Calls ended by voxvisor because their session timer ran out without a refresh, or they reached dialog.max_age (a BYE each way).", func() float64 { return float64(sw.Dialogs.Expired.Load()) })
 	counter("sip_requests_total", "SIP requests handed to the pipeline.", func() float64 { return float64(sw.Server.Stats.Requests.Load()) })
 	counter("sip_forwarded_total", "Requests forwarded statefully (transactions created).", func() float64 { return float64(sw.Proxy.Forwarded.Load()) })
 	counter("sip_stateless_total", "ACKs and 2xx retransmissions forwarded statelessly.", func() float64 { return float64(sw.Proxy.Stateless.Load()) })
@@ -109,7 +110,7 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "voxvisor", Name: "calls_total",
 		Help: "Finished call attempts by final status and direction."}, []string{"status", "direction"})
 	reg.MustRegister(outcomes)
-	sw.Calls.OnEnd = func(c gateway.CDR) {
+	sw.CDRs.OnEnd = func(c gateway.CDR) {
 		outcomes.WithLabelValues(strconv.Itoa(c.Status), c.Direction).Inc()
 	}
 	reg.MustRegister(trunkCollector{sw})

@@ -27,6 +27,7 @@ import (
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
+	"github.com/voxvisor/voxvisor/sip/dialog"
 	"github.com/voxvisor/voxvisor/sip/guard"
 	"github.com/voxvisor/voxvisor/sip/keepalive"
 	"github.com/voxvisor/voxvisor/sip/location"
@@ -49,8 +50,11 @@ type Switch struct {
 	Anchor    *anchor.Anchor
 	Gateway   *gateway.Gateway // nil without trunks
 	Guard     *guard.Guard
-	Calls     *gateway.Calls
-	CDR       *gateway.CDRWriter
+	// Dialogs is the one table of calls: every way a call ends goes
+	// through it (CDR first, then the media).
+	Dialogs *dialog.Table
+	CDRs    *gateway.CDRs
+	CDR     *gateway.CDRWriter
 	// Registrations keeps trunks registered to their carriers, following
 	// reloads.
 	Registrations *gateway.Registrations
@@ -86,7 +90,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		return nil, err
 	}
 	var an *anchor.Anchor
-	var calls *gateway.Calls
+	var dialogs *dialog.Table
 	learning, err := media.ParseLearning(cfg.Media.Learning)
 	if err != nil {
 		store.Close()
@@ -102,8 +106,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		Timeout:    cfg.Media.Timeout, HoldTimeout: cfg.Media.HoldTimeout,
 		Learning: learning, LearnWindow: media.DefaultLearnWindow, LockAfter: media.DefaultLockAfter,
 	}, log, func(id string) {
-		calls.End(id, "system") // reads the media statistics first
-		an.Timeout(id)
+		// A BYE each way; the CDR reads the media statistics before the
+		// anchor releases them.
+		if !dialogs.Hangup(id, dialog.Ending{By: "system", Reason: "media timeout", Cause: 408}) {
+			an.Release(id)
+		}
 	})
 	if err != nil {
 		store.Close()
@@ -125,7 +132,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		store.Close()
 		return nil, err
 	}
-	calls = gateway.NewCalls(gw, cdr, mediaStats(relay), log)
+	cdrs := gateway.NewCDRs(cdr, mediaStats(relay), log)
 	an = anchor.New(relay, anchor.Options{Mode: anchor.Mode(cfg.Media.Anchor), Policy: sdp.Policy{Allow: cfg.Media.Codecs}, MaxStreams: cfg.Media.MaxStreams}, log)
 	srv := server.New(cfg.SIP, log)
 	g := guard.New(guard.Config{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, Block: cfg.Limits.Block,
@@ -135,7 +142,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	srv.SetGuard(g)
 	srv.SetConnectionLimit(cfg.Limits.TotalConnections)
 	a.SetGuard(g)
-	calls.PerSource = g.Dialogs
+	dialogs = dialog.New(dialog.Options{SessionExpires: orOff(cfg.Dialog.SessionExpires), MinSE: cfg.Dialog.MinSE,
+		MaxAge: orOff(cfg.Dialog.MaxAge), MaxEarly: cfg.SIP.RingTimeout + time.Minute, PerSource: g.Dialogs}, log)
+	dialogs.Subscribe(cdrs) // first: it reads the media statistics
+	dialogs.Subscribe(an)   // then the media goes
 	an.PerSource = g.Streams
 	self, err := srv.Listen()
 	if err != nil {
@@ -144,7 +154,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		return nil, err
 	}
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
-		Gateway: gw, Calls: calls, CDR: cdr, Guard: g, log: log}
+		Gateway: gw, Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
 	pings := keepalive.NewSIPSender(srv.TransactionLayer(), self)
@@ -169,10 +179,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		return nil, err
 	}
 	sw.Proxy.SetGateway(gw)
+	sw.Proxy.SetDialogs(dialogs)
+	dialogs.SetSender(sw.Proxy)
 	sw.gw.Store(gw)
-	sw.Proxy.AddHook(calls) // before the anchor: it reads media statistics the anchor releases
 	sw.Proxy.AddHook(an)
-	an.SetOriginator(sw.Proxy)
 	if cfg.Admin.Listen != "off" {
 		adm, err := admin.New(cfg.Admin.Listen, cfg.Admin.Token, backend{sw}, sw.metrics(), log)
 		if err == nil {
@@ -267,6 +277,11 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		sw.Dialogs.Run(sweepCtx, time.Second)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		sw.Pinger.Run(sweepCtx)
 	}()
 	wg.Add(1)
@@ -324,6 +339,9 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	if !done {
 		err = <-served
 	}
+	// Calls still followed (never answered, or left up with drain_time
+	// 0s) get their CDR before the file closes.
+	sw.Dialogs.EndAll(dialog.Ending{By: "system", Reason: "node shutdown", Status: 503}, false)
 	stop()
 	wg.Wait()
 	if cerr := sw.Store.Close(); cerr != nil && err == nil {
@@ -339,34 +357,36 @@ func (sw *Switch) Serve(ctx context.Context) error {
 // in progress to end.
 func (sw *Switch) drain() {
 	sw.draining.Store(true)
-	n := sw.Calls.Active()
+	n := sw.Dialogs.Len()
 	if n == 0 || sw.Config.SIP.DrainTime <= 0 {
 		return
 	}
 	sw.log.Info("draining: new calls get 503", "calls", n, "for_at_most", sw.Config.SIP.DrainTime)
 	deadline := time.Now().Add(sw.Config.SIP.DrainTime)
-	for time.Now().Before(deadline) && sw.Calls.Active() > 0 {
+	for time.Now().Before(deadline) && sw.Dialogs.Len() > 0 {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n := sw.Calls.Active(); n > 0 {
+	if n := sw.Dialogs.Len(); n > 0 {
 		sw.log.Warn("drain time over: hanging up the calls still up", "calls", n)
-		for _, c := range sw.Calls.Snapshot() {
-			if !sw.endCall(c.CallID, "system", "shutting down") {
-				sw.Calls.End(c.CallID, "system") // not anchored: its CDR at least
-			}
-		}
+		sw.Dialogs.EndAll(dialog.Ending{By: "system", Reason: "shutting down", Status: 503}, true)
+		// The BYEs are answered while the listeners are still open.
+		sw.Dialogs.WaitByes(5 * time.Second)
 	}
 }
 
-// endCall ends an anchored call from voxvisor's side: its CDR first,
-// while the media statistics are still there, then a BYE to both sides
-// and the media released. It reports whether the call was anchored here.
+// endCall ends a call from voxvisor's side: its CDR first, while the
+// media statistics are still there, then a BYE to both sides and the
+// media released. It reports whether the call existed.
 func (sw *Switch) endCall(id, by, why string) bool {
-	if !sw.Anchor.Has(id) {
-		return false
+	return sw.Dialogs.Hangup(id, dialog.Ending{By: by, Reason: why})
+}
+
+// orOff maps a configured duration to dialog.Options: 0s there means off.
+func orOff(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
 	}
-	sw.Calls.End(id, by)
-	return sw.Anchor.Hangup(id, why)
+	return d
 }
 
 // Reload applies a new configuration's TLS certificate, users, registrar
@@ -396,7 +416,6 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 		}
 	}
 	sw.Proxy.SetGateway(gw)
-	sw.Calls.SetGateway(gw)
 	sw.gw.Store(gw)
 	sw.Guard.SetTrusted(cfg.TrustedSources())
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, sw.Self))

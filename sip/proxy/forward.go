@@ -14,6 +14,7 @@ import (
 
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/dialog"
 	"github.com/voxvisor/voxvisor/sip/digest"
 )
 
@@ -168,7 +169,7 @@ func (p *Proxy) forwardStateless(r *sip.Request, fwd *siplib.Request, t target) 
 //
 // With relayFinal false a failed final response is returned rather than
 // sent, so the caller can fail over to the next target.
-func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target, relayFinal bool) (int, *siplib.Response, error) {
+func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target, relayFinal bool, c *call) (int, *siplib.Response, error) {
 	rr := isDialogCreating(r.Method) && !hasToTag(r.Request)
 	isInvite := r.Method == siplib.INVITE
 	events := make(chan branchEvent, 4*len(targets)+4)
@@ -288,17 +289,17 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 				}
 				continue
 			}
-			if (code == 401 || code == 407) && !b.authed && !cancelledUp && p.authRetry(r, b, ev.res, events) {
+			if (code == 401 || code == 407) && !b.authed && !cancelledUp && p.authRetry(r, b, ev.res, events, c) {
 				continue // the branch goes on with credentials
 			}
 			b.done = true
 			pending--
 			if code < 300 {
+				if !answered {
+					p.answered(r, b, ev.res, c)
+				}
 				if !cancelledUp || !answered {
 					p.relay(r, ev.res)
-				}
-				if !answered && b.target.trunk != nil && r.Method == siplib.INVITE && !hasToTag(r.Request) {
-					p.rememberTrunkDialog(r, b)
 				}
 				answered = true
 				cancelBranches(b)
@@ -326,11 +327,28 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 	return best.StatusCode, best, nil
 }
 
+// answered follows the first 2xx to r on branch b in r's dialog: an
+// initial INVITE's answer (the callee, the session timer agreed, the
+// CSeqs added on the way), or a session refresh (a re-INVITE or UPDATE).
+func (p *Proxy) answered(r *sip.Request, b *branch, res *siplib.Response, c *call) {
+	switch {
+	case c.dlg != nil && r.Method == siplib.INVITE:
+		dialog.AnswerTimer(b.req, res) // before it goes upstream
+		if c.dlg.Answered(res, time.Now()) {
+			c.dlg.Shift.Store(b.req.CSeq().SeqNo - r.CSeq().SeqNo)
+		}
+	case hasToTag(r.Request) && (r.Method == siplib.INVITE || r.Method == siplib.UPDATE):
+		if d := p.dialogs.Get(r.CallID().Value()); d != nil {
+			d.Refreshed(res, time.Now())
+		}
+	}
+}
+
 // forwardSerial tries targets one after another (trunk failover): on 408,
 // a 5xx or a transport failure it moves to the next; a 2xx, a 6xx, any
 // other 4xx or the caller's CANCEL ends the search. A trunk at its channel
 // limit is skipped; 503 when no target is left.
-func (p *Proxy) forwardSerial(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target) (int, error) {
+func (p *Proxy) forwardSerial(ctx context.Context, r *sip.Request, fwd *siplib.Request, targets []target, c *call) (int, error) {
 	var last *siplib.Response
 	lastStatus := 503
 	var lastErr error = &sip.StatusError{Code: 503, Reason: "All Trunks Busy", Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10")}}
@@ -343,10 +361,11 @@ func (p *Proxy) forwardSerial(ctx context.Context, r *sip.Request, fwd *siplib.R
 		if t.trunk != nil {
 			callerID(out, t.trunk)
 		}
-		status, best, err := p.forward(ctx, r, out, []target{t}, false)
+		status, best, err := p.forward(ctx, r, out, []target{t}, false, c)
 		if status >= 200 && status < 300 {
 			if t.trunk != nil {
 				r.Trunk = t.trunk.Name
+				c.hold(t.trunk.Release) // until the call ends
 			}
 			return status, nil
 		}
@@ -385,7 +404,7 @@ func callerID(out *siplib.Request, t *gateway.Trunk) {
 // authRetry answers a trunk carrier's 401/407 with the trunk's
 // credentials: the request goes again with one more CSeq, on a new
 // transaction, on the same branch. It reports whether it did.
-func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, events chan<- branchEvent) bool {
+func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, events chan<- branchEvent, c *call) bool {
 	t := b.target.trunk
 	if t == nil || t.Credentials == nil {
 		return false
@@ -426,8 +445,8 @@ func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, event
 		return false
 	}
 	if hasToTag(r.Request) {
-		if d := p.trunkDialog(r); d != nil {
-			d.shift.Add(1)
+		if d := p.dialogs.Get(r.CallID().Value()); d != nil {
+			d.Shift.Add(1) // the caller's later requests follow this one's CSeq
 		}
 	}
 	b.req, b.tx, b.authed, b.provisional = retry, tx, true, false

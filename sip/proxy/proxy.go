@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
+	"github.com/voxvisor/voxvisor/sip/dialog"
 	"github.com/voxvisor/voxvisor/sip/location"
 )
 
@@ -47,12 +47,9 @@ type Proxy struct {
 	cfg  Config
 	log  *slog.Logger
 
-	hooks []Hook                          // set once before serving
-	gwp   atomic.Pointer[gateway.Gateway] // replaced on reload; nil without trunks
-
-	// trunkDialogs are answered calls out through a trunk, by Call-ID:
-	// what in-dialog requests from the caller need (CSeq shift, trunk).
-	trunkDialogs sync.Map
+	hooks   []Hook                          // set once before serving
+	gwp     atomic.Pointer[gateway.Gateway] // replaced on reload; nil without trunks
+	dialogs *dialog.Table                   // set once before serving
 
 	// Counters for metrics.
 	Forwarded atomic.Uint64 // requests forwarded statefully
@@ -68,8 +65,12 @@ func New(txl *siplib.TransactionLayer, self *sip.Self, loc *location.Store, a *a
 		cfg.Secret = make([]byte, 32)
 		rand.Read(cfg.Secret)
 	}
-	return &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log}
+	return &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log, dialogs: dialog.New(dialog.Options{}, log)}
 }
+
+// SetDialogs sets the dialog table the proxy begins, follows and ends
+// calls in. Call before serving.
+func (p *Proxy) SetDialogs(t *dialog.Table) { p.dialogs = t }
 
 // SetGateway installs (or, on reload, replaces) the trunks and dial plan.
 func (p *Proxy) SetGateway(g *gateway.Gateway) { p.gwp.Store(g) }
@@ -100,6 +101,34 @@ func (t target) routeHeaders() []siplib.Header {
 	return hs
 }
 
+// call is one request's routing state: the gateway it is routed with
+// (one snapshot per request, so a reload in the middle changes nothing
+// under it), its dialog once begun, and what routing took for it (a trunk
+// channel) until a dialog holds it.
+type call struct {
+	gw    *gateway.Gateway // may be nil: no trunks
+	dlg   *dialog.Dialog   // an initial INVITE's dialog, once begun here
+	holds []func()
+}
+
+// hold keeps release for the call: its dialog releases it when the call
+// ends; before there is one, the request does when it fails.
+func (c *call) hold(release func()) {
+	if c.dlg != nil {
+		c.dlg.Hold(release)
+		return
+	}
+	c.holds = append(c.holds, release)
+}
+
+// release gives back what routing took, for a request that got no dialog.
+func (c *call) release() {
+	for _, f := range c.holds {
+		f()
+	}
+	c.holds = nil
+}
+
 // ServeSIP routes r and forwards it.
 func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	if r.Method == siplib.CANCEL {
@@ -111,6 +140,8 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	fwd.SetBody(r.Body())
 	sip.MarkReceived(fwd.Via(), r.Source)
 	flow, _, forged := p.popOwnRoutes(fwd)
+	c := &call{gw: p.gwp.Load()}
+	defer c.release()
 
 	var targets []target
 	serial := false
@@ -120,25 +151,33 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 		if err != nil {
 			return err
 		}
-		if d := p.trunkDialog(r); d != nil {
-			if d.fromCaller(r) {
-				fwd.CSeq().SeqNo += d.shift.Load()
+		if d := p.dialogs.Get(r.CallID().Value()); d != nil {
+			d.Request(r)
+			if d.SideOf(r.Request) == dialog.Caller {
+				fwd.CSeq().SeqNo += d.Shift.Load()
+				if d.Direction == "outbound" || d.Direction == "transit" {
+					// Towards the carrier: its challenges are answered
+					// with the trunk's credentials. Never towards a phone.
+					t.trunk = c.gw.Trunk(d.Trunk())
+				}
 			}
-			t.trunk = d.trunk
 		}
 		targets = []target{t}
 	default:
-		ts, ser, err := p.routeInitial(r, fwd)
+		ts, ser, err := p.routeInitial(r, fwd, c)
 		if err != nil {
-			p.releaseInbound(r)
 			return err
 		}
 		targets, serial = ts, ser
+		if r.Method == siplib.INVITE {
+			if err := p.begin(r, fwd, c); err != nil {
+				return err
+			}
+		}
 	}
 	if err := p.hookRequest(r, fwd); err != nil {
-		p.releaseInbound(r)
-		// Hooks that took something for the request (a CDR, a call's
-		// slot) let it go.
+		p.end(r, c, sip.StatusOf(err).Code)
+		// Hooks that took something for the request let it go.
 		p.hookDone(r, sip.StatusOf(err).Code)
 		return err
 	}
@@ -148,21 +187,56 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	var status int
 	var err error
 	if serial {
-		status, err = p.forwardSerial(ctx, r, fwd, targets)
+		status, err = p.forwardSerial(ctx, r, fwd, targets, c)
 	} else {
-		status, _, err = p.forward(ctx, r, fwd, targets, true)
+		status, _, err = p.forward(ctx, r, fwd, targets, true, c)
 	}
 	if err != nil {
 		status = sip.StatusOf(err).Code
 	}
-	if status < 200 || status >= 300 {
-		p.releaseInbound(r)
-	}
-	if r.Method == siplib.BYE {
-		p.trunkDialogs.Delete(r.CallID().Value())
-	}
+	p.end(r, c, status)
 	p.hookDone(r, status)
 	return err
+}
+
+// begin starts the dialog of an initial INVITE, which then holds what
+// routing took for it, and offers a session timer downstream.
+func (p *Proxy) begin(r *sip.Request, fwd *siplib.Request, c *call) error {
+	if err := p.dialogs.Check(r.Request); err != nil {
+		return err
+	}
+	d, fresh, err := p.dialogs.Begin(r)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		return nil // a spiral or a racing INVITE: the first one owns the dialog
+	}
+	c.dlg = d
+	for _, f := range c.holds {
+		d.Hold(f)
+	}
+	c.holds = nil
+	p.dialogs.OfferTimer(fwd)
+	return nil
+}
+
+// end ends r's dialog when r ends it: a BYE, or an initial INVITE that
+// failed (status: its final status; 487 when cancelled).
+func (p *Proxy) end(r *sip.Request, c *call, status int) {
+	switch {
+	case r.Method == siplib.BYE:
+		d := p.dialogs.Get(r.CallID().Value())
+		if d == nil {
+			return
+		}
+		p.dialogs.End(d.ID, dialog.Ending{By: d.SideOf(r.Request).String()})
+	case c.dlg != nil:
+		c.dlg.SetTrunk(r.Trunk)
+		if status < 200 || status >= 300 {
+			p.dialogs.End(c.dlg.ID, dialog.Ending{Status: status})
+		}
+	}
 }
 
 // routeInDialog sends an in-dialog request along its dialog: to the flow
@@ -191,14 +265,14 @@ func (p *Proxy) routeInDialog(r *sip.Request, flow *flowToken, forged bool) (tar
 // carrier's DID, a local user's contacts, or, for authenticated local
 // users, the dial plan's trunks. serial says the targets are tried one
 // after another (trunk failover) rather than in parallel (forking).
-func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, bool, error) {
+func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request, c *call) ([]target, bool, error) {
 	if r.Method == siplib.ACK {
 		return nil, false, errDrop
 	}
-	gw := p.gwp.Load()
+	gw := c.gw
 	if gw != nil && r.Method == siplib.INVITE {
 		if t := gw.Identify(r.Source.Addr()); t != nil {
-			return p.routeInbound(r, fwd, t)
+			return p.routeInbound(r, fwd, t, c)
 		}
 	}
 	from := r.From()
@@ -230,7 +304,7 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request) ([]target, boo
 		return nil, false, sip.Status(480, "Temporarily Unavailable")
 	}
 	if gw != nil && r.User != "" && r.Method == siplib.INVITE {
-		return p.routeOutbound(r, fwd, ruri.User, nil, "outbound")
+		return p.routeOutbound(r, fwd, ruri.User, nil, "outbound", c)
 	}
 	if !p.self.IsLocal(ruri.Host) || gw != nil {
 		// Not a local user, and not an authenticated caller: no relay.
@@ -321,13 +395,22 @@ func pathTarget(path []string) (target, bool) {
 	return t, true
 }
 
-// routeInbound routes a call from carrier trunk t by its DID.
-func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Trunk) ([]target, bool, error) {
+// routeInbound routes a call from carrier trunk t by its DID. The call
+// holds one of t's channels (a transit call one of the outgoing trunk's
+// instead).
+func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Trunk, c *call) ([]target, bool, error) {
 	r.Direction, r.Trunk, r.Dialed, r.Codecs = "inbound", t.Name, r.Recipient.User, t.Codecs
 	if !t.Acquire() {
 		r.Trunk = ""
 		return nil, false, &sip.StatusError{Code: 503, Reason: "Channel Limit Reached", Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10")}}
 	}
+	var once atomic.Bool
+	release := func() {
+		if once.CompareAndSwap(false, true) {
+			t.Release()
+		}
+	}
+	c.hold(release)
 	dest, err := t.Route(r.Recipient.User)
 	if err != nil {
 		return nil, false, &sip.StatusError{Code: 404, Reason: "Unknown DID", Err: err}
@@ -348,27 +431,26 @@ func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Tru
 		if !t.Transit {
 			return nil, false, sip.Status(403, "Transit Not Allowed")
 		}
-		next := p.gwp.Load().Trunk(dest.Trunk)
+		next := c.gw.Trunk(dest.Trunk)
 		if next == nil {
 			return nil, false, sip.Status(404, "Unknown Trunk")
 		}
-		return p.routeOutbound(r, fwd, r.Recipient.User, []*gateway.Trunk{next}, "transit")
+		release()
+		r.Trunk = ""
+		return p.routeOutbound(r, fwd, r.Recipient.User, []*gateway.Trunk{next}, "transit", c)
 	}
 }
 
 // routeOutbound sends number out through the dial plan's trunks (or
 // only), one peer after another.
-func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string, only []*gateway.Trunk, dir string) ([]target, bool, error) {
+func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string, only []*gateway.Trunk, dir string, c *call) ([]target, bool, error) {
 	normalised, trunks := number, only
 	if only == nil {
 		var err error
-		normalised, trunks, err = p.gwp.Load().Outbound(number)
+		normalised, trunks, err = c.gw.Outbound(number)
 		if err != nil {
 			return nil, false, &sip.StatusError{Code: 404, Reason: "No Route", Err: err}
 		}
-	}
-	if dir == "transit" {
-		p.releaseInbound(r)
 	}
 	r.Direction, r.Dialed = dir, normalised
 	for _, t := range trunks {
@@ -392,50 +474,6 @@ func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string
 		}
 	}
 	return ts, true, nil
-}
-
-// trunkDialog is an answered call out through a trunk.
-type trunkDialog struct {
-	callerTag string
-	trunk     *gateway.Trunk
-	shift     atomic.Uint32 // CSeqs the proxy added on the caller's side (credential retries)
-}
-
-func (d *trunkDialog) fromCaller(r *sip.Request) bool {
-	tag, _ := r.From().Params.Get("tag")
-	return tag == d.callerTag
-}
-
-func (p *Proxy) trunkDialog(r *sip.Request) *trunkDialog {
-	if h := r.CallID(); h != nil {
-		if v, ok := p.trunkDialogs.Load(h.Value()); ok {
-			return v.(*trunkDialog)
-		}
-	}
-	return nil
-}
-
-// rememberTrunkDialog records an answered trunk call: the caller's later
-// requests get the CSeq shift of the credential retries, and the trunk's
-// credentials for the carrier's challenges.
-func (p *Proxy) rememberTrunkDialog(r *sip.Request, b *branch) {
-	tag, _ := r.From().Params.Get("tag")
-	d := &trunkDialog{callerTag: tag, trunk: b.target.trunk}
-	d.shift.Store(b.req.CSeq().SeqNo - r.CSeq().SeqNo)
-	p.trunkDialogs.Store(r.CallID().Value(), d)
-}
-
-// releaseInbound returns the channel an inbound call took, when the call
-// does not get through.
-func (p *Proxy) releaseInbound(r *sip.Request) {
-	gw := p.gwp.Load()
-	if gw == nil || r.Direction != "inbound" || r.Trunk == "" {
-		return
-	}
-	if t := gw.Trunk(r.Trunk); t != nil {
-		t.Release()
-	}
-	r.Trunk = ""
 }
 
 // Sentinels the server turns into actions rather than responses.

@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/voxvisor/voxvisor/sip/dialog"
+)
+
+// CDRs writes the CDR of every call when its dialog ends: it observes
+// the dialog table (sip/dialog), which owns the call; subscribe it before
+// the media anchor, so that the relay's statistics are still there.
+type CDRs struct {
+	w     *CDRWriter                   // may be nil: no CDRs
+	media func(callID string) []Stream // the relay's statistics; may be nil
+	log   *slog.Logger
+	now   func() time.Time
+
+	// OnEnd, when set before serving, sees every finished call (metrics).
+	OnEnd func(CDR)
+}
+
+var _ dialog.Observer = (*CDRs)(nil)
+
+// NewCDRs returns a CDR writer for the dialog table, reading each call's
+// media statistics with media.
+func NewCDRs(w *CDRWriter, media func(string) []Stream, log *slog.Logger) *CDRs {
+	return &CDRs{w: w, media: media, log: log, now: time.Now}
+}
+
+// DialogEnded writes d's CDR.
+func (c *CDRs) DialogEnded(d *dialog.Dialog, e dialog.Ending) {
+	cdr := c.Record(d)
+	cdr.End = c.now()
+	cdr.HangupBy, cdr.EndReason = e.By, e.Reason
+	if cdr.Answer != nil {
+		cdr.DurationSec = cdr.End.Sub(*cdr.Answer).Seconds()
+	}
+	if c.OnEnd != nil {
+		c.OnEnd(cdr)
+	}
+	if c.w == nil {
+		return
+	}
+	if err := c.w.Write(cdr); err != nil {
+		c.log.Error("CDR not written", "call", cdr.CallID, "error", err)
+	}
+}
+
+// Record is d's CDR so far, with the relay's statistics now.
+func (c *CDRs) Record(d *dialog.Dialog) CDR {
+	in := d.Info()
+	cdr := CDR{CallID: in.ID, From: in.From, To: in.Dialed, Direction: in.Direction, Trunk: in.Trunk,
+		Start: in.Created, Status: in.Status, Reason: reason(in.Status)}
+	if !in.Answered.IsZero() {
+		at := in.Answered
+		cdr.Answer = &at
+	}
+	if c.media != nil {
+		cdr.Media = c.media(in.ID)
+	}
+	return cdr
+}
+
+// reason is the standard reason phrase of a final status.
+func reason(code int) string {
+	switch code {
+	case 200:
+		return "OK"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 480:
+		return "Temporarily Unavailable"
+	case 486:
+		return "Busy Here"
+	case 487:
+		return "Request Terminated"
+	case 488:
+		return "Not Acceptable Here"
+	case 500:
+		return "Server Internal Error"
+	case 503:
+		return "Service Unavailable"
+	case 603:
+		return "Decline"
+	}
+	switch code / 100 {
+	case 2:
+		return "Success"
+	case 4:
+		return "Client Error"
+	case 5:
+		return "Server Error"
+	case 6:
+		return "Global Failure"
+	}
+	return ""
+}
