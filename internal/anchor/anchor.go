@@ -114,7 +114,6 @@ const (
 	sideB side = 1
 )
 
-
 // call is one anchored call's offer/answer state. Guarded by Anchor.mu.
 type call struct {
 	id       string
@@ -128,10 +127,10 @@ type call struct {
 	accepted []bool       // by m-line: the last answer accepted the stream
 	// agreed is, by side, what its SDP said in the last offer/answer made
 	// final: a failed re-INVITE puts the legs back to it.
-	agreed  [2][]sdp.Stream
-	early   bool // the pending offer has an early (18x) answer
-	tags    [2]string // each side's tag: which side sent a message
-	up      bool      // a 2xx answered the initial INVITE
+	agreed [2][]sdp.Stream
+	early  bool      // the pending offer has an early (18x) answer
+	tags   [2]string // each side's tag: which side sent a message
+	up     bool      // a 2xx answered the initial INVITE
 
 	src   netip.Addr // the caller's source address, charged for the ports
 	pairs int        // relay port pairs charged to src (PerSource)
