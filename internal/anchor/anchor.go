@@ -88,9 +88,13 @@ type Anchor struct {
 	TooManyStreams atomic.Uint64
 	PoolExhausted  atomic.Uint64
 
-	mu        sync.Mutex
-	calls     map[string]*call // guarded by mu; by Call-ID
-	exhausted bool             // guarded by mu; the pool refused the last call (logged once)
+	exhausted atomic.Bool // the pool refused the last call (logged once)
+
+	// Lock order: a call's mu, then the anchor's. The anchor's mu guards
+	// the table only and is never held while a call's is taken, or while
+	// relay ports are bound: calls are anchored side by side.
+	mu    sync.Mutex
+	calls map[string]*call // guarded by mu; by Call-ID
 }
 
 var (
@@ -114,8 +118,11 @@ const (
 	sideB side = 1
 )
 
-// call is one anchored call's offer/answer state. Guarded by Anchor.mu.
+// call is one anchored call's offer/answer state. Its fields are guarded
+// by its mu.
 type call struct {
+	mu       sync.Mutex
+	gone     bool // dropped from the anchor: a late message finds nothing
 	id       string
 	anchored bool
 	policy   sdp.Policy    // the trunk's codecs, else the global policy
@@ -150,10 +157,10 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 	id := callID(r.Request)
 	from := tag(r.From().Params)
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	c := a.calls[id]
 	if c == nil {
 		if r.Method != siplib.INVITE || tag(r.To().Params) != "" {
+			a.mu.Unlock()
 			return nil // not a call we anchor
 		}
 		c = &call{id: id, anchored: a.shouldAnchor(r), policy: a.policy, src: r.Source.Addr().Unmap()}
@@ -162,6 +169,12 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 		}
 		c.tags[sideA] = from
 		a.calls[id] = c
+	}
+	a.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gone {
+		return nil
 	}
 	s := sideA
 	if from != c.tags[sideA] {
@@ -176,7 +189,7 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 	body, err := a.handle(c, s, r.Body(), true, true)
 	if err != nil {
 		if c.tags[sideB] == "" && !c.up {
-			a.dropLocked(c)
+			a.drop(c)
 		}
 		return err
 	}
@@ -187,13 +200,11 @@ func (a *Anchor) Request(r *sip.Request, out *siplib.Request) error {
 // Response implements proxy.Hook. r is the request the response answers;
 // the response comes from the other side than r's sender.
 func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
-	id := callID(r.Request)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	c := a.calls[id]
+	c := a.lock(callID(r.Request))
 	if c == nil {
 		return nil
 	}
+	defer c.mu.Unlock()
 	s := sideB
 	if tag(r.From().Params) != c.tags[sideA] {
 		s = sideA
@@ -229,13 +240,11 @@ func (a *Anchor) Response(r *sip.Request, res *siplib.Response) error {
 // Done implements proxy.Hook: a failed re-INVITE puts the media back as
 // it was. (The end of a call comes through DialogEnded.)
 func (a *Anchor) Done(r *sip.Request, status int) {
-	id := callID(r.Request)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	c := a.calls[id]
+	c := a.lock(callID(r.Request))
 	if c == nil {
 		return
 	}
+	defer c.mu.Unlock()
 	switch {
 	case r.Method == siplib.INVITE && status >= 300 && c.up && c.pending:
 		// A failed re-INVITE: the old session stands, streams its offer
@@ -249,8 +258,30 @@ func (a *Anchor) Done(r *sip.Request, status int) {
 	}
 }
 
-func (a *Anchor) dropLocked(c *call) {
-	delete(a.calls, c.id)
+// lock returns call id locked, or nil when there is none.
+func (a *Anchor) lock(id string) *call {
+	a.mu.Lock()
+	c := a.calls[id]
+	a.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		return nil
+	}
+	return c
+}
+
+// drop forgets c and frees its media. c.mu is held.
+func (a *Anchor) drop(c *call) {
+	c.gone = true
+	a.mu.Lock()
+	if a.calls[c.id] == c {
+		delete(a.calls, c.id)
+	}
+	a.mu.Unlock()
 	a.relay.Release(c.id)
 	a.give(c, c.pairs)
 }
@@ -260,11 +291,13 @@ func (a *Anchor) DialogEnded(d *dialog.Dialog, _ dialog.Ending) { a.Release(d.ID
 
 // Release forgets call id and frees its media.
 func (a *Anchor) Release(id string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if c := a.calls[id]; c != nil {
-		a.dropLocked(c)
+	c := a.lock(id)
+	if c == nil {
+		a.relay.Release(id) // a session without a call (there should be none)
+		return
 	}
+	defer c.mu.Unlock()
+	a.drop(c)
 }
 
 // Has reports whether call id is tracked here.
@@ -416,8 +449,7 @@ func (a *Anchor) open(c *call, want []bool) (sess *media.Session, fresh []int, e
 			if errors.As(err, &pe) {
 				reason = pe.Reason()
 			}
-			if !a.exhausted {
-				a.exhausted = true
+			if a.exhausted.CompareAndSwap(false, true) {
 				a.log.Warn("media port pool exhausted: calls get 503 until ports are free", "call", c.id, "why", reason)
 			}
 			return nil, nil, &sip.StatusError{Code: 503, Reason: "Media Ports Exhausted", Err: err,
@@ -429,8 +461,7 @@ func (a *Anchor) open(c *call, want []bool) (sess *media.Session, fresh []int, e
 	if c.up {
 		sess.SetAnswered() // a late offer: the session starts with the 2xx
 	}
-	if a.exhausted && len(fresh) > 0 {
-		a.exhausted = false
+	if len(fresh) > 0 && a.exhausted.CompareAndSwap(true, false) {
 		a.log.Info("media port pool has room again", "call", c.id)
 	}
 	return sess, fresh, nil

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
 
@@ -230,4 +232,42 @@ func TestTrunkCodecPolicy(t *testing.T) {
 		t.Fatalf("trunk codecs not applied:\n%s", b)
 	}
 	a.Release("call-1")
+}
+
+// TestCallsSideBySide: many calls offered, answered and ended at once,
+// some released twice or before their answer (a media timeout racing a
+// BYE): per-call locks keep each call's state whole (run with -race), and
+// nothing is left behind.
+func TestCallsSideBySide(t *testing.T) {
+	a := newAnchor(t, Always, sdp.Policy{})
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprint("par-", i)
+			r, out := invite(t, id, "127.0.0.7:5060", body("127.0.0.7", 4000+2*i))
+			if err := a.Request(r, out); err != nil {
+				t.Errorf("%s: %v", id, err)
+				return
+			}
+			if i%4 == 0 {
+				ended(a, id) // gone before its answer
+			}
+			if err := a.Response(r, response(r, 200, body("127.0.0.8", 5000+2*i))); err != nil {
+				t.Errorf("%s answer: %v", id, err)
+			}
+			done(a, r, 200)
+			go ended(a, id) // a media timeout ...
+			ended(a, id)    // ... racing the BYE
+		}()
+	}
+	wg.Wait()
+	waitEmpty := time.Now().Add(5 * time.Second)
+	for (a.Calls() != 0 || a.relay.Len() != 0) && time.Now().Before(waitEmpty) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a.Calls() != 0 || a.relay.Len() != 0 || a.relay.Allocator().InUse() != 0 {
+		t.Fatalf("left: %d calls, %d sessions, %d pairs", a.Calls(), a.relay.Len(), a.relay.Allocator().InUse())
+	}
 }
