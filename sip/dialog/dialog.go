@@ -291,6 +291,8 @@ type Table struct {
 	observers []Observer // set before serving
 
 	// Counters for metrics.
+	Begun   atomic.Uint64 // dialogs begun
+	Ended   atomic.Uint64 // dialogs ended (each once)
 	Expired atomic.Uint64 // ended by a session timer or an age bound
 
 	byes sync.WaitGroup // BYEs of Hangup awaiting their answers
@@ -368,6 +370,7 @@ func (t *Table) Begin(r *sip.Request) (d *Dialog, ok bool, err error) {
 		d.holds = append(d.holds, func() { slots.Give(src) })
 	}
 	t.dialogs[id] = d
+	t.Begun.Add(1)
 	return d, true, nil
 }
 
@@ -424,6 +427,7 @@ func (t *Table) remove(id string) *Dialog {
 }
 
 func (t *Table) finish(d *Dialog, e Ending) {
+	t.Ended.Add(1)
 	d.mu.Lock()
 	if d.answered.IsZero() && e.Status != 0 {
 		d.status = e.Status

@@ -184,6 +184,11 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	if r.Method == siplib.ACK {
 		return p.forwardStateless(r, fwd, targets[0])
 	}
+	if r.Method == siplib.BYE {
+		// The call is over when a side says so, not when (or whether) the
+		// other side answers: its CDR ends now, its media and channel go.
+		p.end(r, c, 0)
+	}
 	var status int
 	var err error
 	if serial {
@@ -194,7 +199,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	if err != nil {
 		status = sip.StatusOf(err).Code
 	}
-	p.end(r, c, status)
+	if r.Method != siplib.BYE {
+		p.end(r, c, status)
+	}
 	p.hookDone(r, status)
 	return err
 }
@@ -221,8 +228,9 @@ func (p *Proxy) begin(r *sip.Request, fwd *siplib.Request, c *call) error {
 	return nil
 }
 
-// end ends r's dialog when r ends it: a BYE, or an initial INVITE that
-// failed (status: its final status; 487 when cancelled).
+// end ends r's dialog when r ends it: a BYE (before it is forwarded), or
+// an initial INVITE that failed (status: its final status; 487 when
+// cancelled).
 func (p *Proxy) end(r *sip.Request, c *call, status int) {
 	switch {
 	case r.Method == siplib.BYE:
