@@ -363,9 +363,11 @@ func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
 		switch {
 		case se.Code == 0: // drop, or handled elsewhere
 		default:
-			if se.Code >= 500 && se.Err != nil {
+			if se.Code == 500 && se.Err != nil {
 				s.log.Warn("request failed", "method", string(req.Method), "status", se.Code, "error", se.Err)
 			} else if se.Err != nil {
+				// 503s for a limit or an exhausted pool: the component
+				// logs the condition once, not each request it refuses.
 				s.log.Debug("request rejected", "method", string(req.Method), "status", se.Code, "error", se.Err)
 			}
 			if rerr := r.Respond(se.Code, se.Reason, nil, se.Headers...); rerr != nil {
