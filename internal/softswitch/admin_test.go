@@ -182,12 +182,17 @@ func TestReloadUnderLoad(t *testing.T) {
 	wait := sippAsync(t, "uas.xml", calleePort, "udp", "-m", "30")
 	calls := sippGo(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
 		"-au", "1001", "-ap", "demo1001", "-m", "30", "-r", "10")
-	time.Sleep(1500 * time.Millisecond)
+	// The reload happens with calls up, and more calls begin after it.
+	waitFor(t, 5*time.Second, "calls to be up", func() bool { return sw.Dialogs.Len() > 0 && sw.Dialogs.Begun.Load() >= 5 })
+	up, begun := sw.Dialogs.Len(), sw.Dialogs.Begun.Load()
 	if err := sw.ReloadNow(); err != nil {
 		t.Fatal(err)
 	}
 	<-calls // fails the test if any of the 30 calls failed
 	wait()
+	if after := sw.Dialogs.Begun.Load(); up == 0 || after != 30 || begun >= after {
+		t.Fatalf("the reload did not overlap the calls: %d up and %d begun at the reload, %d begun in all", up, begun, after)
+	}
 	if !sw.Auth.Known("1004") || sw.gateway().Trunk("late") == nil {
 		t.Fatal("reload did not apply the new user and trunk")
 	}

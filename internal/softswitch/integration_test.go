@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	siplib "github.com/emiago/sipgo/sip"
+
 	"github.com/voxvisor/voxvisor/configs"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
@@ -339,9 +341,26 @@ func TestCallThroughProxy(t *testing.T) {
 			trace := sipp(t, sw.addr(tc.caller), "uac_call.xml", callerPort, tc.caller,
 				"-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
 			wait()
-			for _, want := range []string{"407 Proxy Authentication Required", "180 Ringing", "Record-Route:", "BYE sip:", "Route: <sip:127.0.0.1"} {
+			for _, want := range []string{"407 Proxy Authentication Required", "180 Ringing", "BYE sip:", "Route: <sip:127.0.0.1"} {
 				if !strings.Contains(trace, want) {
 					t.Errorf("caller trace lacks %q", want)
+				}
+			}
+			// Double Record-Route (RFC 5658): the 200 OK carries two entries,
+			// both at the switch; the top one faces the callee's transport,
+			// the bottom one the caller's, each with its signed flow token.
+			rr := recordRoutes(trace, "SIP/2.0 200 OK")
+			if len(rr) != 2 {
+				t.Errorf("the 200 OK carries %d Record-Route entries, want 2: %q", len(rr), rr)
+			} else {
+				for i, side := range []string{tc.callee, tc.caller} {
+					want := "<sip:" + sw.addr(side)
+					if side != "udp" {
+						want += ";transport=" + side
+					}
+					if !strings.HasPrefix(rr[i], want+";lr;vxf=") {
+						t.Errorf("Record-Route %d = %q, want %s;lr;vxf=<token>> (facing the %s side)", i, rr[i], want, side)
+					}
 				}
 			}
 			if t.Failed() {
@@ -350,6 +369,27 @@ func TestCallThroughProxy(t *testing.T) {
 			sw.expectNoMedia(t)
 		})
 	}
+}
+
+// recordRoutes returns the Record-Route entries, in order, of the first
+// message in a SIPp trace whose first line starts with first.
+func recordRoutes(trace, first string) []string {
+	var out []string
+	in := false
+	for _, line := range strings.Split(trace, "\n") {
+		line = strings.TrimRight(line, "\r")
+		switch {
+		case strings.HasPrefix(line, first):
+			in = true
+		case in && line == "":
+			return out
+		case in && strings.HasPrefix(strings.ToLower(line), "record-route:"):
+			for _, e := range strings.Split(strings.TrimSpace(line[len("record-route:"):]), ",") {
+				out = append(out, strings.TrimSpace(e))
+			}
+		}
+	}
+	return out
 }
 
 func TestCancelBeforeAnswer(t *testing.T) {
@@ -407,7 +447,8 @@ func (r *running) expectNoMedia(t *testing.T) {
 func TestRegistrationSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	sw := start(t, dir, nil)
-	sw.register(t, "1001", "udp", freePort(t))
+	port := freePort(t)
+	sw.register(t, "1001", "udp", port)
 	if n := len(sw.Store.Lookup("1001@voxvisor.local")); n != 1 {
 		t.Fatalf("bindings before restart = %d", n)
 	}
@@ -419,9 +460,38 @@ func TestRegistrationSurvivesRestart(t *testing.T) {
 		t.Fatalf("bindings after restart = %+v", bs)
 	}
 	// And the restarted server routes to it: an OPTIONS to 1001 reaches
-	// the (now absent) contact and times out or fails, but is not 404/480.
-	if got := options(t, sw2.udp, "sip:1001@voxvisor.local"); got == "404" || got == "480" {
-		t.Fatalf("OPTIONS to the restored user answered %s", got)
+	// the phone where it registered from (a wedged or forgetful server
+	// would leave it unheard), and the phone's answer comes back.
+	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	heard := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 65535)
+		phone.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := phone.ReadFromUDP(buf)
+		if err != nil {
+			heard <- ""
+			return
+		}
+		msg, err := siplib.ParseMessage(buf[:n])
+		req, ok := msg.(*siplib.Request)
+		if err != nil || !ok {
+			heard <- ""
+			return
+		}
+		res := siplib.NewResponseFromRequest(req, 200, "OK", nil)
+		phone.WriteToUDP([]byte(res.String()), from)
+		heard <- req.StartLine()
+	}()
+	got := options(t, sw2.udp, "sip:1001@voxvisor.local")
+	if line := <-heard; !strings.HasPrefix(line, "OPTIONS sip:1001@127.0.0.1:") {
+		t.Fatalf("the phone registered before the restart heard %q, want the OPTIONS", line)
+	}
+	if got != "200" {
+		t.Fatalf("OPTIONS to the restored user answered %q, want the phone's 200", got)
 	}
 }
 

@@ -178,7 +178,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		cdr.Close()
 		return nil, err
 	}
-	sw.Proxy.SetGateway(gw)
+	sw.Proxy.SetRouting(gw.Routing())
 	sw.Proxy.SetDialogs(dialogs)
 	dialogs.SetSender(sw.Proxy)
 	sw.gw.Store(gw)
@@ -415,7 +415,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 			return fmt.Errorf("reload trunks: %w", err)
 		}
 	}
-	sw.Proxy.SetGateway(gw)
+	sw.Proxy.SetRouting(gw.Routing())
 	sw.gw.Store(gw)
 	sw.Guard.SetTrusted(cfg.TrustedSources())
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, sw.Self))

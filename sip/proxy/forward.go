@@ -12,10 +12,8 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/dialog"
-	"github.com/voxvisor/voxvisor/sip/digest"
 )
 
 // branchEvent is what a branch's reader reports to the call loop.
@@ -188,7 +186,7 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 		out, err := p.prepare(r, fwd, t, rr, len(targets) > 1 || switched)
 		var tx siplib.ClientTransaction
 		if err == nil {
-			tx, err = p.txl.Request(bctx, out)
+			tx, err = p.client.Request(bctx, out)
 		}
 		if err != nil && switched {
 			// The next hop takes no TCP (many phones listen on UDP only):
@@ -197,7 +195,7 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 			p.log.Debug("large request: TCP failed, sending over UDP", "dest", t.dest, "error", err)
 			t.transport = "udp"
 			if out, err = p.prepare(r, fwd, t, rr, len(targets) > 1); err == nil {
-				tx, err = p.txl.Request(bctx, out)
+				tx, err = p.client.Request(bctx, out)
 			}
 		}
 		if err != nil {
@@ -353,24 +351,24 @@ func (p *Proxy) forwardSerial(ctx context.Context, r *sip.Request, fwd *siplib.R
 	lastStatus := 503
 	var lastErr error = &sip.StatusError{Code: 503, Reason: "All Trunks Busy", Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10")}}
 	for _, t := range targets {
-		if t.trunk != nil && !t.trunk.Acquire() {
+		if t.egress != nil && !t.egress.Acquire() {
 			continue
 		}
 		out := fwd.Clone()
 		out.SetBody(fwd.Body())
-		if t.trunk != nil {
-			callerID(out, t.trunk)
+		if t.egress != nil {
+			t.egress.Prepare(out)
 		}
 		status, best, err := p.forward(ctx, r, out, []target{t}, false, c)
 		if status >= 200 && status < 300 {
-			if t.trunk != nil {
-				r.Trunk = t.trunk.Name
-				c.hold(t.trunk.Release) // until the call ends
+			if t.egress != nil {
+				r.Trunk = t.egress.Name()
+				c.hold(t.egress.Release) // until the call ends
 			}
 			return status, nil
 		}
-		if t.trunk != nil {
-			t.trunk.Release()
+		if t.egress != nil {
+			t.egress.Release()
 		}
 		if status == 487 {
 			return status, nil
@@ -388,50 +386,21 @@ func (p *Proxy) forwardSerial(ctx context.Context, r *sip.Request, fwd *siplib.R
 	return lastStatus, lastErr
 }
 
-// callerID applies a trunk's caller-ID rules to an outgoing INVITE.
-func callerID(out *siplib.Request, t *gateway.Trunk) {
-	if u := t.CallerID.FromUser; u != "" {
-		if from := out.From(); from != nil {
-			from.Address.User = u
-		}
-	}
-	if pai := t.CallerID.PAI; pai != "" {
-		out.RemoveHeader("P-Asserted-Identity")
-		out.AppendHeader(siplib.NewHeader("P-Asserted-Identity", "<"+pai+">"))
-	}
-}
-
 // authRetry answers a trunk carrier's 401/407 with the trunk's
 // credentials: the request goes again with one more CSeq, on a new
 // transaction, on the same branch. It reports whether it did.
 func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, events chan<- branchEvent, c *call) bool {
-	t := b.target.trunk
-	if t == nil || t.Credentials == nil {
+	t := b.target.egress
+	if t == nil {
 		return false
-	}
-	hdr, authHdr := "WWW-Authenticate", "Authorization"
-	if res.StatusCode == 407 {
-		hdr, authHdr = "Proxy-Authenticate", "Proxy-Authorization"
 	}
 	retry := b.req.Clone()
 	retry.SetBody(b.req.Body())
-	answered := false
-	for _, h := range res.GetHeaders(hdr) {
-		ch, err := digest.ParseChallenge(h.Value())
-		if err != nil || (t.Credentials.Realm != "" && ch.Realm != t.Credentials.Realm) {
-			continue
-		}
-		v, err := digest.Authorize(ch, t.Credentials.Username, t.Credentials.Password, string(retry.Method), retry.Recipient.String())
-		if err != nil {
-			continue
-		}
-		retry.AppendHeader(siplib.NewHeader(authHdr, v))
-		answered = true
-		break
-	}
-	if !answered {
+	name, value, ok := t.Authorize(res, string(retry.Method), retry.Recipient.String())
+	if !ok {
 		return false
 	}
+	retry.AppendHeader(siplib.NewHeader(name, value))
 	retry.CSeq().SeqNo++
 	if via := retry.Via(); via != nil {
 		via.Params.Add("branch", newBranchID(r.LoopKey()))
@@ -439,9 +408,9 @@ func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, event
 	retry.SetDestination(b.req.Destination())
 	retry.SetTransport(b.req.Transport())
 	retry.Laddr = b.req.Laddr
-	tx, err := p.txl.Request(context.Background(), retry)
+	tx, err := p.client.Request(context.Background(), retry)
 	if err != nil {
-		p.log.Debug("retry with credentials failed", "trunk", t.Name, "error", err)
+		p.log.Debug("retry with credentials failed", "trunk", t.Name(), "error", err)
 		return false
 	}
 	if hasToTag(r.Request) {
@@ -506,7 +475,7 @@ func (p *Proxy) cancelBranch(b *branch) {
 	cancel.SetTransport(b.req.Transport())
 	cancel.Laddr = b.req.Laddr
 	ctx, done := context.WithTimeout(context.Background(), 32*time.Second)
-	tx, err := p.txl.Request(ctx, cancel)
+	tx, err := p.client.Request(ctx, cancel)
 	if err != nil {
 		done()
 		p.log.Debug("CANCEL failed", "error", err)

@@ -78,7 +78,7 @@ func (p *Proxy) Originate(ctx context.Context, req *siplib.Request, dest, transp
 	}
 	ctx, cancel := context.WithTimeout(ctx, 32*time.Second)
 	defer cancel()
-	tx, err := p.txl.Request(ctx, req)
+	tx, err := p.client.Request(ctx, req)
 	if err != nil {
 		return 0, err
 	}

@@ -97,7 +97,7 @@ func TestLocateNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.User = "1001"
-	if ts, _, err := p.routeInitial(r, r.Request.Clone(), &call{gw: p.gwp.Load()}); err != nil || len(ts) != 1 || ts[0].dest != "198.51.100.20:5070" {
+	if ts, _, err := p.routeInitial(r, r.Request.Clone(), &call{rt: p.currentRouting()}); err != nil || len(ts) != 1 || ts[0].dest != "198.51.100.20:5070" {
 		t.Fatalf("routeInitial: %v %+v", err, ts)
 	}
 }

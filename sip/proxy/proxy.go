@@ -19,7 +19,6 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
 	"github.com/voxvisor/voxvisor/sip/dialog"
@@ -38,18 +37,35 @@ type Config struct {
 	Secret []byte
 }
 
+// Transactions starts client transactions: sipgo's transaction layer,
+// or a scripted one in tests of the forwarding state machine.
+type Transactions interface {
+	Request(ctx context.Context, req *siplib.Request) (siplib.ClientTransaction, error)
+}
+
+type txlTransactions struct{ txl *siplib.TransactionLayer }
+
+func (t txlTransactions) Request(ctx context.Context, req *siplib.Request) (siplib.ClientTransaction, error) {
+	tx, err := t.txl.Request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return tx, nil
+}
+
 // Proxy routes and forwards requests. Safe for concurrent use.
 type Proxy struct {
-	txl  *siplib.TransactionLayer // set once
+	txl    *siplib.TransactionLayer // set once; nil in tests
+	client Transactions             // set once: txl's, or a test's
 	self *sip.Self
 	loc  *location.Store
 	auth *auth.Authenticator
 	cfg  Config
 	log  *slog.Logger
 
-	hooks   []Hook                          // set once before serving
-	gwp     atomic.Pointer[gateway.Gateway] // replaced on reload; nil without trunks
-	dialogs *dialog.Table                   // set once before serving
+	hooks   []Hook                  // set once before serving
+	routing atomic.Pointer[Routing] // replaced on reload; nil: local users only
+	dialogs *dialog.Table           // set once before serving
 
 	// Counters for metrics.
 	Forwarded atomic.Uint64 // requests forwarded statefully
@@ -65,22 +81,23 @@ func New(txl *siplib.TransactionLayer, self *sip.Self, loc *location.Store, a *a
 		cfg.Secret = make([]byte, 32)
 		rand.Read(cfg.Secret)
 	}
-	return &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log, dialogs: dialog.New(dialog.Options{}, log)}
+	p := &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log, dialogs: dialog.New(dialog.Options{}, log)}
+	if txl != nil {
+		p.client = txlTransactions{txl}
+	}
+	return p
 }
 
 // SetDialogs sets the dialog table the proxy begins, follows and ends
 // calls in. Call before serving.
 func (p *Proxy) SetDialogs(t *dialog.Table) { p.dialogs = t }
 
-// SetGateway installs (or, on reload, replaces) the trunks and dial plan.
-func (p *Proxy) SetGateway(g *gateway.Gateway) { p.gwp.Store(g) }
-
 // target is one place to send a request.
 type target struct {
 	uri       siplib.Uri // new Request-URI (zero: keep)
 	dest      string     // ip:port or host:port
 	transport string     // udp, tcp or tls
-	trunk     *gateway.Trunk
+	egress    Egress // the trunk it leaves through, or nil
 	flow      bool // a registered contact, reached where it registered from
 	// local is the UDP socket to send from: the one the contact
 	// registered to, so its router lets the request in (zero: the
@@ -101,12 +118,12 @@ func (t target) routeHeaders() []siplib.Header {
 	return hs
 }
 
-// call is one request's routing state: the gateway it is routed with
+// call is one request's routing state: the routing it is routed with
 // (one snapshot per request, so a reload in the middle changes nothing
 // under it), its dialog once begun, and what routing took for it (a trunk
 // channel) until a dialog holds it.
 type call struct {
-	gw    *gateway.Gateway // may be nil: no trunks
+	rt    Routing
 	dlg   *dialog.Dialog   // an initial INVITE's dialog, once begun here
 	holds []func()
 }
@@ -140,7 +157,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	fwd.SetBody(r.Body())
 	sip.MarkReceived(fwd.Via(), r.Source)
 	flow, _, forged := p.popOwnRoutes(fwd)
-	c := &call{gw: p.gwp.Load()}
+	c := &call{rt: p.currentRouting()}
 	defer c.release()
 
 	var targets []target
@@ -155,10 +172,10 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 			d.Request(r)
 			if d.SideOf(r.Request) == dialog.Caller {
 				fwd.CSeq().SeqNo += d.Shift.Load()
-				if d.Direction == "outbound" || d.Direction == "transit" {
+				if (d.Direction == "outbound" || d.Direction == "transit") && c.rt.Egress != nil {
 					// Towards the carrier: its challenges are answered
 					// with the trunk's credentials. Never towards a phone.
-					t.trunk = c.gw.Trunk(d.Trunk())
+					t.egress = c.rt.Egress(d.Trunk())
 				}
 			}
 		}
@@ -277,10 +294,12 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request, c *call) ([]ta
 	if r.Method == siplib.ACK {
 		return nil, false, errDrop
 	}
-	gw := c.gw
-	if gw != nil && r.Method == siplib.INVITE {
-		if t := gw.Identify(r.Source.Addr()); t != nil {
-			return p.routeInbound(r, fwd, t, c)
+	if c.rt.Before != nil {
+		if plan, ok, err := c.rt.Before.Route(r); ok {
+			if err != nil {
+				return nil, false, err
+			}
+			return p.expand(plan, c)
 		}
 	}
 	from := r.From()
@@ -306,15 +325,20 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request, c *call) ([]ta
 		ts, err := p.locate(ruri.User, ruri.IsEncrypted())
 		return ts, false, err
 	}
-	if p.self.IsLocal(ruri.Host) && r.User == "" && (gw == nil || r.Method != siplib.INVITE) {
+	if p.self.IsLocal(ruri.Host) && r.User == "" && (c.rt.After == nil || r.Method != siplib.INVITE) {
 		// An anonymous caller gets the same answer for a user that does
 		// not exist as for one that is not registered: no enumeration.
 		return nil, false, sip.Status(480, "Temporarily Unavailable")
 	}
-	if gw != nil && r.User != "" && r.Method == siplib.INVITE {
-		return p.routeOutbound(r, fwd, ruri.User, nil, "outbound", c)
+	if c.rt.After != nil {
+		if plan, ok, err := c.rt.After.Route(r); ok {
+			if err != nil {
+				return nil, false, err
+			}
+			return p.expand(plan, c)
+		}
 	}
-	if !p.self.IsLocal(ruri.Host) || gw != nil {
+	if !p.self.IsLocal(ruri.Host) || c.rt.After != nil {
 		// Not a local user, and not an authenticated caller: no relay.
 		return nil, false, sip.Status(403, "Relaying Denied")
 	}
@@ -401,87 +425,6 @@ func pathTarget(path []string) (target, bool) {
 	t := uriTarget(route[0])
 	t.route = route
 	return t, true
-}
-
-// routeInbound routes a call from carrier trunk t by its DID. The call
-// holds one of t's channels (a transit call one of the outgoing trunk's
-// instead).
-func (p *Proxy) routeInbound(r *sip.Request, fwd *siplib.Request, t *gateway.Trunk, c *call) ([]target, bool, error) {
-	r.Direction, r.Trunk, r.Dialed, r.Codecs = "inbound", t.Name, r.Recipient.User, t.Codecs
-	if !t.Acquire() {
-		r.Trunk = ""
-		return nil, false, &sip.StatusError{Code: 503, Reason: "Channel Limit Reached", Headers: []siplib.Header{siplib.NewHeader("Retry-After", "10")}}
-	}
-	var once atomic.Bool
-	release := func() {
-		if once.CompareAndSwap(false, true) {
-			t.Release()
-		}
-	}
-	c.hold(release)
-	dest, err := t.Route(r.Recipient.User)
-	if err != nil {
-		return nil, false, &sip.StatusError{Code: 404, Reason: "Unknown DID", Err: err}
-	}
-	switch {
-	case dest.User != "":
-		ts, err := p.locate(dest.User, false)
-		return ts, false, err
-	case dest.URI != "":
-		var u siplib.Uri
-		if err := siplib.ParseUri(dest.URI, &u); err != nil {
-			return nil, false, &sip.StatusError{Code: 500, Reason: "Bad DID Destination", Err: err}
-		}
-		tg := uriTarget(u)
-		tg.uri = u
-		return []target{tg}, false, nil
-	default:
-		if !t.Transit {
-			return nil, false, sip.Status(403, "Transit Not Allowed")
-		}
-		next := c.gw.Trunk(dest.Trunk)
-		if next == nil {
-			return nil, false, sip.Status(404, "Unknown Trunk")
-		}
-		release()
-		r.Trunk = ""
-		return p.routeOutbound(r, fwd, r.Recipient.User, []*gateway.Trunk{next}, "transit", c)
-	}
-}
-
-// routeOutbound sends number out through the dial plan's trunks (or
-// only), one peer after another.
-func (p *Proxy) routeOutbound(r *sip.Request, fwd *siplib.Request, number string, only []*gateway.Trunk, dir string, c *call) ([]target, bool, error) {
-	normalised, trunks := number, only
-	if only == nil {
-		var err error
-		normalised, trunks, err = c.gw.Outbound(number)
-		if err != nil {
-			return nil, false, &sip.StatusError{Code: 404, Reason: "No Route", Err: err}
-		}
-	}
-	r.Direction, r.Dialed = dir, normalised
-	for _, t := range trunks {
-		if len(t.Codecs) > 0 {
-			// The first trunk's policy rules the offer; failover trunks
-			// are expected to take the same codecs.
-			r.Codecs = t.Codecs
-			break
-		}
-	}
-	var ts []target
-	for _, t := range trunks {
-		for _, peer := range t.Peers {
-			u := siplib.Uri{Scheme: "sip", User: normalised, Host: peer.Host, Port: peer.Port, UriParams: siplib.NewParams()}
-			if peer.Transport != "udp" {
-				u.UriParams.Add("transport", peer.Transport)
-			}
-			tg := uriTarget(u)
-			tg.uri, tg.trunk = u, t
-			ts = append(ts, tg)
-		}
-	}
-	return ts, true, nil
 }
 
 // Sentinels the server turns into actions rather than responses.

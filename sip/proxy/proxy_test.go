@@ -83,7 +83,7 @@ func TestRouteInitial(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.User = tc.user
-			ts, _, err := p.routeInitial(r, r.Request.Clone(), &call{gw: p.gwp.Load()})
+			ts, _, err := p.routeInitial(r, r.Request.Clone(), &call{rt: p.currentRouting()})
 			if tc.want != 0 {
 				if err == nil || sip.StatusOf(err).Code != tc.want {
 					t.Fatalf("got %v, want %d", err, tc.want)

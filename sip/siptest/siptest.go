@@ -45,6 +45,7 @@ type Recorder struct {
 	responses []*siplib.Response
 	done      chan struct{}
 	once      sync.Once
+	onCancel  siplib.FnTxCancel
 }
 
 var _ siplib.ServerTransaction = (*Recorder)(nil)
@@ -78,7 +79,25 @@ func (r *Recorder) Last() *siplib.Response {
 func (r *Recorder) Acks() <-chan *siplib.Request { return nil }
 
 // OnCancel implements siplib.ServerTransaction.
-func (r *Recorder) OnCancel(siplib.FnTxCancel) bool { return true }
+func (r *Recorder) OnCancel(f siplib.FnTxCancel) bool {
+	r.mu.Lock()
+	r.onCancel = f
+	r.mu.Unlock()
+	return true
+}
+
+// Cancel is the caller's CANCEL arriving for the transaction: what
+// OnCancel registered is called. It reports whether anything was.
+func (r *Recorder) Cancel() bool {
+	r.mu.Lock()
+	f := r.onCancel
+	r.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	f(nil)
+	return true
+}
 
 // Terminate implements siplib.Transaction.
 func (r *Recorder) Terminate() { r.once.Do(func() { close(r.done) }) }
