@@ -57,11 +57,11 @@ func (t txlTransactions) Request(ctx context.Context, req *siplib.Request) (sipl
 type Proxy struct {
 	txl    *siplib.TransactionLayer // set once; nil in tests
 	client Transactions             // set once: txl's, or a test's
-	self *sip.Self
-	loc  *location.Store
-	auth *auth.Authenticator
-	cfg  Config
-	log  *slog.Logger
+	self   *sip.Self
+	loc    *location.Store
+	auth   *auth.Authenticator
+	cfg    Config
+	log    *slog.Logger
 
 	hooks   []Hook                  // set once before serving
 	routing atomic.Pointer[Routing] // replaced on reload; nil: local users only
@@ -97,8 +97,8 @@ type target struct {
 	uri       siplib.Uri // new Request-URI (zero: keep)
 	dest      string     // ip:port or host:port
 	transport string     // udp, tcp or tls
-	egress    Egress // the trunk it leaves through, or nil
-	flow      bool // a registered contact, reached where it registered from
+	egress    Egress     // the trunk it leaves through, or nil
+	flow      bool       // a registered contact, reached where it registered from
 	// local is the UDP socket to send from: the one the contact
 	// registered to, so its router lets the request in (zero: the
 	// transport's first listener).
@@ -124,7 +124,7 @@ func (t target) routeHeaders() []siplib.Header {
 // channel) until a dialog holds it.
 type call struct {
 	rt    Routing
-	dlg   *dialog.Dialog   // an initial INVITE's dialog, once begun here
+	dlg   *dialog.Dialog // an initial INVITE's dialog, once begun here
 	holds []func()
 }
 
