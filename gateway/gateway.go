@@ -183,8 +183,12 @@ func (g *Gateway) Registers() bool {
 	return false
 }
 
-// Identify returns the trunk whose inbound networks hold src, or nil.
+// Identify returns the trunk whose inbound networks hold src, or nil
+// (also on a nil Gateway).
 func (g *Gateway) Identify(src netip.Addr) *Trunk {
+	if g == nil {
+		return nil
+	}
 	src = src.Unmap()
 	for _, t := range g.order {
 		for _, p := range t.cidrs {

@@ -201,6 +201,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		sip.Sanity(self),
 		sw.options,
 		sw.Registrar.Middleware,
+		sw.drainGate,
+		a.Middleware(self.IsLocal, sw.fromCarrier),
 	)(sip.HandlerFunc(sw.route)))
 	return sw, nil
 }
@@ -221,11 +223,24 @@ func (sw *Switch) streamGuard(next sip.Handler) sip.Handler {
 	})
 }
 
+// drainGate refuses new calls while the switch drains to stop.
+func (sw *Switch) drainGate(next sip.Handler) sip.Handler {
+	return sip.HandlerFunc(func(ctx context.Context, r *sip.Request) error {
+		if sw.draining.Load() && r.Method == siplib.INVITE && r.To() != nil && !r.To().Params.Has("tag") {
+			return sip.Status(503, "Shutting Down", siplib.NewHeader("Retry-After", "60"))
+		}
+		return next.ServeSIP(ctx, r)
+	})
+}
+
+// fromCarrier reports whether r is an INVITE from a trunk's inbound
+// networks: the gateway routes it by its DID, no one authenticates it.
+func (sw *Switch) fromCarrier(r *sip.Request) bool {
+	return r.Method == siplib.INVITE && sw.gateway().Identify(r.Source.Addr()) != nil
+}
+
 // route runs the proxy and answers requests that turn out to be for us.
 func (sw *Switch) route(ctx context.Context, r *sip.Request) error {
-	if sw.draining.Load() && r.Method == siplib.INVITE && r.To() != nil && !r.To().Params.Has("tag") {
-		return sip.Status(503, "Shutting Down", siplib.NewHeader("Retry-After", "60"))
-	}
 	err := sw.Proxy.ServeSIP(ctx, r)
 	if proxy.IsSelf(err) {
 		return sw.answerOptions(r)

@@ -302,17 +302,7 @@ func (p *Proxy) routeInitial(r *sip.Request, fwd *siplib.Request, c *call) ([]ta
 			return p.expand(plan, c)
 		}
 	}
-	from := r.From()
-	if from != nil && p.self.IsLocal(from.Address.Host) && r.User == "" {
-		// Anyone claiming to be one of ours is challenged, known or not,
-		// so the answer does not tell which users exist.
-		user, err := p.auth.Check(r.Request, from.Address.User, true)
-		if err != nil {
-			return nil, false, err
-		}
-		r.User = user
-		p.auth.StripCredentials(fwd)
-	}
+	// Who the caller is (r.User) the auth step before the proxy said.
 	ruri := r.Recipient
 	if ruri.User == "" && p.self.IsLocal(ruri.Host) {
 		if r.Method == siplib.OPTIONS {
