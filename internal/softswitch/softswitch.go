@@ -1,5 +1,6 @@
 // Package softswitch assembles voxvisor from its parts for `serve`: the
-// SIP server, the pipeline (sanity → OPTIONS → registrar → proxy), the
+// SIP server, the pipeline (flood guard → sanity → OPTIONS → registrar →
+// drain → auth → proxy, with a recover around it in the server), the
 // location store and the authenticator, with one explicit lifecycle:
 // New (load, validate, bind) → Serve → stop by cancelling the context.
 // Tests use it to run the whole switch in-process on port 0.
