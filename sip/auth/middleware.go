@@ -11,8 +11,9 @@ import (
 // Middleware is the pipeline step that says who the caller is: a request
 // outside a dialog whose From claims one of our domains (isLocal) is
 // challenged with 407, known user or not, so the answer does not tell
-// which users exist; once proved, r.User is set and our credentials are
-// removed before the request goes on. skip exempts requests whose
+// which users exist; once proved, r.User is set (the proxy then keeps our
+// credentials out of what it forwards; r itself is sipgo's and stays as
+// it came). skip exempts requests whose
 // identity comes from elsewhere (a carrier's INVITEs, known by their
 // source). REGISTER is the registrar's, ACK and CANCEL carry no
 // credentials: they pass.
@@ -33,7 +34,6 @@ func (a *Authenticator) Middleware(isLocal func(host string) bool, skip func(*si
 				return err
 			}
 			r.User = user
-			a.StripCredentials(r.Request)
 			return next.ServeSIP(ctx, r)
 		})
 	}

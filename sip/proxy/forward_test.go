@@ -252,10 +252,12 @@ func TestForwardingStateMachine(t *testing.T) {
 				u1, u2 := siplib.Uri{Scheme: "sip", User: "+49301", Host: "192.0.2.1", Port: 5060}, siplib.Uri{Scheme: "sip", User: "+49301", Host: "192.0.2.2", Port: 5060}
 				p.SetRouting(Routing{Before: planRouter{Plan{Serial: true, Targets: []Target{{URI: u1, Egress: e1}, {URI: u2, Egress: e2}}}}})
 			}
-			r, rec, err := siptest.Request(invite("sip:1002@voxvisor.local", "sip:alice@elsewhere.example"), "203.0.113.9:5060", "udp")
+			r, rec, err := siptest.Request(invite("sip:1002@voxvisor.local", "sip:alice@elsewhere.example",
+				`Proxy-Authorization: Digest username="1001", realm="voxvisor.local", nonce="n", uri="sip:1002@voxvisor.local", response="0123456789abcdef0123456789abcdef"`), "203.0.113.9:5060", "udp")
 			if err != nil {
 				t.Fatal(err)
 			}
+			r.User = "1001" // as the auth step leaves it
 			if tc.cancelUp {
 				go func() {
 					for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -333,6 +335,11 @@ func TestForwardingStateMachine(t *testing.T) {
 					if e1.held+e2.held != 0 {
 						t.Errorf("the call ended, its trunk channel still held")
 					}
+				}
+			}
+			for _, req := range fc.requests {
+				if req.GetHeader("Proxy-Authorization") != nil {
+					t.Errorf("%s to %s carries the caller's credentials for us", req.Method, req.Destination())
 				}
 			}
 		})

@@ -156,6 +156,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	fwd := r.Request.Clone()
 	fwd.SetBody(r.Body())
 	sip.MarkReceived(fwd.Via(), r.Source)
+	if r.User != "" {
+		p.auth.StripCredentials(fwd) // ours, not the next hop's business
+	}
 	flow, _, forged := p.popOwnRoutes(fwd)
 	c := &call{rt: p.currentRouting()}
 	defer c.release()
