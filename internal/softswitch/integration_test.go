@@ -488,7 +488,7 @@ func TestRegistrationSurvivesRestart(t *testing.T) {
 	}()
 	got := options(t, sw2.udp, "sip:1001@voxvisor.local")
 	if line := <-heard; !strings.HasPrefix(line, "OPTIONS sip:1001@127.0.0.1:") {
-		t.Fatalf("the phone registered before the restart heard %q, want the OPTIONS", line)
+		t.Fatalf("the phone registered before the restart heard %q, want the OPTIONS (the OPTIONS was answered %q; binding %+v)", line, got, bs)
 	}
 	if got != "200" {
 		t.Fatalf("OPTIONS to the restored user answered %q, want the phone's 200", got)
@@ -507,7 +507,8 @@ func options(t *testing.T, addr, ruri string) string {
 	la := c.LocalAddr().String()
 	msg := "OPTIONS " + ruri + " SIP/2.0\r\n" +
 		"Via: SIP/2.0/UDP " + la + ";branch=z9hG4bK" + fmt.Sprint(time.Now().UnixNano()) + ";rport\r\n" +
-		"From: <sip:probe@" + la + ">;tag=probe\r\n" +
+		"From: <sip:probe@monitor.example>;tag=probe\r\n" + // not one of ours: no challenge
+
 		"To: <" + ruri + ">\r\n" +
 		"Call-ID: probe-" + fmt.Sprint(time.Now().UnixNano()) + "\r\n" +
 		"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
