@@ -73,7 +73,17 @@ type Switch struct {
 }
 
 // New builds and binds a switch for cfg. Nothing runs until Serve.
-func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
+// Components are made in order; when one fails, those made before it are
+// closed again, last first.
+func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir %s: %w (set data_dir to a writable folder)", cfg.DataDir, err)
 	}
@@ -86,16 +96,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		be.Close()
 		return nil, err
 	}
+	undo = append(undo, store.Close)
 	a, err := auth.New(cfg.Auth.Realm, cfg.Auth.Algorithms, cfg.Auth.NonceTTL, authUsers(cfg), log)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	var an *anchor.Anchor
 	var dialogs *dialog.Table
 	learning, err := media.ParseLearning(cfg.Media.Learning)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	if cfg.Media.NATLatching {
@@ -115,14 +124,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		}
 	})
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		if gw, err = gateway.New(cfg, nil); err != nil {
-			store.Close()
-			return nil, err
+				return nil, err
 		}
 	}
 	cdrPath := cfg.CDR.Path
@@ -131,15 +138,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	}
 	cdr, err := gateway.OpenCDR(cdrPath, cfg.CDR.MaxBytes, cfg.CDR.Keep)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
+	undo = append(undo, cdr.Close)
 	cdrs := gateway.NewCDRs(cdr, mediaStats(relay), log)
 	an = anchor.New(relay, anchor.Options{Mode: anchor.Mode(cfg.Media.Anchor), Policy: sdp.Policy{Allow: cfg.Media.Codecs}, MaxStreams: cfg.Media.MaxStreams}, log)
 	srvOpts, err := serverOptions(cfg)
 	if err != nil {
-		store.Close()
-		cdr.Close()
 		return nil, err
 	}
 	srv := server.New(srvOpts, log)
@@ -157,10 +162,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	an.PerSource = g.Streams
 	self, err := srv.Listen()
 	if err != nil {
-		store.Close()
-		cdr.Close()
 		return nil, err
 	}
+	undo = append(undo, func() error { srv.Close(); return nil })
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
 		Gateway: gw, Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
@@ -171,9 +175,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	sw.Pinger = keepalive.New(store, pings, keepalive.Options{Interval: cfg.NAT.PingInterval, Timeout: cfg.NAT.PingTimeout}, log)
 	secret, err := nodeSecret(filepath.Join(cfg.DataDir, "node.key"))
 	if err != nil {
-		srv.Close()
-		store.Close()
-		cdr.Close()
 		return nil, err
 	}
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout, Secret: secret}, log)
@@ -181,9 +182,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		err = sw.Registrations.CanRegister(gw)
 	}
 	if err != nil {
-		srv.Close()
-		store.Close()
-		cdr.Close()
 		return nil, err
 	}
 	sw.Proxy.SetRouting(gw.Routing())
@@ -197,9 +195,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 			err = adm.Listen()
 		}
 		if err != nil {
-			srv.Close()
-			store.Close()
-			cdr.Close()
 			return nil, err
 		}
 		sw.Admin = adm
