@@ -129,7 +129,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		if gw, err = gateway.New(cfg, nil); err != nil {
-				return nil, err
+			return nil, err
 		}
 	}
 	cdrPath := cfg.CDR.Path
