@@ -505,44 +505,40 @@ func TestNoDeadlockOpenAgainstSweep(t *testing.T) {
 	for i := range ids {
 		ids[i] = "call-" + string(rune('a'+i%26)) + string(rune('a'+i/26))
 	}
-	go func() { // calls meeting an exhausted pool
-		defer func() { done <- struct{}{} }()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
+	// spin runs body with 0, 1, 2... on its own goroutine until stop, or
+	// until body says it is done.
+	spin := func(body func(i int) bool) {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !body(i) {
+					return
+				}
 			}
-			if _, err := r.Open(ids[i%len(ids)], one); !errors.Is(err, ErrPoolExhausted) {
-				t.Errorf("open in a one-pair pool: %v, want ErrPoolExhausted", err)
-				return
-			}
+		}()
+	}
+	spin(func(i int) bool { // calls meeting an exhausted pool
+		if _, err := r.Open(ids[i%len(ids)], one); !errors.Is(err, ErrPoolExhausted) {
+			t.Errorf("open in a one-pair pool: %v, want ErrPoolExhausted", err)
+			return false
 		}
-	}()
-	go func() { // their answers, while they open
-		defer func() { done <- struct{}{} }()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if s := r.Get(ids[i%len(ids)]); s != nil {
-				s.SetAnswered()
-			}
+		return true
+	})
+	spin(func(i int) bool { // their answers, while they open
+		if s := r.Get(ids[i%len(ids)]); s != nil {
+			s.SetAnswered()
 		}
-	}()
-	go func() { // the 1 s sweep, as fast as it goes
-		defer func() { done <- struct{}{} }()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			r.checkTimeouts(time.Now().Add(time.Hour))
-		}
-	}()
+		return true
+	})
+	spin(func(int) bool { // the 1 s sweep, as fast as it goes
+		r.checkTimeouts(time.Now().Add(time.Hour))
+		return true
+	})
 	time.Sleep(time.Second)
 	close(stop)
 	for i := 0; i < 3; i++ {

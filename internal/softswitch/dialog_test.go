@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/voxvisor/voxvisor/configs"
 	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/logging"
 )
 
 // TestLostBYEEndsAtMaxAge: a call out through a trunk, its media not
@@ -114,4 +116,28 @@ func TestSessionIntervalTooSmall(t *testing.T) {
 	if sw.Dialogs.Len() != 0 {
 		t.Fatalf("%d dialogs left by a refused INVITE", sw.Dialogs.Len())
 	}
+}
+
+// TestNewUndoesWhatItMade: a switch that cannot bind one of its
+// listeners fails to start and closes what it had opened (the location
+// store's lock, the CDR file, the sockets bound), so the next start on the
+// same data_dir works.
+func TestNewUndoesWhatItMade(t *testing.T) {
+	dir := t.TempDir()
+	taken, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg, err := config.Load(configs.DefaultName, configs.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir, cfg.Admin.Listen = dir, "off"
+	cfg.SIP.Listen = []config.Listener{{Transport: "udp", Address: "127.0.0.1:0"}, {Transport: "tcp", Address: taken.Addr().String()}}
+	if _, err := New(cfg, logging.Discard()); err == nil || !strings.Contains(err.Error(), "listen tcp") {
+		t.Fatalf("start on a taken port: %v, want a listen error", err)
+	}
+	sw := start(t, dir, nil) // fails (after 2 s) if the store's lock was left held
+	sw.stop()
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -186,19 +187,11 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 		tp = "t1"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
+	var out syncBuf
+	cmd, exited := startSIPp(t, ctx, cancel, bin, dir, &out, append([]string{"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
 		"-t", tp, "-p", fmt.Sprint(port), "-i", "127.0.0.1", "-m", "1", "-nostdin",
 		"-timeout", "30s", "-timeout_error", "-trace_msg", "-message_file", filepath.Join(dir, "msgs.log"),
-		"-trace_err", "-error_file", filepath.Join(dir, "errors.log")}, args...)...)
-	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+		"-trace_err", "-error_file", filepath.Join(dir, "errors.log")}, args...))
 	waited := false
 	wait := func() string {
 		if waited {
@@ -210,7 +203,7 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 		trace, _ := os.ReadFile(filepath.Join(dir, "msgs.log"))
 		if err != nil {
 			why, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
-			t.Errorf("sipp UAS %s failed: %v\n%s\nerrors:\n%s\ntrace:\n%s", scenario, err, tail(out.Bytes(), 20), why, trace)
+			t.Errorf("sipp UAS %s failed: %v\n%s\nerrors:\n%s\ntrace:\n%s", scenario, err, tail([]byte(out.String()), 20), why, trace)
 		}
 		return string(trace)
 	}
@@ -230,9 +223,25 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 		cancel()
 		why, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
 		t.Fatalf("sipp UAS %s did not bind %s port %d:\n%s\nerrors:\n%s",
-			scenario, transport, port, tail(out.Bytes(), 20), why)
+			scenario, transport, port, tail([]byte(out.String()), 20), why)
 	}
 	return wait
+}
+
+// startSIPp starts bin (SIPp) with args in dir, its output into out;
+// exited delivers how it ended. cancel is called if it does not start.
+func startSIPp(t *testing.T, ctx context.Context, cancel func(), bin, dir string, out io.Writer, args []string) (*exec.Cmd, chan error) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return cmd, exited
 }
 
 // waitListeningOr waits up to 15 s for port to be bound (for udp: by

@@ -196,17 +196,9 @@ func sippDaemon(t *testing.T, scenario string, port int, args ...string) {
 	bin := need(t, "sipp")
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
-		"-t", "u1", "-p", strconv.Itoa(port), "-i", "127.0.0.1", "-nostdin", "-mp", strconv.Itoa(freePort(t) &^ 1)}, args...)...)
-	cmd.Dir = dir
 	var out syncBuf
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	cmd, exited := startSIPp(t, ctx, cancel, bin, dir, &out, append([]string{"-sf", filepath.Join(mustAbs(t, "testdata/sipp"), scenario),
+		"-t", "u1", "-p", strconv.Itoa(port), "-i", "127.0.0.1", "-nostdin", "-mp", strconv.Itoa(freePort(t) &^ 1)}, args...))
 	t.Cleanup(func() {
 		cancel()
 		<-exited

@@ -8,6 +8,7 @@ package softswitch
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -72,7 +73,17 @@ type Switch struct {
 }
 
 // New builds and binds a switch for cfg. Nothing runs until Serve.
-func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
+// Components are made in order; when one fails, those made before it are
+// closed again, last first.
+func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir %s: %w (set data_dir to a writable folder)", cfg.DataDir, err)
 	}
@@ -85,16 +96,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		be.Close()
 		return nil, err
 	}
-	a, err := auth.New(cfg.Auth.Realm, cfg.Auth.Algorithms, cfg.Auth.NonceTTL, cfg.Users, log)
+	undo = append(undo, store.Close)
+	a, err := auth.New(cfg.Auth.Realm, cfg.Auth.Algorithms, cfg.Auth.NonceTTL, authUsers(cfg), log)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	var an *anchor.Anchor
 	var dialogs *dialog.Table
 	learning, err := media.ParseLearning(cfg.Media.Learning)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	if cfg.Media.NATLatching {
@@ -114,13 +124,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		}
 	})
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		if gw, err = gateway.New(cfg, nil); err != nil {
-			store.Close()
 			return nil, err
 		}
 	}
@@ -130,12 +138,16 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	}
 	cdr, err := gateway.OpenCDR(cdrPath, cfg.CDR.MaxBytes, cfg.CDR.Keep)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
+	undo = append(undo, cdr.Close)
 	cdrs := gateway.NewCDRs(cdr, mediaStats(relay), log)
 	an = anchor.New(relay, anchor.Options{Mode: anchor.Mode(cfg.Media.Anchor), Policy: sdp.Policy{Allow: cfg.Media.Codecs}, MaxStreams: cfg.Media.MaxStreams}, log)
-	srv := server.New(cfg.SIP, log)
+	srvOpts, err := serverOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv := server.New(srvOpts, log)
 	g := guard.New(guard.Config{Rate: cfg.Limits.Rate, Burst: cfg.Limits.Burst, Block: cfg.Limits.Block,
 		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout, AuthDelay: guard.DefaultAuthDelay,
 		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs, Streams: cfg.Limits.Streams})
@@ -150,13 +162,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	an.PerSource = g.Streams
 	self, err := srv.Listen()
 	if err != nil {
-		store.Close()
-		cdr.Close()
 		return nil, err
 	}
+	undo = append(undo, func() error { srv.Close(); return nil })
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
 		Gateway: gw, Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
-	sw.Registrar = registrar.New(cfg.Registrar, cfg.SIP.Domain, self.IsLocal, a, store, log)
+	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
 	pings := keepalive.NewSIPSender(srv.TransactionLayer(), self)
 	sw.Registrar.SetNAT(registrar.NAT{MaxExpires: cfg.NAT.MaxExpires})
@@ -164,9 +175,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 	sw.Pinger = keepalive.New(store, pings, keepalive.Options{Interval: cfg.NAT.PingInterval, Timeout: cfg.NAT.PingTimeout}, log)
 	secret, err := nodeSecret(filepath.Join(cfg.DataDir, "node.key"))
 	if err != nil {
-		srv.Close()
-		store.Close()
-		cdr.Close()
 		return nil, err
 	}
 	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout, Secret: secret}, log)
@@ -174,9 +182,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 		err = sw.Registrations.CanRegister(gw)
 	}
 	if err != nil {
-		srv.Close()
-		store.Close()
-		cdr.Close()
 		return nil, err
 	}
 	sw.Proxy.SetRouting(gw.Routing())
@@ -190,9 +195,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Switch, error) {
 			err = adm.Listen()
 		}
 		if err != nil {
-			srv.Close()
-			store.Close()
-			cdr.Close()
 			return nil, err
 		}
 		sw.Admin = adm
@@ -413,13 +415,13 @@ func orOff(d time.Duration) time.Duration {
 func (sw *Switch) Reload(cfg *config.Config) error {
 	// The certificate first: a renewed one that fails to load leaves
 	// everything as it was.
-	if err := sw.Server.ReloadCertificate(cfg.SIP.TLS); err != nil {
+	if err := sw.Server.ReloadCertificate(certificate(cfg.SIP.TLS)); err != nil {
 		return fmt.Errorf("reload certificate: %w", err)
 	}
-	if err := sw.Auth.SetUsers(cfg.Users); err != nil {
+	if err := sw.Auth.SetUsers(authUsers(cfg)); err != nil {
 		return fmt.Errorf("reload users: %w", err)
 	}
-	sw.Registrar.SetRules(cfg.Registrar)
+	sw.Registrar.SetRules(registrarRules(cfg))
 	sw.Registrar.SetNAT(registrar.NAT{MaxExpires: cfg.NAT.MaxExpires})
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
@@ -479,6 +481,46 @@ func mediaStats(relay *media.Relay) func(string) []gateway.Stream {
 		}
 		return out
 	}
+}
+
+// serverOptions are cfg's sip section as the server takes it.
+func serverOptions(cfg *config.Config) (server.Options, error) {
+	c := cfg.SIP
+	o := server.Options{Domain: c.Domain, MaxMessageSize: c.MaxMessageSize, MaxHeaders: c.MaxHeaders,
+		TCPIdleTimeout: c.TCPIdleTimeout, TransactionLinger: c.TransactionLinger}
+	for _, l := range c.Listen {
+		o.Listen = append(o.Listen, server.Listener{Transport: l.Transport, Addr: l.AddrPort(), Advertise: l.Advertise})
+	}
+	cas, err := c.TLS.CAPool()
+	if err != nil {
+		return o, fmt.Errorf("sip.tls.ca_file: %w", err)
+	}
+	o.TLS = server.TLS{Certificate: certificate(c.TLS), CAs: cas, VerifyClient: c.TLS.VerifyClient,
+		VerifyServer: c.TLS.VerifyServer == nil || *c.TLS.VerifyServer, MinVersion: c.TLS.MinVersion}
+	return o, nil
+}
+
+// certificate loads t's certificate; nil when none is configured.
+func certificate(t config.TLS) func() (tls.Certificate, error) {
+	if t.CertFile == "" {
+		return nil
+	}
+	return t.Certificate
+}
+
+// authUsers are cfg's users as the authenticator takes them.
+func authUsers(cfg *config.Config) []auth.User {
+	out := make([]auth.User, 0, len(cfg.Users))
+	for _, u := range cfg.Users {
+		out = append(out, auth.User{Username: u.Username, Password: u.Password, HA1: u.HA1, HA1SHA256: u.HA1SHA256})
+	}
+	return out
+}
+
+// registrarRules are cfg's registrar limits as the registrar takes them.
+func registrarRules(cfg *config.Config) registrar.Rules {
+	r := cfg.Registrar
+	return registrar.Rules{MinExpires: r.MinExpires, MaxExpires: r.MaxExpires, DefaultExpires: r.DefaultExpires, MaxContacts: r.MaxContacts}
 }
 
 // contactPolicy is where cfg lets registered contacts point: never at the

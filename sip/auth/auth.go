@@ -16,11 +16,19 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/digest"
 	"github.com/voxvisor/voxvisor/sip/guard"
 )
+
+// User is one local user and its secret: a password, or precomputed
+// HA1s (hex MD5 or SHA-256 of user:realm:password).
+type User struct {
+	Username, Password, HA1, HA1SHA256 string
+}
+
+// String never prints a secret.
+func (u User) String() string { return "user " + u.Username }
 
 // secrets holds a user's HA1 per algorithm. It never leaves this package.
 type secrets map[string]string
@@ -44,7 +52,7 @@ type Authenticator struct {
 }
 
 // New returns an authenticator for realm over users.
-func New(realm string, algs []string, nonceTTL time.Duration, users []config.User, log *slog.Logger) (*Authenticator, error) {
+func New(realm string, algs []string, nonceTTL time.Duration, users []User, log *slog.Logger) (*Authenticator, error) {
 	a := &Authenticator{realm: realm, algs: algs, nonces: digest.NewNonces(nonceTTL), log: log}
 	if err := a.SetUsers(users); err != nil {
 		return nil, err
@@ -53,7 +61,7 @@ func New(realm string, algs []string, nonceTTL time.Duration, users []config.Use
 }
 
 // SetUsers replaces the user set.
-func (a *Authenticator) SetUsers(users []config.User) error {
+func (a *Authenticator) SetUsers(users []User) error {
 	m := make(map[string]secrets, len(users))
 	for _, u := range users {
 		s := secrets{}

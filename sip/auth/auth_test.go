@@ -7,7 +7,6 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/digest"
@@ -22,7 +21,7 @@ func newAuth(t *testing.T, algs ...string) *Authenticator {
 	if len(algs) == 0 {
 		algs = []string{digest.MD5, digest.SHA256}
 	}
-	a, err := New(realm, algs, time.Minute, []config.User{{Username: "1001", Password: "secret1001"}}, logging.Discard())
+	a, err := New(realm, algs, time.Minute, []User{{Username: "1001", Password: "secret1001"}}, logging.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}

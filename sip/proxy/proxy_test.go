@@ -8,7 +8,6 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
@@ -18,7 +17,7 @@ import (
 
 func testProxy(t *testing.T) *Proxy {
 	t.Helper()
-	a, err := auth.New("voxvisor.local", []string{"MD5"}, time.Minute, []config.User{
+	a, err := auth.New("voxvisor.local", []string{"MD5"}, time.Minute, []auth.User{
 		{Username: "1001", Password: "x1001"}, {Username: "1002", Password: "x1002"}, {Username: "1003", Password: "x1003"},
 	}, logging.Discard())
 	if err != nil {

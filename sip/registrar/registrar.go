@@ -21,11 +21,18 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
 	"github.com/voxvisor/voxvisor/sip/location"
 )
+
+// Rules are the registrar's expiry and contact limits.
+type Rules struct {
+	MinExpires     int // a shorter non-zero expiry gets 423 with Min-Expires
+	MaxExpires     int // a longer one is cut to this
+	DefaultExpires int // when the REGISTER names none
+	MaxContacts    int // more bindings per AOR: 503
+}
 
 // Registrar is the REGISTER handler.
 type Registrar struct {
@@ -38,7 +45,7 @@ type Registrar struct {
 
 	localAddr func(transport string, source netip.AddrPort) string // set once before serving; may be nil
 
-	rules  atomic.Pointer[config.Registrar]
+	rules  atomic.Pointer[Rules]
 	policy atomic.Pointer[ContactPolicy]
 	nat    atomic.Pointer[NAT]
 
@@ -50,7 +57,7 @@ var _ sip.Handler = (*Registrar)(nil)
 
 // New returns a registrar. isLocal reports whether a host names this
 // server (its domain or one of its addresses).
-func New(rules config.Registrar, domain string, isLocal func(string) bool, a *auth.Authenticator, s *location.Store, log *slog.Logger) *Registrar {
+func New(rules Rules, domain string, isLocal func(string) bool, a *auth.Authenticator, s *location.Store, log *slog.Logger) *Registrar {
 	g := &Registrar{auth: a, store: s, isLocal: isLocal, domain: domain, log: log, now: time.Now}
 	g.SetRules(rules)
 	g.SetNAT(NAT{})
@@ -58,7 +65,7 @@ func New(rules config.Registrar, domain string, isLocal func(string) bool, a *au
 }
 
 // SetRules replaces the expiry and contact limits (reload).
-func (g *Registrar) SetRules(r config.Registrar) { g.rules.Store(&r) }
+func (g *Registrar) SetRules(r Rules) { g.rules.Store(&r) }
 
 // Middleware sends REGISTER to the registrar and everything else on.
 func (g *Registrar) Middleware(next sip.Handler) sip.Handler {

@@ -10,7 +10,6 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
@@ -21,7 +20,7 @@ import (
 
 const realm = "voxvisor.local"
 
-var rules = config.Registrar{MinExpires: 60, MaxExpires: 7200, DefaultExpires: 3600, MaxContacts: 2}
+var rules = Rules{MinExpires: 60, MaxExpires: 7200, DefaultExpires: 3600, MaxContacts: 2}
 
 type fixture struct {
 	g     *Registrar
@@ -33,7 +32,7 @@ type fixture struct {
 func newFixture(t *testing.T, nonceTTL time.Duration) *fixture {
 	t.Helper()
 	a, err := auth.New(realm, []string{"MD5", "SHA-256"}, nonceTTL,
-		[]config.User{{Username: "1001", Password: "secret1001"}}, logging.Discard())
+		[]auth.User{{Username: "1001", Password: "secret1001"}}, logging.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}

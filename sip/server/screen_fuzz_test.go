@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	siplib "github.com/emiago/sipgo/sip"
-
-	"github.com/voxvisor/voxvisor/internal/config"
 )
 
 // FuzzScreen: no datagram panics the UDP screen, and whatever the screen
@@ -30,7 +28,7 @@ func FuzzScreen(f *testing.F) {
 			}
 		}
 	}
-	s := New(config.SIP{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
+	s := New(Options{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = callIDOf(data)
 		if s.check(data) != "" {

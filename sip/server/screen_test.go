@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/voxvisor/voxvisor/internal/config"
 )
 
 func TestScreenTorture(t *testing.T) {
@@ -16,7 +14,7 @@ func TestScreenTorture(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(strings.TrimSpace(string(out)), "sip", "testdata", "torture")
-	s := New(config.SIP{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
+	s := New(Options{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
 	for _, kind := range []string{"valid", "invalid"} {
 		files, _ := filepath.Glob(filepath.Join(dir, kind, "*.dat"))
 		for _, f := range files {
@@ -27,7 +25,7 @@ func TestScreenTorture(t *testing.T) {
 }
 
 func TestScreenVerdicts(t *testing.T) {
-	s := New(config.SIP{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
+	s := New(Options{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
 	good := "INVITE sip:1002@x SIP/2.0\r\nv: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nl: 4\r\n\r\nabcd"
 	for _, tc := range []struct{ msg, want string }{
 		{good, ""},
@@ -47,7 +45,7 @@ func TestScreenVerdicts(t *testing.T) {
 
 // BenchmarkScreen is the cost every UDP datagram pays before sipgo parses it.
 func BenchmarkScreen(b *testing.B) {
-	s := New(config.SIP{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
+	s := New(Options{MaxMessageSize: 65535, MaxHeaders: 128}, nil)
 	msg := []byte("INVITE sip:1002@voxvisor.local SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\n" +
 		"From: <sip:1001@voxvisor.local>;tag=1\r\nTo: <sip:1002@voxvisor.local>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n" +
 		"Contact: <sip:1001@10.0.0.1:5060>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n")

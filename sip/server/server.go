@@ -7,6 +7,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +24,6 @@ import (
 	"github.com/emiago/sipgo"
 	siplib "github.com/emiago/sipgo/sip"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/guard"
@@ -53,7 +54,7 @@ type Stats struct {
 
 // Server owns the SIP sockets and the sipgo stack.
 type Server struct {
-	cfg  config.SIP
+	cfg  Options
 	log  *slog.Logger
 	ua   *sipgo.UserAgent // set in Listen
 	self *sip.Self        // set in Listen
@@ -104,8 +105,50 @@ func (s *Server) txs() *guard.Slots {
 	return s.guard.Txs
 }
 
+// Options configure a server.
+type Options struct {
+	Domain string
+	Listen []Listener
+	// MaxMessageSize bounds a message (larger UDP datagrams are dropped
+	// and counted); MaxHeaders its header lines (more: 400).
+	MaxMessageSize, MaxHeaders int
+	// TCPIdleTimeout closes a TCP/TLS connection with no complete message
+	// for this long; a message must also arrive whole within it.
+	TCPIdleTimeout time.Duration
+	// TransactionLinger is how long a finished transaction absorbs
+	// retransmissions.
+	TransactionLinger time.Duration
+	TLS               TLS
+}
+
+// Listener is one socket to listen on.
+type Listener struct {
+	Transport string         // udp, tcp or tls
+	Addr      netip.AddrPort // where to bind
+	// Advertise is the host[:port] written into Via and Record-Route in
+	// place of the bound address; empty: the bound address.
+	Advertise string
+}
+
+// TLS is how the tls listeners and the connections sipgo dials use TLS.
+type TLS struct {
+	// Certificate loads the certificate chain the tls listeners present
+	// (and offer to peers that ask); ReloadCertificate calls it again.
+	// nil: no certificate, no tls listener.
+	Certificate func() (tls.Certificate, error)
+	// CAs check client certificates and the peers we dial; nil: the
+	// system's roots.
+	CAs *x509.CertPool
+	// VerifyClient is none, optional or require.
+	VerifyClient string
+	// VerifyServer checks the certificate of every peer we dial.
+	VerifyServer bool
+	// MinVersion is "1.2" or "1.3".
+	MinVersion string
+}
+
 // New returns a server for cfg. Call Listen, SetHandler, then Serve.
-func New(cfg config.SIP, log *slog.Logger) *Server {
+func New(cfg Options, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, log: log}
 	s.Stats.ParseErrors.Match = "failed to parse"
 	return s
@@ -131,20 +174,20 @@ func (s *Server) Listen() (*sip.Self, error) {
 		}
 	}
 	for _, l := range s.cfg.Listen {
-		ap := l.AddrPort()
+		ap := l.Addr
 		var bound netip.AddrPort
 		switch l.Transport {
 		case "udp":
 			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
 			if err != nil {
-				return fail(fmt.Errorf("listen udp %s: %w", l.Address, err))
+				return fail(fmt.Errorf("listen udp %s: %w", ap, err))
 			}
 			s.udp = append(s.udp, c)
 			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
 		case "tcp", "tls":
 			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
 			if err != nil {
-				return fail(fmt.Errorf("listen %s %s: %w", l.Transport, l.Address, err))
+				return fail(fmt.Errorf("listen %s %s: %w", l.Transport, ap, err))
 			}
 			sl := &streamListener{ln: ln, transport: l.Transport, name: "TCP", idle: s.cfg.TCPIdleTimeout, slots: s.conns(),
 				streams: &s.streams, stats: &s.Stats, open: &s.Stats.TCPConns, log: s.log, done: make(chan struct{})}
@@ -153,7 +196,7 @@ func (s *Server) Listen() (*sip.Self, error) {
 			} else {
 				if s.tlsc.server == nil {
 					ln.Close()
-					return fail(fmt.Errorf("listen tls %s: sip.tls.cert_file and key_file are not set", l.Address))
+					return fail(fmt.Errorf("listen tls %s: sip.tls.cert_file and key_file are not set", ap))
 				}
 				sl.name, sl.tls, sl.open = "TLS", s.tlsc.server, &s.Stats.TLSConns
 				s.tls = append(s.tls, sl)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -19,7 +20,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/testenv"
 	"github.com/voxvisor/voxvisor/sip"
 )
@@ -62,14 +62,16 @@ type testServer struct {
 func startServer(t *testing.T, idle time.Duration, prep, after func(*Server)) *testServer {
 	t.Helper()
 	ts := &testServer{log: &logBuf{}, certs: testenv.TLSCerts(t)}
-	cfg := config.SIP{
+	any0 := netip.MustParseAddrPort("127.0.0.1:0")
+	cfg := Options{
 		Domain:         "voxvisor.local",
 		MaxMessageSize: 65535,
 		MaxHeaders:     128,
 		TCPIdleTimeout: idle,
-		Listen: []config.Listener{{Transport: "udp", Address: "127.0.0.1:0"},
-			{Transport: "tcp", Address: "127.0.0.1:0"}, {Transport: "tls", Address: "127.0.0.1:0"}},
-		TLS: config.TLS{CertFile: ts.certs.Cert, KeyFile: ts.certs.Key, MinVersion: "1.2"},
+		Listen:         []Listener{{Transport: "udp", Addr: any0}, {Transport: "tcp", Addr: any0}, {Transport: "tls", Addr: any0}},
+		TLS: TLS{MinVersion: "1.2", Certificate: func() (tls.Certificate, error) {
+			return tls.LoadX509KeyPair(ts.certs.Cert, ts.certs.Key)
+		}},
 	}
 	s := New(cfg, slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ts.Server = s

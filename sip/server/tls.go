@@ -4,8 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"sync/atomic"
-
-	"github.com/voxvisor/voxvisor/internal/config"
 )
 
 // tlsConfigs are the TLS settings of the listeners and of the
@@ -17,17 +15,14 @@ type tlsConfigs struct {
 	client *tls.Config
 }
 
-func newTLSConfigs(c config.TLS) (*tlsConfigs, error) {
+func newTLSConfigs(c TLS) (*tlsConfigs, error) {
 	t := &tlsConfigs{}
-	pool, err := c.CAPool()
-	if err != nil {
-		return nil, fmt.Errorf("sip.tls.ca_file: %w", err)
-	}
+	pool := c.CAs
 	min := uint16(tls.VersionTLS12)
 	if c.MinVersion == "1.3" {
 		min = tls.VersionTLS13
 	}
-	if c.CertFile != "" {
+	if c.Certificate != nil {
 		cert, err := c.Certificate()
 		if err != nil {
 			return nil, fmt.Errorf("sip.tls.cert_file: %w", err)
@@ -52,7 +47,7 @@ func newTLSConfigs(c config.TLS) (*tlsConfigs, error) {
 		RootCAs:    pool,
 		// A peer we dial is checked against its host name or IP address
 		// (sipgo sets ServerName); verify_server: false is for labs only.
-		InsecureSkipVerify: c.VerifyServer != nil && !*c.VerifyServer,
+		InsecureSkipVerify: !c.VerifyServer,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if cert := t.cert.Load(); cert != nil {
 				return cert, nil
@@ -63,14 +58,15 @@ func newTLSConfigs(c config.TLS) (*tlsConfigs, error) {
 	return t, nil
 }
 
-// ReloadCertificate loads c's certificate and key again (a renewed
+// ReloadCertificate loads the certificate again with load (a renewed
 // certificate, on SIGHUP); the running one stays on error. Connections
-// already up keep the certificate they were made with.
-func (s *Server) ReloadCertificate(c config.TLS) error {
-	if s.tlsc == nil || s.tlsc.server == nil || c.CertFile == "" {
+// already up keep the certificate they were made with. A nil load, or a
+// server without a certificate, changes nothing.
+func (s *Server) ReloadCertificate(load func() (tls.Certificate, error)) error {
+	if s.tlsc == nil || s.tlsc.server == nil || load == nil {
 		return nil
 	}
-	cert, err := c.Certificate()
+	cert, err := load()
 	if err != nil {
 		return fmt.Errorf("sip.tls.cert_file: %w", err)
 	}
