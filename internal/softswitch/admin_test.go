@@ -2,15 +2,19 @@ package softswitch
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/testenv"
 )
 
 func (r *running) api(t *testing.T, method, path string) (int, string) {
@@ -327,4 +331,40 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestMetricNames: every metric the switch exports, with its type and
+// labels, against testdata/metrics.golden (go test -run TestMetricNames
+// -args -update rewrites it): a metric moved between components, or
+// renamed, shows here.
+func TestMetricNames(t *testing.T) {
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Peers: []config.Peer{{Host: "127.0.0.1", Port: 9, Transport: "udp"}}, RegExpires: 600}}
+	})
+	reg := sw.metrics()
+	sw.CDRs.OnEnd(gateway.CDR{Status: 200, Direction: "local"}) // calls_total has a sample
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, f := range families {
+		if strings.HasPrefix(f.GetName(), "go_") || strings.HasPrefix(f.GetName(), "process_") {
+			continue
+		}
+		labels := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()+"="+l.GetValue()] = true
+			}
+		}
+		keys := make([]string, 0, len(labels))
+		for k := range labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		lines = append(lines, fmt.Sprintf("%s %s %s", f.GetName(), f.GetType(), strings.Join(keys, ",")))
+	}
+	sort.Strings(lines)
+	testenv.Golden(t, "testdata/metrics.golden", strings.Join(lines, "\n")+"\n")
 }
