@@ -2,8 +2,12 @@ package gateway
 
 import (
 	"log/slog"
+	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip/dialog"
 )
 
@@ -16,8 +20,7 @@ type CDRs struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	// OnEnd, when set before serving, sees every finished call (metrics).
-	OnEnd func(CDR)
+	outcomes *prometheus.CounterVec // finished calls by status and direction
 }
 
 var _ dialog.Observer = (*CDRs)(nil)
@@ -25,8 +28,13 @@ var _ dialog.Observer = (*CDRs)(nil)
 // NewCDRs returns a CDR writer for the dialog table, reading each call's
 // media statistics with media.
 func NewCDRs(w *CDRWriter, media func(string) []Stream, log *slog.Logger) *CDRs {
-	return &CDRs{w: w, media: media, log: log, now: time.Now}
+	return &CDRs{w: w, media: media, log: log, now: time.Now,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "calls_total",
+			Help: "Finished call attempts by final status and direction."}, []string{"status", "direction"})}
 }
+
+// Collector exports the finished calls by status and direction.
+func (c *CDRs) Collector() prometheus.Collector { return c.outcomes }
 
 // DialogEnded writes d's CDR.
 func (c *CDRs) DialogEnded(d *dialog.Dialog, e dialog.Ending) {
@@ -36,9 +44,7 @@ func (c *CDRs) DialogEnded(d *dialog.Dialog, e dialog.Ending) {
 	if cdr.Answer != nil {
 		cdr.DurationSec = cdr.End.Sub(*cdr.Answer).Seconds()
 	}
-	if c.OnEnd != nil {
-		c.OnEnd(cdr)
-	}
+	c.outcomes.WithLabelValues(strconv.Itoa(cdr.Status), cdr.Direction).Inc()
 	if c.w == nil {
 		return
 	}

@@ -14,7 +14,9 @@ import (
 
 	"github.com/emiago/sipgo"
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip"
 )
 
@@ -329,4 +331,45 @@ func grantedExpiry(res *siplib.Response, asked int) time.Duration {
 		secs = 2
 	}
 	return time.Duration(secs) * time.Second
+}
+
+var (
+	trunkChannelsDesc = prometheus.NewDesc(metrics.Namespace+"_trunk_channels", "Channels in use on a trunk.", []string{"trunk"}, nil)
+	trunkRegDesc      = prometheus.NewDesc(metrics.Namespace+"_trunk_registered", "1 when the trunk is registered to its carrier (trunks with register: true).", []string{"trunk"}, nil)
+)
+
+// TrunkCollector reports each trunk of the running gateway (current is
+// read at each scrape, so trunks a reload adds or removes appear or go):
+// its channels, and for a registering trunk whether regs has it
+// registered.
+func TrunkCollector(current func() *Gateway, regs *Registrations) prometheus.Collector {
+	return trunkCollector{current, regs}
+}
+
+type trunkCollector struct {
+	current func() *Gateway
+	regs    *Registrations
+}
+
+func (trunkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- trunkChannelsDesc
+	ch <- trunkRegDesc
+}
+
+func (c trunkCollector) Collect(ch chan<- prometheus.Metric) {
+	gw := c.current()
+	if gw == nil {
+		return
+	}
+	for _, t := range gw.Trunks() {
+		ch <- prometheus.MustNewConstMetric(trunkChannelsDesc, prometheus.GaugeValue, float64(t.Channels()), t.Name)
+		if !t.Register {
+			continue
+		}
+		v := 0.0
+		if st, _ := c.regs.State(t.Name); st.Registered {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(trunkRegDesc, prometheus.GaugeValue, v, t.Name)
+	}
 }

@@ -9,6 +9,9 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/voxvisor/voxvisor/internal/metrics"
 )
 
 // LegStats is what the relay saw from one side of a stream (received)
@@ -201,4 +204,45 @@ func (l *Leg) Stats() LegStats {
 	s.ReportedLost, s.ReportedFraction, s.ReportedJitterSecs, s.RTT = l.stats.repLost, l.stats.repFraction, l.stats.repJitter, l.stats.rtt
 	l.stats.mu.Unlock()
 	return s
+}
+
+// Collector exports the relay's sessions, port pool and learning.
+func (r *Relay) Collector() prometheus.Collector {
+	var m metrics.Set
+	m.Gauge("relay_sessions", "Anchored calls with relay ports.", func() float64 { return float64(r.Len()) })
+	m.Gauge("relay_port_pairs_in_use", "RTP/RTCP port pairs allocated.", func() float64 { return float64(r.alloc.InUse()) })
+	m.Gauge("relay_port_pairs", "RTP/RTCP port pairs in the range.", func() float64 { return float64(r.alloc.Pairs()) })
+	m.Gauge("relay_port_pairs_quarantined", "RTP/RTCP port pairs released moments ago, reused only when no other pair is free.",
+		func() float64 { return float64(r.alloc.Quarantined()) })
+	m.Counter("relay_port_pairs_reused_early_total", "Port pairs taken before their quarantine ended because no other pair was free (the range is small for the load).",
+		func() float64 { return float64(r.alloc.EarlyReuses()) })
+	sum := func(f func(s LegStats) float64) func() float64 {
+		return func() float64 {
+			total := 0.0
+			for _, sess := range r.Sessions() {
+				for _, st := range sess.Streams() {
+					legs := st.Stats()
+					total += f(legs[0]) + f(legs[1])
+				}
+			}
+			return total
+		}
+	}
+	m.Gauge("relay_packets", "RTP packets received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Packets) }))
+	m.Gauge("relay_bytes", "RTP bytes received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Bytes) }))
+	m.Gauge("relay_lost_packets", "RTP packets lost before the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Lost) }))
+	for rank := RankSDPAddress; rank <= RankAny; rank++ {
+		m.Counter("media_sources_learned_total", "Media sources relay legs locked to, by how they matched (media.learning): sdp_address, sdp_ip, signalling (a NATed side), any.",
+			func() float64 { return float64(r.LearningStats().Learned[rank]) }, "rank", rank.String())
+	}
+	for phase, f := range map[string]func(LearningStats) uint64{
+		"learning": func(s LearningStats) uint64 { return s.RejectedLearning },
+		"locked":   func(s LearningStats) uint64 { return s.RejectedLocked },
+	} {
+		m.Counter("media_packets_rejected_total", "RTP/RTCP packets the relay dropped because they came from a source that is not the side's: while learning (not allowed by media.learning, or worse-ranked than the candidate) or after the lock.",
+			func() float64 { return float64(f(r.LearningStats())) }, "phase", phase)
+	}
+	m.Counter("media_relatch_refused_total", "New sources refused after a leg locked that learning would have taken (the side's IP from another port, e.g. a NAT rebinding or a device beside it; any source under learning: any); each counted once in a row.",
+		func() float64 { return float64(r.LearningStats().RelatchRefused) })
+	return &m
 }

@@ -35,7 +35,9 @@ import (
 	"sync/atomic"
 
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/media"
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
@@ -618,4 +620,14 @@ func isSDP(m interface {
 	}
 	ct := m.ContentType()
 	return ct == nil || strings.HasPrefix(strings.ToLower(ct.Value()), "application/sdp")
+}
+
+// Collector exports the anchor's refusals.
+func (a *Anchor) Collector() prometheus.Collector {
+	var m metrics.Set
+	for reason, n := range map[string]*atomic.Uint64{"max_streams": &a.TooManyStreams, "pool_exhausted": &a.PoolExhausted} {
+		m.Counter("media_offers_refused_total", "Offers refused: more streams than media.max_streams (488), or no relay ports left (503).",
+			func() float64 { return float64(n.Load()) }, "reason", reason)
+	}
+	return &m
 }

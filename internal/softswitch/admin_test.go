@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/testenv"
+	"github.com/voxvisor/voxvisor/sip/dialog"
+	"github.com/voxvisor/voxvisor/sip/siptest"
 )
 
 func (r *running) api(t *testing.T, method, path string) (int, string) {
@@ -342,7 +343,16 @@ func TestMetricNames(t *testing.T) {
 		c.Trunks = []config.Trunk{{Name: "carrier", Peers: []config.Peer{{Host: "127.0.0.1", Port: 9, Transport: "udp"}}, RegExpires: 600}}
 	})
 	reg := sw.metrics()
-	sw.CDRs.OnEnd(gateway.CDR{Status: 200, Direction: "local"}) // calls_total has a sample
+	// A call begun and ended, so calls_total has a sample.
+	r, _, err := siptest.Request("INVITE sip:1002@voxvisor.local SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKm\n"+
+		"From: <sip:1001@voxvisor.local>;tag=m\nTo: <sip:1002@voxvisor.local>\nCall-ID: metrics\nCSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n", "127.0.0.1:5099", "udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := sw.Dialogs.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	sw.Dialogs.End("metrics", dialog.Ending{Status: 486})
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/digest"
 	"github.com/voxvisor/voxvisor/sip/guard"
@@ -261,4 +263,12 @@ func (a *Authenticator) StripCredentials(r *siplib.Request) {
 	for _, h := range keep {
 		r.AppendHeader(h)
 	}
+}
+
+// Collector exports the authenticator's counters.
+func (a *Authenticator) Collector() prometheus.Collector {
+	var m metrics.Set
+	m.Counter("auth_failures_total", "Digest authentications that failed (wrong password, unknown user).", func() float64 { return float64(a.Failures.Load()) })
+	m.Counter("auth_replays_total", "Verified credentials refused because their nonce count was used before (replays), answered with a new challenge.", func() float64 { return float64(a.Replays.Load()) })
+	return &m
 }

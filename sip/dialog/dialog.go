@@ -30,7 +30,9 @@ import (
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/guard"
 )
@@ -597,4 +599,12 @@ func nameAddr(u siplib.Uri, display string) string {
 		s = `"` + display + `" ` + s
 	}
 	return s
+}
+
+// Collector exports the table's size and counters.
+func (t *Table) Collector() prometheus.Collector {
+	var m metrics.Set
+	m.Gauge("calls_active", "Calls in progress (ringing or answered).", func() float64 { return float64(t.Len()) })
+	m.Counter("dialogs_expired_total", "Calls ended by voxvisor because their session timer ran out without a refresh, or they reached dialog.max_age (a BYE each way).", func() float64 { return float64(t.Expired.Load()) })
+	return &m
 }

@@ -11,6 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/voxvisor/voxvisor/internal/metrics"
 )
 
 // Config holds the limits; a zero Rate disables rate limiting, a zero
@@ -222,4 +226,19 @@ func (g *Guard) Sweep() {
 			delete(g.failures, k)
 		}
 	}
+}
+
+// Collector exports the guard's counters and its per-source limits'.
+func (g *Guard) Collector() prometheus.Collector {
+	var m metrics.Set
+	m.Counter("flood_blocks_total", "Sources blocked for flooding.", func() float64 { return float64(g.Blocks.Load()) })
+	m.Counter("flood_dropped_total", "Requests dropped from blocked sources.", func() float64 { return float64(g.Dropped.Load()) })
+	m.Counter("auth_lockouts_total", "Sources locked out after failed logins.", func() float64 { return float64(g.Lockouts.Load()) })
+	for name, slots := range map[string]*Slots{"connections": g.Conns, "transactions": g.Txs, "dialogs": g.Dialogs, "streams": g.Streams} {
+		m.Counter("source_limit_refused_total", "Connections, requests, calls or media streams refused because their source was at its limit (limits.*).",
+			func() float64 { return float64(slots.Refused.Load()) }, "limit", name)
+		m.Counter("source_limit_blocks_total", "Times a source reached a per-source limit (each logged once).",
+			func() float64 { return float64(slots.Blocks.Load()) }, "limit", name)
+	}
+	return &m
 }

@@ -24,6 +24,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip/location"
 )
 
@@ -260,4 +263,16 @@ func phase(k key, interval time.Duration) time.Duration {
 	h.Write([]byte{0})
 	h.Write([]byte(k.contact))
 	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// Collector exports the pinger's counters.
+func (p *Pinger) Collector() prometheus.Collector {
+	var m metrics.Set
+	ka := &p.Stats
+	m.Gauge("nat_bindings_pinged", "NATed UDP contacts kept reachable with OPTIONS pings (nat.ping_interval).", func() float64 { return float64(ka.Pinged.Load()) })
+	m.Counter("nat_pings_sent_total", "OPTIONS keep-alives sent to NATed UDP contacts.", func() float64 { return float64(ka.Sent.Load()) })
+	m.Counter("nat_pings_answered_total", "NAT keep-alives answered, with any status.", func() float64 { return float64(ka.Answered.Load()) })
+	m.Counter("nat_pings_failed_total", "NAT keep-alives not answered within nat.ping_interval (or not sendable).", func() float64 { return float64(ka.Failed.Load()) })
+	m.Counter("nat_bindings_dropped_total", "NATed contacts removed because they answered no keep-alive (and did not register again) for nat.ping_timeout.", func() float64 { return float64(ka.Dropped.Load()) })
+	return &m
 }

@@ -18,7 +18,9 @@ import (
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
 	"github.com/voxvisor/voxvisor/sip/dialog"
@@ -465,4 +467,13 @@ func hasToTag(r *siplib.Request) bool {
 	}
 	_, ok := to.Params.Get("tag")
 	return ok
+}
+
+// Collector exports the proxy's counters.
+func (p *Proxy) Collector() prometheus.Collector {
+	var m metrics.Set
+	m.Counter("sip_forwarded_total", "Requests forwarded statefully (transactions created).", func() float64 { return float64(p.Forwarded.Load()) })
+	m.Counter("sip_stateless_total", "ACKs and 2xx retransmissions forwarded statelessly.", func() float64 { return float64(p.Stateless.Load()) })
+	m.Counter("sip_indialog_refused_total", "Requests with a To-tag that carried no Record-Route of ours signed for their Call-ID (481), or a forged one (403).", func() float64 { return float64(p.Refused.Load()) })
+	return &m
 }

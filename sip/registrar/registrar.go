@@ -20,7 +20,9 @@ import (
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
 	"github.com/voxvisor/voxvisor/sip/location"
@@ -376,4 +378,14 @@ func sameContact(a, b string) bool {
 	}
 	return strings.EqualFold(ua.Scheme, ub.Scheme) && ua.User == ub.User &&
 		strings.EqualFold(ua.Host, ub.Host) && ua.Port == ub.Port
+}
+
+// Collector exports the registrar's counter and the location store's
+// size.
+func (g *Registrar) Collector() prometheus.Collector {
+	var m metrics.Set
+	m.Gauge("registrations", "Registered contacts (bindings).", func() float64 { _, b := g.store.Count(); return float64(b) })
+	m.Gauge("registered_aors", "Addresses-of-record with at least one binding.", func() float64 { a, _ := g.store.Count(); return float64(a) })
+	m.Counter("register_requests_total", "REGISTER requests accepted.", func() float64 { return float64(g.Registered.Load()) })
+	return &m
 }

@@ -23,8 +23,10 @@ import (
 
 	"github.com/emiago/sipgo"
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/voxvisor/voxvisor/internal/logging"
+	"github.com/voxvisor/voxvisor/internal/metrics"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/guard"
 )
@@ -488,4 +490,22 @@ func lowerTransport(t string) string {
 		return "tls"
 	}
 	return "udp"
+}
+
+// Collector exports the server's counters.
+func (s *Server) Collector() prometheus.Collector {
+	var m metrics.Set
+	st := &s.Stats
+	m.Counter("sip_requests_total", "SIP requests handed to the pipeline.", func() float64 { return float64(st.Requests.Load()) })
+	m.Counter("sip_malformed_rejected_total", "Malformed requests answered 400.", func() float64 { return float64(st.Rejected.Load()) })
+	m.Counter("sip_malformed_dropped_total", "Malformed datagrams dropped.", func() float64 { return float64(st.Dropped.Load()) })
+	for tp, n := range map[string]*atomic.Int64{"tcp": &st.TCPConns, "tls": &st.TLSConns} {
+		m.Gauge("sip_connections", "TCP and TLS connections accepted and open now.", func() float64 { return float64(n.Load()) }, "transport", tp)
+	}
+	m.Counter("sip_parse_errors_total", "Messages sipgo could not parse.", func() float64 { return float64(st.ParseErrors.N.Load()) })
+	m.Counter("sip_accept_errors_total", "TCP/TLS accept failures the listeners backed off from (EMFILE and the like).", func() float64 { return float64(st.AcceptErrors.Load()) })
+	m.Counter("sip_connections_over_cap_total", "TCP/TLS connections closed at accept because limits.total_connections (or the file limit) was reached.", func() float64 { return float64(st.ConnsOverCap.Load()) })
+	m.Counter("sip_panics_total", "Requests whose handling panicked: answered 500, stack logged, serving on.", func() float64 { return float64(st.Panics.Load()) })
+	m.Counter("sip_connections_timed_out_total", "TCP/TLS connections closed for silence or a message not completed within sip.tcp_idle_timeout.", func() float64 { return float64(st.ConnsTimedOut.Load()) })
+	return &m
 }
