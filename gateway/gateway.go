@@ -14,8 +14,6 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
-
-	"github.com/voxvisor/voxvisor/internal/config"
 )
 
 // Errors.
@@ -26,12 +24,71 @@ var (
 	ErrNoDID = errors.New("gateway: number is not a DID of this trunk")
 )
 
+// Options are the trunks and the dial plan.
+type Options struct {
+	Trunks   []TrunkOptions
+	DialPlan []Rule
+}
+
+// TrunkOptions configure one trunk.
+type TrunkOptions struct {
+	Name        string
+	Peers       []Peer      // tried in order
+	Credentials *Credential // for the carrier's challenges and REGISTER; nil: none
+	CallerID    CallerID
+	Codecs      []string // allowed on the trunk's calls; empty: the switch's
+	MaxChannels int      // 0: no limit
+	Register    bool     // keep a registration at the carrier
+	RegExpires  int      // seconds asked for
+	// CIDRs are the carrier's source networks: INVITEs from them are the
+	// trunk's, routed by DIDs; Transit lets them leave by another trunk.
+	CIDRs   []netip.Prefix
+	Transit bool
+	DIDs    []DID
+}
+
+// Peer is one address of a carrier.
+type Peer struct {
+	Host      string
+	Port      int
+	Transport string // udp, tcp or tls
+}
+
+// Credential is a trunk's account at its carrier.
+type Credential struct {
+	Username, Password string
+	Realm              string // empty: answer any realm
+}
+
+// CallerID rules for calls out through a trunk.
+type CallerID struct {
+	FromUser string // replaces the From user part
+	PAI      string // adds P-Asserted-Identity with this URI
+}
+
+// DID is one inbound number (Number exact, or Pattern a regular
+// expression) and where it goes.
+type DID struct {
+	Number, Pattern string
+	Destination
+}
+
+// Rule is one dial plan rule: numbers starting with Prefix, or matching
+// Match (Replace expands it), lose Strip digits, get Prepend, and go out
+// through Trunks in order.
+type Rule struct {
+	Prefix, Match, Replace string
+	Strip                  int
+	Prepend                string
+	Trunks                 []string
+}
+
 // Trunk is one configured trunk at run time.
 type Trunk struct {
 	Name        string
-	Peers       []config.Peer
-	Credentials *config.Credential
-	CallerID    config.CallerID
+	Peers       []Peer
+	Credentials *Credential
+	CallerID    CallerID
 	Codecs      []string
 	MaxChannels int
 	Transit     bool
@@ -108,27 +165,23 @@ type Gateway struct {
 	plan   []rule
 }
 
-// New builds the gateway from a validated configuration. On a reload,
-// prev is the gateway it replaces: a trunk that keeps its name keeps its
-// channel count, so calls up across the reload are still counted.
-func New(cfg *config.Config, prev *Gateway) (*Gateway, error) {
+// New builds the gateway from validated options. On a reload, prev is
+// the gateway it replaces: a trunk that keeps its name keeps its channel
+// count, so calls up across the reload are still counted.
+func New(opts Options, prev *Gateway) (*Gateway, error) {
 	g := &Gateway{trunks: map[string]*Trunk{}}
-	for _, tc := range cfg.Trunks {
+	for _, tc := range opts.Trunks {
 		t := &Trunk{Name: tc.Name, Peers: tc.Peers, Credentials: tc.Credentials, CallerID: tc.CallerID,
-			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Inbound.Transit,
+			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Transit,
 			Register: tc.Register, RegExpires: tc.RegExpires, channels: new(atomic.Int64)}
 		if old := prev.Trunk(tc.Name); old != nil {
 			t.channels = old.channels
 		}
-		for _, c := range tc.Inbound.CIDRs {
-			p, err := netip.ParsePrefix(c)
-			if err != nil {
-				return nil, fmt.Errorf("trunk %s: %w", tc.Name, err)
-			}
+		for _, p := range tc.CIDRs {
 			t.cidrs = append(t.cidrs, p.Masked())
 		}
 		for _, d := range tc.DIDs {
-			x := did{number: d.Number, dest: Destination{User: d.User, URI: d.URI, Trunk: d.Trunk}}
+			x := did{number: d.Number, dest: d.Destination}
 			if d.Pattern != "" {
 				re, err := regexp.Compile(d.Pattern)
 				if err != nil {
@@ -141,7 +194,7 @@ func New(cfg *config.Config, prev *Gateway) (*Gateway, error) {
 		g.trunks[t.Name] = t
 		g.order = append(g.order, t)
 	}
-	for _, rc := range cfg.DialPlan {
+	for _, rc := range opts.DialPlan {
 		r := rule{prefix: rc.Prefix, strip: rc.Strip, prepend: rc.Prepend, replace: rc.Replace}
 		if rc.Match != "" {
 			re, err := regexp.Compile(rc.Match)

@@ -7,25 +7,23 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/voxvisor/voxvisor/internal/config"
 )
 
 func testGateway(t *testing.T) *Gateway {
 	t.Helper()
-	g, err := New(&config.Config{
-		Trunks: []config.Trunk{
-			{Name: "a", Peers: []config.Peer{{Host: "192.0.2.1", Port: 5060, Transport: "udp"}}, MaxChannels: 2,
-				Inbound: config.Inbound{CIDRs: []string{"192.0.2.0/24"}},
-				DIDs: []config.DID{
-					{Number: "+15551230001", User: "1001"},
-					{Pattern: `^\+1555999\d{4}$`, URI: "sip:{did}@10.10.0.21:5060"},
-					{Number: "+15557770000", Trunk: "b"},
+	g, err := New(Options{
+		Trunks: []TrunkOptions{
+			{Name: "a", Peers: []Peer{{Host: "192.0.2.1", Port: 5060, Transport: "udp"}}, MaxChannels: 2,
+				CIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+				DIDs: []DID{
+					{Number: "+15551230001", Destination: Destination{User: "1001"}},
+					{Pattern: `^\+1555999\d{4}$`, Destination: Destination{URI: "sip:{did}@10.10.0.21:5060"}},
+					{Number: "+15557770000", Destination: Destination{Trunk: "b"}},
 				}},
-			{Name: "b", Peers: []config.Peer{{Host: "198.51.100.1", Port: 5060, Transport: "tcp"}},
-				Inbound: config.Inbound{CIDRs: []string{"198.51.100.7/32"}}},
+			{Name: "b", Peers: []Peer{{Host: "198.51.100.1", Port: 5060, Transport: "tcp"}},
+				CIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}},
 		},
-		DialPlan: []config.Rule{
+		DialPlan: []Rule{
 			{Prefix: "00", Strip: 2, Prepend: "+", Trunks: []string{"b", "a"}},
 			{Match: `^0([1-9]\d+)$`, Replace: "+49$1", Trunks: []string{"a"}},
 			{Prefix: "+", Trunks: []string{"a", "b"}},

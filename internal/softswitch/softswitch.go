@@ -128,7 +128,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	}
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
-		if gw, err = gateway.New(cfg, nil); err != nil {
+		if gw, err = gateway.New(gatewayOptions(cfg), nil); err != nil {
 			return nil, err
 		}
 	}
@@ -426,7 +426,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		var err error
-		if gw, err = gateway.New(cfg, sw.gateway()); err != nil {
+		if gw, err = gateway.New(gatewayOptions(cfg), sw.gateway()); err != nil {
 			return fmt.Errorf("reload trunks: %w", err)
 		}
 		if err := sw.Registrations.CanRegister(gw); err != nil {
@@ -506,6 +506,33 @@ func certificate(t config.TLS) func() (tls.Certificate, error) {
 		return nil
 	}
 	return t.Certificate
+}
+
+// gatewayOptions are cfg's trunks and dial plan as the gateway takes them
+// (cfg is validated: the CIDRs parse).
+func gatewayOptions(cfg *config.Config) gateway.Options {
+	var o gateway.Options
+	for _, t := range cfg.Trunks {
+		to := gateway.TrunkOptions{Name: t.Name, Codecs: t.Codecs, MaxChannels: t.MaxChannels, Register: t.Register,
+			RegExpires: t.RegExpires, CIDRs: config.Prefixes(t.Inbound.CIDRs), Transit: t.Inbound.Transit,
+			CallerID: gateway.CallerID{FromUser: t.CallerID.FromUser, PAI: t.CallerID.PAI}}
+		for _, p := range t.Peers {
+			to.Peers = append(to.Peers, gateway.Peer{Host: p.Host, Port: p.Port, Transport: p.Transport})
+		}
+		if c := t.Credentials; c != nil {
+			to.Credentials = &gateway.Credential{Username: c.Username, Password: c.Password, Realm: c.Realm}
+		}
+		for _, d := range t.DIDs {
+			to.DIDs = append(to.DIDs, gateway.DID{Number: d.Number, Pattern: d.Pattern,
+				Destination: gateway.Destination{User: d.User, URI: d.URI, Trunk: d.Trunk}})
+		}
+		o.Trunks = append(o.Trunks, to)
+	}
+	for _, r := range cfg.DialPlan {
+		o.DialPlan = append(o.DialPlan, gateway.Rule{Prefix: r.Prefix, Match: r.Match, Replace: r.Replace,
+			Strip: r.Strip, Prepend: r.Prepend, Trunks: r.Trunks})
+	}
+	return o
 }
 
 // authUsers are cfg's users as the authenticator takes them.
