@@ -581,11 +581,11 @@ func headerSeconds(h siplib.Header) (time.Duration, bool) {
 		return 0, false
 	}
 	v, _, _ := strings.Cut(h.Value(), ";")
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n < 0 {
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+	if err != nil {
 		return 0, false
 	}
-	return time.Duration(n) * time.Second, true
+	return time.Duration(n) * time.Second, true // at most 2^32-1 s: no overflow
 }
 
 func tagOf(p siplib.HeaderParams) string {

@@ -234,6 +234,19 @@ func TestSessionTimerNegotiation(t *testing.T) {
 	if err := tb.Check(invite(t, "fine", "127.0.0.5:5060", "Session-Expires: 1800").Request); err != nil {
 		t.Fatal(err)
 	}
+	for _, bad := range []string{"0", "-5", "99999999999999999999", "x"} {
+		err := tb.Check(invite(t, "odd", "127.0.0.5:5060", "Session-Expires: "+bad).Request)
+		if bad == "0" && sip.StatusOf(err).Code != 422 || bad != "0" && err != nil {
+			t.Errorf("Session-Expires: %s: %v", bad, err)
+		}
+		// A 2xx with a value out of range agrees no timer: the age bound applies.
+		r := invite(t, "odd-"+bad, "127.0.0.5:5060")
+		d, _, _ := tb.Begin(r)
+		d.Answered(ok200(r, "127.0.0.9:5070", siplib.NewHeader("Session-Expires", bad)), time.Now())
+		if se := d.Info().SessionExpires; se < 0 || bad != "0" && se != 0 {
+			t.Errorf("2xx with Session-Expires: %s gave an interval of %s", bad, se)
+		}
+	}
 	r := invite(t, "plain", "127.0.0.5:5060", "Supported: replaces, timer")
 	tb.OfferTimer(r.Request)
 	if h := r.GetHeader("Session-Expires"); h == nil || h.Value() != "600" {
