@@ -1,4 +1,4 @@
-package softswitch
+package softswitch_test
 
 import (
 	"encoding/json"
@@ -123,7 +123,9 @@ func TestDrainTimeHangsUp(t *testing.T) {
 	sw := start(t, t.TempDir(), func(c *config.Config) { c.SIP.DrainTime = time.Second })
 	done, wait := sw.callUntilBYE(t)
 	waitFor(t, 10*time.Second, "the call to be up", func() bool {
-		cs := backend{sw.Switch}.Calls()
+		var cs []struct{ Answer *time.Time }
+		_, body := sw.api(t, "GET", "/api/v1/calls")
+		json.Unmarshal([]byte(body), &cs)
 		return len(cs) == 1 && cs[0].Answer != nil
 	})
 	sw.stop()
@@ -198,7 +200,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if after := sw.Dialogs.Begun.Load(); up == 0 || after != 30 || begun >= after {
 		t.Fatalf("the reload did not overlap the calls: %d up and %d begun at the reload, %d begun in all", up, begun, after)
 	}
-	if !sw.Auth.Known("1004") || sw.gateway().Trunk("late") == nil {
+	if !sw.Auth.Known("1004") || sw.Gateway().Trunk("late") == nil {
 		t.Fatal("reload did not apply the new user and trunk")
 	}
 	sw.register(t, "1004", "udp", freePort(t))
@@ -342,7 +344,7 @@ func TestMetricNames(t *testing.T) {
 	sw := start(t, t.TempDir(), func(c *config.Config) {
 		c.Trunks = []config.Trunk{{Name: "carrier", Peers: []config.Peer{{Host: "127.0.0.1", Port: 9, Transport: "udp"}}, RegExpires: 600}}
 	})
-	reg := sw.metrics()
+	reg := sw.Metrics()
 	// A call begun and ended, so calls_total has a sample.
 	r, _, err := siptest.Request("INVITE sip:1002@voxvisor.local SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKm\n"+
 		"From: <sip:1001@voxvisor.local>;tag=m\nTo: <sip:1002@voxvisor.local>\nCall-ID: metrics\nCSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n", "127.0.0.1:5099", "udp")

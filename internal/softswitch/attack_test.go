@@ -1,4 +1,4 @@
-package softswitch
+package softswitch_test
 
 import (
 	"bytes"
@@ -216,8 +216,8 @@ func TestForgedInDialogNeverReachesCarrier(t *testing.T) {
 	if n := carrier.requests.Load(); n != 0 {
 		t.Fatalf("%d forged requests reached the carrier: %v", n, carrier.seen())
 	}
-	if sw.Dialogs.Len() != 0 || sw.Gateway.Trunk("carrier").Channels() != 0 {
-		t.Fatalf("forged requests left %d calls, %d channels", sw.Dialogs.Len(), sw.Gateway.Trunk("carrier").Channels())
+	if sw.Dialogs.Len() != 0 || sw.Gateway().Trunk("carrier").Channels() != 0 {
+		t.Fatalf("forged requests left %d calls, %d channels", sw.Dialogs.Len(), sw.Gateway().Trunk("carrier").Channels())
 	}
 
 	// The same carrier is reachable the right way: 1001, authenticated.

@@ -25,12 +25,12 @@ func (b backend) Calls() []gateway.CDR {
 }
 
 func (b backend) Hangup(id string) bool {
-	return b.sw.endCall(id, "operator", "hung up by the operator")
+	return b.sw.Hangup(id, "operator", "hung up by the operator")
 }
 
 func (b backend) Trunks() []admin.TrunkInfo {
 	out := []admin.TrunkInfo{}
-	gw := b.sw.gateway()
+	gw := b.sw.Gateway()
 	if gw == nil {
 		return out
 	}

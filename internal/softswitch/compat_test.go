@@ -1,4 +1,4 @@
-package softswitch
+package softswitch_test
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package softswitch
+package softswitch_test
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"github.com/voxvisor/voxvisor/configs"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
+	"github.com/voxvisor/voxvisor/internal/softswitch"
 )
 
 // TestLostBYEEndsAtMaxAge: a call out through a trunk, its media not
@@ -31,14 +32,14 @@ func TestLostBYEEndsAtMaxAge(t *testing.T) {
 	carrier := sippAsync(t, "uas_timeout.xml", up, "udp", "-key", "rtp_port", strconv.Itoa(freePort(t)))
 	caller := sippGo(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001",
 		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
-	waitFor(t, 5*time.Second, "the call to take the channel", func() bool { return sw.Gateway.Trunk("up").Channels() == 1 })
+	waitFor(t, 5*time.Second, "the call to take the channel", func() bool { return sw.Gateway().Trunk("up").Channels() == 1 })
 	for who, tr := range map[string]string{"caller": <-caller, "carrier": carrier()} {
 		if !strings.Contains(tr, "BYE sip:") || !strings.Contains(tr, `text="maximum dialog age"`) {
 			t.Errorf("%s got no BYE for the dialog's age:\n%s", who, tr)
 		}
 	}
 	waitFor(t, 5*time.Second, "the dialog to end", func() bool { return sw.Dialogs.Len() == 0 })
-	if n := sw.Gateway.Trunk("up").Channels(); n != 0 {
+	if n := sw.Gateway().Trunk("up").Channels(); n != 0 {
 		t.Errorf("trunk channels after the expiry: %d, want 0", n)
 	}
 	if n := sw.Guard.Dialogs.Held(netip.MustParseAddr("127.0.0.1")); n != 0 {
@@ -135,7 +136,7 @@ func TestNewUndoesWhatItMade(t *testing.T) {
 	}
 	cfg.DataDir, cfg.Admin.Listen = dir, "off"
 	cfg.SIP.Listen = []config.Listener{{Transport: "udp", Address: "127.0.0.1:0"}, {Transport: "tcp", Address: taken.Addr().String()}}
-	if _, err := New(cfg, logging.Discard()); err == nil || !strings.Contains(err.Error(), "listen tcp") {
+	if _, err := softswitch.New(cfg, logging.Discard()); err == nil || !strings.Contains(err.Error(), "listen tcp") {
 		t.Fatalf("start on a taken port: %v, want a listen error", err)
 	}
 	sw := start(t, dir, nil) // fails (after 2 s) if the store's lock was left held

@@ -1,4 +1,4 @@
-package softswitch
+package softswitch_test
 
 import (
 	"path/filepath"
@@ -77,7 +77,7 @@ func TestOutboundFailoverNormalisationAndCDR(t *testing.T) {
 		!c.End.After(*c.Answer) || c.DurationSec <= 0 || c.Start.After(*c.Answer) || len(c.Media) != 1 {
 		t.Fatalf("CDR = %+v", c)
 	}
-	if sw.Gateway.Trunk("up").Channels() != 0 || sw.Gateway.Trunk("down").Channels() != 0 {
+	if sw.Gateway().Trunk("up").Channels() != 0 || sw.Gateway().Trunk("down").Channels() != 0 {
 		t.Fatal("a channel was not given back")
 	}
 	sw.expectNoMedia(t)
@@ -91,14 +91,14 @@ func TestChannelLimit(t *testing.T) {
 	})
 	waitUp := sippAsync(t, "uas_slow.xml", up, "udp")
 	first := sippGo(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
-	waitFor(t, 5*time.Second, "the first call to take the channel", func() bool { return sw.Gateway.Trunk("up").Channels() == 1 })
+	waitFor(t, 5*time.Second, "the first call to take the channel", func() bool { return sw.Gateway().Trunk("up").Channels() == 1 })
 	second := sipp(t, sw.udp, "uac_expect.xml", freePort(t), "udp", "-s", "030555", "-key", "user", "1002", "-au", "1002", "-ap", "demo1002")
 	if !strings.Contains(second, "SIP/2.0 503 ") {
 		t.Fatalf("second call over a full trunk: want 503\n%s", second)
 	}
 	<-first
 	waitUp()
-	if n := sw.Gateway.Trunk("up").Channels(); n != 0 {
+	if n := sw.Gateway().Trunk("up").Channels(); n != 0 {
 		t.Fatalf("channels after the calls = %d", n)
 	}
 }

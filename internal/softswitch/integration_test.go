@@ -1,4 +1,4 @@
-package softswitch
+package softswitch_test
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 	"github.com/voxvisor/voxvisor/configs"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
+	"github.com/voxvisor/voxvisor/internal/softswitch"
 	"github.com/voxvisor/voxvisor/internal/testenv"
 )
 
@@ -31,7 +32,7 @@ func need(t *testing.T, tool string) string {
 
 // running is a switch started for one test.
 type running struct {
-	*Switch
+	*softswitch.Switch
 	udp, tcp, tls string // bound addresses
 	stop          func()
 }
@@ -55,7 +56,7 @@ func start(t *testing.T, dir string, mutate func(*config.Config)) *running {
 		mutate(cfg)
 	}
 	log := logging.New(testWriter{t}, "warn", "text")
-	sw, err := New(cfg, log)
+	sw, err := softswitch.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

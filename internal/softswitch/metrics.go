@@ -24,7 +24,7 @@ func (sw *Switch) metrics() *prometheus.Registry {
 		sw.Relay.Collector(),
 		sw.Anchor.Collector(),
 		sw.CDRs.Collector(),
-		gateway.TrunkCollector(sw.gateway, sw.Registrations),
+		gateway.TrunkCollector(sw.Gateway, sw.Registrations),
 	)
 	return reg
 }

@@ -1,4 +1,4 @@
-package softswitch
+package softswitch_test
 
 import (
 	"context"
@@ -106,7 +106,7 @@ func TestSoak(t *testing.T) {
 			reloads++
 		case <-hangup.C:
 			if ds := sw.Dialogs.Dialogs(); len(ds) > 0 {
-				if sw.endCall(ds[rand.IntN(len(ds))].ID, "operator", "soak") {
+				if sw.Hangup(ds[rand.IntN(len(ds))].ID, "operator", "soak") {
 					hangups++
 				}
 			}
@@ -121,7 +121,7 @@ func TestSoak(t *testing.T) {
 	src := netip.MustParseAddr("127.0.0.1")
 	settled := func() bool {
 		return sw.Dialogs.Len() == 0 && sw.Relay.Len() == 0 && sw.Relay.Allocator().InUse() == 0 && sw.Anchor.Calls() == 0 &&
-			sw.gateway().Trunk("up").Channels() == 0 && sw.Guard.Dialogs.Held(src) == 0 && sw.Guard.Streams.Held(src) == 0
+			sw.Gateway().Trunk("up").Channels() == 0 && sw.Guard.Dialogs.Held(src) == 0 && sw.Guard.Streams.Held(src) == 0
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for !settled() && time.Now().Before(deadline) {
@@ -130,7 +130,7 @@ func TestSoak(t *testing.T) {
 	if !settled() {
 		t.Errorf("left after the soak: %d dialogs, %d relay sessions, %d port pairs, %d anchored calls, %d trunk channels, %d call slots and %d stream slots of 127.0.0.1",
 			sw.Dialogs.Len(), sw.Relay.Len(), sw.Relay.Allocator().InUse(), sw.Anchor.Calls(),
-			sw.gateway().Trunk("up").Channels(), sw.Guard.Dialogs.Held(src), sw.Guard.Streams.Held(src))
+			sw.Gateway().Trunk("up").Channels(), sw.Guard.Dialogs.Held(src), sw.Guard.Streams.Held(src))
 	}
 	begun, ended := sw.Dialogs.Begun.Load(), sw.Dialogs.Ended.Load()
 	cdrs, err := gateway.ReadCDRs(filepath.Join(sw.Config.DataDir, "cdr.jsonl"))

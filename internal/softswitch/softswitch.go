@@ -20,6 +20,7 @@ import (
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/admin"
@@ -50,7 +51,6 @@ type Switch struct {
 	Pinger    *keepalive.Pinger // keeps NATed UDP contacts reachable (nat.*)
 	Relay     *media.Relay
 	Anchor    *anchor.Anchor
-	Gateway   *gateway.Gateway // nil without trunks
 	Guard     *guard.Guard
 	// Dialogs is the one table of calls: every way a call ends goes
 	// through it (CDR first, then the media).
@@ -68,7 +68,8 @@ type Switch struct {
 	Reloader func() (*config.Config, error)
 
 	draining atomic.Bool
-	gw       atomic.Pointer[gateway.Gateway] // the current one (Gateway is the start-up one)
+	gw       atomic.Pointer[gateway.Gateway] // the current trunks and dial plan; nil without trunks
+	registry *prometheus.Registry
 	log      *slog.Logger
 }
 
@@ -166,7 +167,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	}
 	undo = append(undo, func() error { srv.Close(); return nil })
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
-		Gateway: gw, Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
+		Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
 	pings := keepalive.NewSIPSender(srv.TransactionLayer(), self)
@@ -189,8 +190,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	dialogs.SetSender(sw.Proxy)
 	sw.gw.Store(gw)
 	sw.Proxy.AddHook(an)
+	sw.registry = sw.metrics()
 	if cfg.Admin.Listen != "off" {
-		adm, err := admin.New(cfg.Admin.Listen, cfg.Admin.Token, backend{sw}, sw.metrics(), log)
+		adm, err := admin.New(cfg.Admin.Listen, cfg.Admin.Token, backend{sw}, sw.registry, log)
 		if err == nil {
 			err = adm.Listen()
 		}
@@ -239,7 +241,7 @@ func (sw *Switch) drainGate(next sip.Handler) sip.Handler {
 // fromCarrier reports whether r is an INVITE from a trunk's inbound
 // networks: the gateway routes it by its DID, no one authenticates it.
 func (sw *Switch) fromCarrier(r *sip.Request) bool {
-	return r.Method == siplib.INVITE && sw.gateway().Identify(r.Source.Addr()) != nil
+	return r.Method == siplib.INVITE && sw.Gateway().Identify(r.Source.Addr()) != nil
 }
 
 // route runs the proxy and answers requests that turn out to be for us.
@@ -334,14 +336,14 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
 	go func() { served <- sw.Server.Serve(srvCtx) }()
-	if gw := sw.gateway(); gw != nil && gw.Registers() {
+	if gw := sw.Gateway(); gw != nil && gw.Registers() {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := sw.Server.WaitReady(rctx); err != nil {
 			sw.log.Error("listeners not ready; trunks register anyway", "error", err)
 		}
 		cancel()
 	}
-	sw.Registrations.Start(ctx, sw.gateway())
+	sw.Registrations.Start(ctx, sw.Gateway())
 	var err error
 	done := false
 	select {
@@ -392,10 +394,11 @@ func (sw *Switch) drain() {
 	}
 }
 
-// endCall ends a call from voxvisor's side: its CDR first, while the
-// media statistics are still there, then a BYE to both sides and the
-// media released. It reports whether the call existed.
-func (sw *Switch) endCall(id, by, why string) bool {
+// Hangup ends call id from voxvisor's side (by: operator, system; why
+// goes into the BYEs' Reason and the CDR): its CDR first, while the media
+// statistics are still there, then a BYE to both sides and the media
+// released. It reports whether the call existed.
+func (sw *Switch) Hangup(id, by, why string) bool {
 	return sw.Dialogs.Hangup(id, dialog.Ending{By: by, Reason: why})
 }
 
@@ -426,7 +429,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		var err error
-		if gw, err = gateway.New(gatewayOptions(cfg), sw.gateway()); err != nil {
+		if gw, err = gateway.New(gatewayOptions(cfg), sw.Gateway()); err != nil {
 			return fmt.Errorf("reload trunks: %w", err)
 		}
 		if err := sw.Registrations.CanRegister(gw); err != nil {
@@ -444,7 +447,12 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	return nil
 }
 
-func (sw *Switch) gateway() *gateway.Gateway { return sw.gw.Load() }
+// Gateway is the running trunks and dial plan (a reload replaces them);
+// nil without trunks.
+func (sw *Switch) Gateway() *gateway.Gateway { return sw.gw.Load() }
+
+// Metrics is the registry /metrics serves: every component's collector.
+func (sw *Switch) Metrics() *prometheus.Registry { return sw.registry }
 
 // ReloadNow reads the configuration with Reloader and applies it. A bad
 // file is rejected with its file:line error and the running one is kept.
