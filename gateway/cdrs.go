@@ -21,20 +21,44 @@ type CDRs struct {
 	now   func() time.Time
 
 	outcomes *prometheus.CounterVec // finished calls by status and direction
+	started  *prometheus.CounterVec // calls begun, by direction
+	answered *prometheus.CounterVec // calls answered, by direction
 }
 
-var _ dialog.Observer = (*CDRs)(nil)
+var (
+	_ dialog.Observer       = (*CDRs)(nil)
+	_ dialog.StartObserver  = (*CDRs)(nil)
+	_ dialog.AnswerObserver = (*CDRs)(nil)
+)
 
 // NewCDRs returns a CDR writer for the dialog table, reading each call's
 // media statistics with media.
 func NewCDRs(w *CDRWriter, media func(string) []Stream, log *slog.Logger) *CDRs {
 	return &CDRs{w: w, media: media, log: log, now: time.Now,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "calls_total",
-			Help: "Finished call attempts by final status and direction."}, []string{"status", "direction"})}
+			Help: "Finished call attempts by final status and direction."}, []string{"status", "direction"}),
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "calls_started_total",
+			Help: "Call attempts begun (routed and accepted), by direction: with calls_answered_total, the answer-seizure ratio as it happens."}, []string{"direction"}),
+		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "calls_answered_total",
+			Help: "Calls answered (their first 2xx), by direction."}, []string{"direction"}),
+	}
 }
 
-// Collector exports the finished calls by status and direction.
-func (c *CDRs) Collector() prometheus.Collector { return c.outcomes }
+// Collector exports the calls begun, answered, and finished by status,
+// by direction.
+func (c *CDRs) Collector() prometheus.Collector {
+	var m metrics.Set
+	m.Add(c.outcomes)
+	m.Add(c.started)
+	m.Add(c.answered)
+	return &m
+}
+
+// DialogStarted counts a call begun.
+func (c *CDRs) DialogStarted(d *dialog.Dialog) { c.started.WithLabelValues(d.Direction).Inc() }
+
+// DialogAnswered counts a call answered.
+func (c *CDRs) DialogAnswered(d *dialog.Dialog) { c.answered.WithLabelValues(d.Direction).Inc() }
 
 // DialogEnded writes d's CDR.
 func (c *CDRs) DialogEnded(d *dialog.Dialog, e dialog.Ending) {

@@ -136,6 +136,19 @@ type Observer interface {
 	DialogEnded(d *Dialog, e Ending)
 }
 
+// An Observer may also follow a dialog's life by implementing these; it
+// is told in subscription order, outside any lock of the table's.
+type (
+	// StartObserver is told of each dialog begun (an initial INVITE
+	// routed and accepted).
+	StartObserver interface{ DialogStarted(d *Dialog) }
+	// AnswerObserver is told when a dialog is answered (its first 2xx).
+	AnswerObserver interface{ DialogAnswered(d *Dialog) }
+	// RefreshObserver is told of each session refresh (a 2xx to a
+	// re-INVITE or UPDATE).
+	RefreshObserver interface{ DialogRefreshed(d *Dialog) }
+)
+
 // Sender sends a request the switch originates (proxy.Originate).
 type Sender interface {
 	Originate(ctx context.Context, req *siplib.Request, dest, transport string) (int, error)
@@ -154,6 +167,8 @@ type Dialog struct {
 	// Shift is how many CSeqs the proxy added on the caller's side
 	// downstream (credential retries to a carrier).
 	Shift atomic.Uint32
+
+	table *Table // set once, at Begin
 
 	mu        sync.Mutex
 	trunk     string
@@ -238,6 +253,18 @@ func (d *Dialog) Request(r *sip.Request) {
 // the session timer it agreed. It reports false when the dialog was
 // already answered (another branch's 2xx, a retransmission).
 func (d *Dialog) Answered(res *siplib.Response, now time.Time) bool {
+	if !d.answer(res, now) {
+		return false
+	}
+	for _, o := range d.table.observers {
+		if a, ok := o.(AnswerObserver); ok {
+			a.DialogAnswered(d)
+		}
+	}
+	return true
+}
+
+func (d *Dialog) answer(res *siplib.Response, now time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.answered.IsZero() || d.ended {
@@ -259,10 +286,16 @@ func (d *Dialog) Answered(res *siplib.Response, now time.Time) bool {
 // refresh (RFC 4028 §10) that also renews the timer's interval.
 func (d *Dialog) Refreshed(res *siplib.Response, now time.Time) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.refreshed = now
 	if se := sessionExpires(res); se > 0 {
 		d.expires = se
+	}
+	d.mu.Unlock()
+	d.table.Refreshes.Add(1)
+	for _, o := range d.table.observers {
+		if r, ok := o.(RefreshObserver); ok {
+			r.DialogRefreshed(d)
+		}
 	}
 }
 
@@ -293,9 +326,10 @@ type Table struct {
 	observers []Observer // set before serving
 
 	// Counters for metrics.
-	Begun   atomic.Uint64 // dialogs begun
-	Ended   atomic.Uint64 // dialogs ended (each once)
-	Expired atomic.Uint64 // ended by a session timer or an age bound
+	Begun     atomic.Uint64 // dialogs begun
+	Ended     atomic.Uint64 // dialogs ended (each once)
+	Expired   atomic.Uint64 // ended by a session timer or an age bound
+	Refreshes atomic.Uint64 // session refreshes seen
 
 	byes sync.WaitGroup // BYEs of Hangup awaiting their answers
 
@@ -333,6 +367,18 @@ func (t *Table) Check(r *siplib.Request) error {
 // exists (a spiral, a second INVITE racing the first): nothing new is
 // taken. A source at its limit of dialogs gets 503.
 func (t *Table) Begin(r *sip.Request) (d *Dialog, ok bool, err error) {
+	d, ok, err = t.begin(r)
+	if ok {
+		for _, o := range t.observers {
+			if s, ok := o.(StartObserver); ok {
+				s.DialogStarted(d)
+			}
+		}
+	}
+	return d, ok, err
+}
+
+func (t *Table) begin(r *sip.Request) (d *Dialog, ok bool, err error) {
 	id := r.CallID().Value()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -340,7 +386,7 @@ func (t *Table) Begin(r *sip.Request) (d *Dialog, ok bool, err error) {
 		return d, false, nil
 	}
 	src := r.Source.Addr()
-	d = &Dialog{ID: id, Source: src, Direction: r.Direction, Dialed: r.Dialed, Created: t.now()}
+	d = &Dialog{ID: id, Source: src, Direction: r.Direction, Dialed: r.Dialed, Created: t.now(), table: t}
 	if d.Direction == "" {
 		d.Direction = "local"
 	}
@@ -605,6 +651,7 @@ func nameAddr(u siplib.Uri, display string) string {
 func (t *Table) Collector() prometheus.Collector {
 	var m metrics.Set
 	m.Gauge("calls_active", "Calls in progress (ringing or answered).", func() float64 { return float64(t.Len()) })
+	m.Counter("dialogs_refreshed_total", "Session refreshes (RFC 4028: a 2xx to a re-INVITE or UPDATE) seen on calls in progress.", func() float64 { return float64(t.Refreshes.Load()) })
 	m.Counter("dialogs_expired_total", "Calls ended by voxvisor because their session timer ran out without a refresh, or they reached dialog.max_age (a BYE each way).", func() float64 { return float64(t.Expired.Load()) })
 	return &m
 }

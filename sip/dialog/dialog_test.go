@@ -299,3 +299,53 @@ func TestPerSourceSlots(t *testing.T) {
 		t.Fatalf("room again, still refused: %v", err)
 	}
 }
+
+// lifeRecorder follows every event of a dialog's life.
+type lifeRecorder struct {
+	name   string
+	events *[]string
+}
+
+func (l lifeRecorder) DialogStarted(d *Dialog) {
+	*l.events = append(*l.events, l.name+" started "+d.ID)
+}
+func (l lifeRecorder) DialogAnswered(d *Dialog) {
+	*l.events = append(*l.events, l.name+" answered "+d.ID)
+}
+func (l lifeRecorder) DialogRefreshed(d *Dialog) {
+	*l.events = append(*l.events, l.name+" refreshed "+d.ID)
+}
+func (l lifeRecorder) DialogEnded(d *Dialog, e Ending) {
+	*l.events = append(*l.events, l.name+" ended "+d.ID+" by "+e.By)
+}
+
+// TestLifeEvents: observers hear of a dialog's start, answer, refreshes
+// and end, each once, in subscription order; a second 2xx is no second
+// answer, and a failed Begin (a source at its limit) starts nothing.
+func TestLifeEvents(t *testing.T) {
+	var events []string
+	tb := New(Options{PerSource: guard.NewSlots(1)}, logging.Discard())
+	tb.Subscribe(lifeRecorder{"cdr", &events})
+	tb.Subscribe(lifeRecorder{"media", &events})
+	r := invite(t, "life", "127.0.0.5:5060")
+	d, _, err := tb.Begin(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tb.Begin(invite(t, "refused", "127.0.0.5:5060")); err == nil {
+		t.Fatal("a second call over the source's limit was begun")
+	}
+	tb.Begin(r) // the same INVITE again: nothing new
+	d.Answered(ok200(r, "127.0.0.9:5070"), time.Now())
+	d.Answered(ok200(r, "127.0.0.9:5070"), time.Now())
+	d.Refreshed(ok200(r, "127.0.0.9:5070"), time.Now())
+	tb.End("life", Ending{By: "callee"})
+	want := []string{"cdr started life", "media started life", "cdr answered life", "media answered life",
+		"cdr refreshed life", "media refreshed life", "cdr ended life by callee", "media ended life by callee"}
+	if strings.Join(events, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
+	}
+	if tb.Refreshes.Load() != 1 {
+		t.Fatalf("refreshes counted %d, want 1", tb.Refreshes.Load())
+	}
+}
