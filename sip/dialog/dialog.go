@@ -178,6 +178,7 @@ type Dialog struct {
 	refreshed time.Time     // the answer, or the last session refresh
 	expires   time.Duration // negotiated Session-Expires; 0: none
 	holds     []func()
+	earlyEnd  func() // cancels the INVITE while it rings; nil once answered
 	ended     bool
 }
 
@@ -227,6 +228,15 @@ func (d *Dialog) Hold(release func()) {
 	d.mu.Unlock()
 }
 
+// OnEarlyEnd sets what Hangup calls to end the dialog while it still
+// rings (the proxy cancels the INVITE's branches and answers the caller
+// 487). The last one set counts (failover tries one target at a time).
+func (d *Dialog) OnEarlyEnd(f func()) {
+	d.mu.Lock()
+	d.earlyEnd = f
+	d.mu.Unlock()
+}
+
 // SideOf says which party sent r (by its From tag).
 func (d *Dialog) SideOf(r *siplib.Request) Side {
 	d.mu.Lock()
@@ -271,6 +281,7 @@ func (d *Dialog) answer(res *siplib.Response, now time.Time) bool {
 		return false
 	}
 	d.answered, d.refreshed, d.status = now, now, res.StatusCode
+	d.earlyEnd = nil
 	b := &d.parties[Callee]
 	b.Tag = tagOf(res.To().Params)
 	b.NameAddr = nameAddr(res.To().Address, res.To().DisplayName)
@@ -493,15 +504,26 @@ func (t *Table) finish(d *Dialog, e Ending) {
 
 // Hangup ends dialog id from voxvisor's side: a BYE to each side of an
 // answered call saying why (its Reason header carries e.Cause and
-// e.Reason), then End. It reports whether the dialog existed. The BYEs go
-// out in the background; Hangup does not wait for their answers.
+// e.Reason); a call still ringing is cancelled instead (its branches get
+// CANCEL, the caller 487; see OnEarlyEnd). Either way it ends as End
+// does. It reports whether the dialog existed. The BYEs go out in the
+// background; Hangup does not wait for their answers.
 func (t *Table) Hangup(id string, e Ending) bool {
 	d := t.remove(id)
 	if d == nil {
 		return false
 	}
 	byes, dests := d.byes(e)
+	d.mu.Lock()
+	early := d.earlyEnd
+	if d.answered.IsZero() && e.Status == 0 {
+		e.Status = 487 // ended while it rang
+	}
+	d.mu.Unlock()
 	t.finish(d, e)
+	if early != nil {
+		early()
+	}
 	if t.sender == nil {
 		return true
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -223,15 +224,25 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 		pending        = len(branches)
 		timerC         <-chan time.Time
 	)
+	var ended atomic.Bool // the switch ended the call while it rang
 	if isInvite && r.Tx != nil {
 		once := make(chan struct{}, 1)
-		r.Tx.OnCancel(func(*siplib.Request) {
+		cancel := func() {
 			select {
 			case once <- struct{}{}:
 				close(upstreamCancel)
 			default:
 			}
-		})
+		}
+		r.Tx.OnCancel(func(*siplib.Request) { cancel() })
+		if c.dlg != nil && !hasToTag(r.Request) {
+			// An operator, a drain or an expiry ending the call while it
+			// rings cancels it as the caller's CANCEL would.
+			c.dlg.OnEarlyEnd(func() {
+				ended.Store(true)
+				cancel()
+			})
+		}
 		if p.cfg.RingTimeout > 0 {
 			t := time.NewTimer(p.cfg.RingTimeout)
 			defer t.Stop()
@@ -312,8 +323,11 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 	switch {
 	case answered:
 		return 200, nil, nil
+	case cancelledUp && ended.Load():
+		// No CANCEL came from the caller: it is told here.
+		return 487, nil, sip.Status(487, "Request Terminated")
 	case cancelledUp:
-		return 487, nil, nil
+		return 487, nil, nil // sipgo answered the caller's CANCEL with 487
 	}
 	best := bestResponse(finals)
 	if best == nil || (timedOut && best.StatusCode == 487) {
@@ -371,7 +385,7 @@ func (p *Proxy) forwardSerial(ctx context.Context, r *sip.Request, fwd *siplib.R
 			t.egress.Release()
 		}
 		if status == 487 {
-			return status, nil
+			return status, err
 		}
 		last, lastStatus, lastErr = best, status, err
 		if !(status == 408 || status >= 500 && status < 600 || status == 0) {

@@ -189,6 +189,7 @@ func TestForwardingStateMachine(t *testing.T) {
 		t1Full    bool
 		ring      time.Duration // Timer C; 0: a minute
 		cancelUp  bool          // the caller CANCELs once ringing is heard
+		hangup    bool          // the operator hangs up once ringing is heard
 		want      int           // final status upstream
 		upstream  []int         // every status sent upstream, in order (nil: not checked)
 		cancelled []string      // destinations that got a CANCEL
@@ -215,6 +216,12 @@ func TestForwardingStateMachine(t *testing.T) {
 		{name: "CANCEL from the caller reaches every branch: 487",
 			behave:   map[string]func(*callee){a: ring(false), b: ring(false), c: ring(false)},
 			cancelUp: true, want: 487, cancelled: []string{a, b, c}},
+		{name: "the operator hangs up a ringing call: every branch cancelled, 487 to the caller",
+			behave: map[string]func(*callee){a: ring(false), b: ring(false), c: ring(false)},
+			hangup: true, want: 487, cancelled: []string{a, b, c}},
+		{name: "failover: the operator hangs up while the trunk rings",
+			serial: true, hangup: true, behave: map[string]func(*callee){t1: ring(false), t2: answer(0)},
+			want: 487, invited: []string{t1}, cancelled: []string{t1}},
 		{name: "CANCEL crossing a 200: the call is answered",
 			behave:   map[string]func(*callee){a: ring(true), b: ring(false), c: ring(false)},
 			cancelUp: true, want: 200},
@@ -258,11 +265,15 @@ func TestForwardingStateMachine(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.User = "1001" // as the auth step leaves it
-			if tc.cancelUp {
+			if tc.cancelUp || tc.hangup {
 				go func() {
 					for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 						if res := rec.Last(); res != nil && res.StatusCode == 180 {
-							rec.Cancel()
+							if tc.hangup {
+								p.dialogs.Hangup(r.CallID().Value(), dialog.Ending{By: "operator", Reason: "test"})
+							} else {
+								rec.Cancel()
+							}
 							return
 						}
 					}
