@@ -88,27 +88,55 @@ func Desired(cfg *config.Config, vols volume.Store) ([]*Trunk, []string, error) 
 			},
 		}
 		if cfg.Provision.Firewall.Backend != "none" {
-			r := &firewall.Rules{Trunk: t.Name, Dest: addr.Addr(), UDPPorts: udp, TCPPorts: tcp, LogRate: cfg.Provision.Firewall.LogRate}
-			for _, c := range t.Inbound.CIDRs {
-				r.Peers = append(r.Peers, netip.MustParsePrefix(c).Masked())
-			}
-			for _, p := range t.Peers {
-				if a, err := netip.ParseAddr(p.Host); err == nil {
-					r.Peers = append(r.Peers, netip.PrefixFrom(a, a.BitLen()))
-				} else {
-					warn = append(warn, fmt.Sprintf("trunk %s: peer %s is a name, not an address: list its addresses in inbound.cidrs for the firewall to let it in", t.Name, p.Host))
-				}
-			}
-			// Peer addresses inside an inbound CIDR are let in by the CIDR.
-			r.Peers = firewall.Cover(r.Peers)
-			if len(r.Peers) == 0 {
-				warn = append(warn, fmt.Sprintf("trunk %s: no peer addresses: its firewall drops all SIP and media to %s", t.Name, addr.Addr()))
-			}
-			tr.Firewall = r
+			r, w := trunkRules(cfg, t, addr.Addr(), udp, tcp)
+			tr.Firewall, warn = r, append(warn, w...)
 		}
 		out = append(out, tr)
 	}
 	return out, warn, nil
+}
+
+// FirewallRules are the firewall rules of the trunks with an endpoint, as
+// apply puts them in (none with provision.firewall.backend: none): what
+// serve reads the counters of.
+func FirewallRules(cfg *config.Config) []*firewall.Rules {
+	if cfg.Provision.Firewall.Backend == "none" {
+		return nil
+	}
+	udp, tcp := ports(cfg)
+	var out []*firewall.Rules
+	for i := range cfg.Trunks {
+		t := &cfg.Trunks[i]
+		if t.Endpoint == nil {
+			continue
+		}
+		r, _ := trunkRules(cfg, t, netip.MustParsePrefix(t.Endpoint.Network.Address).Addr(), udp, tcp)
+		out = append(out, r)
+	}
+	return out
+}
+
+// trunkRules are trunk t's firewall rules for its endpoint at addr: SIP
+// and media from its peers and inbound networks only.
+func trunkRules(cfg *config.Config, t *config.Trunk, addr netip.Addr, udp, tcp []firewall.PortRange) (*firewall.Rules, []string) {
+	var warn []string
+	r := &firewall.Rules{Trunk: t.Name, Dest: addr, UDPPorts: udp, TCPPorts: tcp, LogRate: cfg.Provision.Firewall.LogRate}
+	for _, c := range t.Inbound.CIDRs {
+		r.Peers = append(r.Peers, netip.MustParsePrefix(c).Masked())
+	}
+	for _, p := range t.Peers {
+		if a, err := netip.ParseAddr(p.Host); err == nil {
+			r.Peers = append(r.Peers, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			warn = append(warn, fmt.Sprintf("trunk %s: peer %s is a name, not an address: list its addresses in inbound.cidrs for the firewall to let it in", t.Name, p.Host))
+		}
+	}
+	// Peer addresses inside an inbound CIDR are let in by the CIDR.
+	r.Peers = firewall.Cover(r.Peers)
+	if len(r.Peers) == 0 {
+		warn = append(warn, fmt.Sprintf("trunk %s: no peer addresses: its firewall drops all SIP and media to %s", t.Name, addr))
+	}
+	return r, warn
 }
 
 // instanceID changes when what cloud-init configures changes, so that it

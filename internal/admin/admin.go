@@ -45,6 +45,16 @@ type TrunkInfo struct {
 	MaxChannels  int               `json:"max_channels"`
 	Registers    bool              `json:"registers"`
 	Registration *gateway.RegState `json:"registration,omitempty"`
+	// Firewall is the trunk's endpoint firewall, for a trunk provisioned
+	// with one (voxvisor provision) that this process can read.
+	Firewall *FirewallInfo `json:"firewall,omitempty"`
+}
+
+// FirewallInfo is what a trunk's firewall rules let in and kept out.
+type FirewallInfo struct {
+	Accepted uint64 `json:"accepted_packets"` // from the trunk's peers
+	Dropped  uint64 `json:"dropped_packets"`  // from anyone else
+	InSync   bool   `json:"in_sync"`          // the rules are as configured
 }
 
 // Binding is one registration as the API shows it.

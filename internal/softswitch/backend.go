@@ -3,6 +3,7 @@ package softswitch
 import (
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/admin"
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
 	"github.com/voxvisor/voxvisor/sip/location"
 )
 
@@ -34,8 +35,12 @@ func (b backend) Trunks() []admin.TrunkInfo {
 	if gw == nil {
 		return out
 	}
+	fw := b.sw.firewall.status()
 	for _, t := range gw.Trunks() {
 		ti := admin.TrunkInfo{Name: t.Name, Channels: t.Channels(), MaxChannels: t.MaxChannels, Registers: t.Register}
+		if st, ok := fw[t.Name]; ok {
+			ti.Firewall = &admin.FirewallInfo{Accepted: st.Accepted, Dropped: st.Dropped, InSync: st.Action == firewall.InSync}
+		}
 		if t.Register && b.sw.Registrations != nil {
 			if st, ok := b.sw.Registrations.State(t.Name); ok {
 				ti.Registration = &st

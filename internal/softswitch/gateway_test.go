@@ -237,3 +237,25 @@ func TestOutboundDigest(t *testing.T) {
 func gatewayCDRs(sw *running) ([]gateway.CDR, error) {
 	return gateway.ReadCDRs(filepath.Join(sw.Config.DataDir, "cdr.jsonl"))
 }
+
+// TestTrunkFirewallVisible: a trunk provisioned with an endpoint firewall
+// shows its firewall in /metrics and the admin API's trunk list. Here the
+// rules were never applied in this namespace (the test changes no host
+// firewall), so they show as not in sync; provisioning/firewall's netns
+// test reads real counters through the same collector.
+func TestTrunkFirewallVisible(t *testing.T) {
+	need(t, "nft")
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "walled", Peers: []config.Peer{{Host: "192.0.2.10", Port: 5060, Transport: "udp"}},
+			RegExpires: 600, Endpoint: &config.Endpoint{Network: config.EndpointNetwork{Address: "10.99.77.21/24"}}}}
+		c.Provision.Firewall.Backend = "nftables"
+	})
+	code, body := sw.api(t, "GET", "/metrics")
+	if code != 200 || !strings.Contains(body, `voxvisor_firewall_rules_in_sync{trunk="walled"} 0`) {
+		t.Fatalf("/metrics (%d) lacks the trunk's firewall state:\n%s", code, grepLines(body, "firewall"))
+	}
+	code, body = sw.api(t, "GET", "/api/v1/trunks")
+	if code != 200 || !strings.Contains(body, `"firewall"`) || !strings.Contains(body, `"in_sync": false`) {
+		t.Fatalf("/api/v1/trunks (%d): %s", code, body)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/voxvisor/voxvisor/gateway"
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
 )
 
 // metrics registers voxvisor's Prometheus metrics: each component
@@ -26,5 +27,8 @@ func (sw *Switch) metrics() *prometheus.Registry {
 		sw.CDRs.Collector(),
 		gateway.TrunkCollector(sw.Gateway, sw.Registrations),
 	)
+	if f := sw.firewall; f != nil {
+		reg.MustRegister(firewall.Collector(f.fw, f.rules, sw.log))
+	}
 	return reg
 }

@@ -27,6 +27,8 @@ import (
 	"github.com/voxvisor/voxvisor/internal/anchor"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/media"
+	"github.com/voxvisor/voxvisor/provisioning"
+	"github.com/voxvisor/voxvisor/provisioning/firewall"
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
@@ -70,6 +72,7 @@ type Switch struct {
 	draining atomic.Bool
 	gw       atomic.Pointer[gateway.Gateway] // the current trunks and dial plan; nil without trunks
 	registry *prometheus.Registry
+	firewall *trunkFirewall // nil: no provisioned endpoint firewall to read
 	log      *slog.Logger
 }
 
@@ -190,6 +193,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	dialogs.SetSender(sw.Proxy)
 	sw.gw.Store(gw)
 	sw.Proxy.AddHook(an)
+	sw.firewall = openFirewall(cfg, log)
 	sw.registry = sw.metrics()
 	if cfg.Admin.Listen != "off" {
 		adm, err := admin.New(cfg.Admin.Listen, cfg.Admin.Token, backend{sw}, sw.registry, log)
@@ -400,6 +404,53 @@ func (sw *Switch) drain() {
 // released. It reports whether the call existed.
 func (sw *Switch) Hangup(id, by, why string) bool {
 	return sw.Dialogs.Hangup(id, dialog.Ending{By: by, Reason: why})
+}
+
+// trunkFirewall is the provisioned endpoint firewall of the trunks, read
+// for metrics and the admin API (voxvisor provision puts it in).
+type trunkFirewall struct {
+	fw    firewall.Backend
+	rules []*firewall.Rules
+}
+
+// openFirewall opens the firewall backend the configuration provisions
+// with, when a trunk has an endpoint; nil (and a warning) when it cannot.
+func openFirewall(cfg *config.Config, log *slog.Logger) *trunkFirewall {
+	rules := provisioning.FirewallRules(cfg)
+	if len(rules) == 0 {
+		return nil
+	}
+	var fw firewall.Backend
+	var err error
+	switch cfg.Provision.Firewall.Backend {
+	case "nftables":
+		fw, err = firewall.OpenNFT()
+	case "iptables":
+		fw, err = firewall.OpenIPTables()
+	default:
+		return nil
+	}
+	if err != nil {
+		log.Warn("trunk firewall counters unavailable", "backend", cfg.Provision.Firewall.Backend, "error", err)
+		return nil
+	}
+	return &trunkFirewall{fw: fw, rules: rules}
+}
+
+// status is each trunk's firewall state, by trunk name.
+func (f *trunkFirewall) status() map[string]firewall.Status {
+	out := map[string]firewall.Status{}
+	if f == nil {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, r := range f.rules {
+		if st, err := f.fw.Check(ctx, r); err == nil {
+			out[r.Trunk] = st
+		}
+	}
+	return out
 }
 
 // orOff maps a configured duration to dialog.Options: 0s there means off.

@@ -3,12 +3,15 @@ package firewall
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/voxvisor/voxvisor/internal/testenv"
 )
@@ -142,6 +145,24 @@ func TestFirewallInNetns(t *testing.T) {
 			if st.Accepted < 3 || st.Dropped < 3 {
 				t.Errorf("counters: accepted %d dropped %d, want at least 3 each", st.Accepted, st.Dropped)
 			}
+			// The same counters, and the rules' state, as metrics; a trunk
+			// whose rules are missing shows as not in sync.
+			// (Prometheus collects on goroutines of its own: each Check
+			// is taken into the namespace.)
+			got, err := gather(Collector(inNetns{fw, do}, []*Rules{r, testRules("carrier-b", net+"22", net+"2/32")}, slog.New(slog.DiscardHandler)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, ok := range map[string]bool{
+				`voxvisor_firewall_packets_total{trunk="carrier-a",verdict="accepted"}`: got[`voxvisor_firewall_packets_total{trunk="carrier-a",verdict="accepted"}`] >= 3,
+				`voxvisor_firewall_packets_total{trunk="carrier-a",verdict="dropped"}`:  got[`voxvisor_firewall_packets_total{trunk="carrier-a",verdict="dropped"}`] >= 3,
+				`voxvisor_firewall_rules_in_sync{trunk="carrier-a"} 1`:                  got[`voxvisor_firewall_rules_in_sync{trunk="carrier-a"}`] == 1,
+				`voxvisor_firewall_rules_in_sync{trunk="carrier-b"} 0`:                  got[`voxvisor_firewall_rules_in_sync{trunk="carrier-b"}`] == 0,
+			} {
+				if !ok {
+					t.Errorf("metrics: want %s; got %v", name, got)
+				}
+			}
 			// A changed peer list is drift, and Add fixes it in place.
 			r2 := testRules("carrier-a", net+"21", net+"3/32")
 			if st, err = check(r2); err == nil && st.Action == Drifted {
@@ -188,6 +209,42 @@ func TestFirewallInNetns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// inNetns is a backend whose Checks run in a test's namespace.
+type inNetns struct {
+	Backend
+	do func(func())
+}
+
+func (b inNetns) Check(ctx context.Context, r *Rules) (st Status, err error) {
+	b.do(func() { st, err = b.Backend.Check(ctx, r) })
+	return st, err
+}
+
+// gather collects c once: each sample as name{label="value",...} to its
+// value, labels in name order.
+func gather(c prometheus.Collector) (map[string]float64, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		return nil, err
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			out[f.GetName()+"{"+strings.Join(ls, ",")+"}"] = v
+		}
+	}
+	return out, nil
 }
 
 // TestCleanLeftovers: Clean removes what an older voxvisor left after its
