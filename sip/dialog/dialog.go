@@ -190,6 +190,12 @@ type Info struct {
 	SessionExpires                     time.Duration
 }
 
+func (d *Dialog) callerTag() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.parties[Caller].Tag
+}
+
 // Info returns a copy of d's state.
 func (d *Dialog) Info() Info {
 	d.mu.Lock()
@@ -237,20 +243,35 @@ func (d *Dialog) OnEarlyEnd(f func()) {
 	d.mu.Unlock()
 }
 
-// SideOf says which party sent r (by its From tag).
-func (d *Dialog) SideOf(r *siplib.Request) Side {
+// Match says whether in-dialog request r belongs to d, and which party
+// sent it: its From and To tags must be the dialog's two tags, one way
+// or the other (while the call rings only the caller's is known, and only
+// the caller may send). Another dialog's request that shares the Call-ID,
+// or one with a tag made up, is not d's.
+func (d *Dialog) Match(r *siplib.Request) (Side, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if tagOf(r.From().Params) == d.parties[Caller].Tag {
-		return Caller
+	from, to := tagOf(r.From().Params), tagOf(r.To().Params)
+	a, b := d.parties[Caller].Tag, d.parties[Callee].Tag
+	switch {
+	case from == a && (b == "" || to == b):
+		return Caller, true
+	case b != "" && from == b && to == a:
+		return Callee, true
 	}
-	return Callee
+	return Caller, false
 }
 
-// Request notes an in-dialog request r from its sender: its CSeq, and the
-// flow it came over.
-func (d *Dialog) Request(r *sip.Request) {
-	s := d.SideOf(r.Request)
+// IsAnswered reports whether the call was answered.
+func (d *Dialog) IsAnswered() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.answered.IsZero()
+}
+
+// Request notes an in-dialog request r from its sender s (see Match):
+// its CSeq.
+func (d *Dialog) Request(r *sip.Request, s Side) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p := &d.parties[s]
@@ -320,7 +341,13 @@ func (d *Dialog) deadline(o Options) (time.Time, string) {
 			return d.Created.Add(o.MaxEarly), "never answered"
 		}
 	case d.expires > 0:
-		return d.refreshed.Add(d.expires), "session expired"
+		// A callee's interval below Min-SE is not taken at its word, nor
+		// one beyond the age bound: the refreshes must come within it.
+		se := max(d.expires, o.MinSE)
+		if o.MaxAge > 0 {
+			se = min(se, o.MaxAge)
+		}
+		return d.refreshed.Add(se), "session expired"
 	case o.MaxAge > 0:
 		return d.answered.Add(o.MaxAge), "maximum dialog age"
 	}
@@ -366,7 +393,15 @@ func (t *Table) SetSender(s Sender) { t.sender = s }
 // Check refuses an initial INVITE whose Session-Expires is below Min-SE
 // with 422 (RFC 4028 §8.1), before anything is taken for it.
 func (t *Table) Check(r *siplib.Request) error {
-	if se, ok := headerSeconds(r.GetHeader("Session-Expires")); ok && t.opts.MinSE > 0 && se < t.opts.MinSE {
+	h := r.GetHeader("Session-Expires")
+	if h == nil {
+		h = r.GetHeader("x")
+	}
+	se, ok := headerSeconds(h)
+	if h != nil && !ok {
+		return sip.Status(400, "Bad Session-Expires")
+	}
+	if ok && t.opts.MinSE > 0 && se < t.opts.MinSE {
 		return sip.Status(422, "Session Interval Too Small",
 			siplib.NewHeader("Min-SE", strconv.Itoa(int(t.opts.MinSE/time.Second))))
 	}
@@ -394,7 +429,13 @@ func (t *Table) begin(r *sip.Request) (d *Dialog, ok bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if d := t.dialogs[id]; d != nil {
-		return d, false, nil
+		if d.callerTag() != tagOf(r.From().Params) {
+			// A new call must have a new Call-ID (RFC 3261 §8.1.1.4):
+			// this one is another call's, and would share its media.
+			return nil, false, &sip.StatusError{Code: 400, Reason: "Call-ID In Use",
+				Err: fmt.Errorf("INVITE with the Call-ID of call %s and another From tag", id)}
+		}
+		return d, false, nil // a spiral, or the same INVITE again
 	}
 	src := r.Source.Addr()
 	d = &Dialog{ID: id, Source: src, Direction: r.Direction, Dialed: r.Dialed, Created: t.now(), table: t}
@@ -564,10 +605,12 @@ func (d *Dialog) byes(e Ending) ([2]*siplib.Request, [2]Party) {
 		req.AppendHeader(siplib.NewHeader("To", dst.NameAddr+";tag="+dst.Tag))
 		cid := siplib.CallIDHeader(d.ID)
 		req.AppendHeader(&cid)
-		src.CSeq++
+		if src.CSeq < maxCSeq {
+			src.CSeq++
+		}
 		seq := src.CSeq
 		if to == Callee {
-			seq += d.Shift.Load() // the callee has seen the caller's CSeqs shifted
+			seq = min(seq+d.Shift.Load(), maxCSeq) // the callee has seen the caller's CSeqs shifted
 		}
 		req.AppendHeader(&siplib.CSeqHeader{SeqNo: seq, MethodName: siplib.BYE})
 		req.AppendHeader(siplib.NewHeader("Reason", fmt.Sprintf("SIP;cause=%d;text=%q", cause, e.Reason)))
@@ -576,6 +619,9 @@ func (d *Dialog) byes(e Ending) ([2]*siplib.Request, [2]Party) {
 	}
 	return out, d.parties
 }
+
+// maxCSeq is the largest CSeq RFC 3261 allows (§8.1.1.5: below 2^31).
+const maxCSeq = 1<<31 - 1
 
 // Run ends expired dialogs every interval until ctx ends.
 func (t *Table) Run(ctx context.Context, interval time.Duration) {

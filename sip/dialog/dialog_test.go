@@ -235,9 +235,10 @@ func TestSessionTimerNegotiation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"0", "-5", "99999999999999999999", "x"} {
+		// 0 is too small (422); the rest are not delta-seconds (400).
 		err := tb.Check(invite(t, "odd", "127.0.0.5:5060", "Session-Expires: "+bad).Request)
-		if bad == "0" && sip.StatusOf(err).Code != 422 || bad != "0" && err != nil {
-			t.Errorf("Session-Expires: %s: %v", bad, err)
+		if want := map[bool]int{true: 422, false: 400}[bad == "0"]; sip.StatusOf(err).Code != want {
+			t.Errorf("Session-Expires: %s: %v, want %d", bad, err, want)
 		}
 		// A 2xx with a value out of range agrees no timer: the age bound applies.
 		r := invite(t, "odd-"+bad, "127.0.0.5:5060")
@@ -251,6 +252,16 @@ func TestSessionTimerNegotiation(t *testing.T) {
 	tb.OfferTimer(r.Request)
 	if h := r.GetHeader("Session-Expires"); h == nil || h.Value() != "600" {
 		t.Fatalf("Session-Expires put: %v", h)
+	}
+	// The compact form counts the same.
+	if err := tb.Check(invite(t, "compact", "127.0.0.5:5060", "x: 2").Request); sip.StatusOf(err).Code != 422 {
+		t.Errorf("x: 2: %v, want 422", err)
+	}
+	// Never below the caller's own Min-SE (§8.1).
+	withMin := invite(t, "minse", "127.0.0.5:5060", "Min-SE: 3600")
+	tb.OfferTimer(withMin.Request)
+	if h := withMin.GetHeader("Session-Expires"); h == nil || h.Value() != "3600" {
+		t.Errorf("Session-Expires put with Min-SE: 3600: %v", h)
 	}
 	res := ok200(r, "127.0.0.9:5070")
 	AnswerTimer(r.Request, res)
@@ -347,5 +358,92 @@ func TestLifeEvents(t *testing.T) {
 	}
 	if tb.Refreshes.Load() != 1 {
 		t.Fatalf("refreshes counted %d, want 1", tb.Refreshes.Load())
+	}
+}
+
+// TestOneCallPerCallID: an INVITE with the Call-ID of a call in progress
+// and another From tag is refused (it would share that call's dialog and
+// media); the same INVITE again (a spiral) is the same call. An in-dialog
+// request belongs to a dialog only with both its tags.
+func TestOneCallPerCallID(t *testing.T) {
+	tb, _ := newTable(t, Options{})
+	r := invite(t, "shared", "127.0.0.5:5060")
+	d, _, err := tb.Begin(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := strings.Replace(r.String(), "tag=a-shared", "tag=intruder", 1)
+	other, _, err := siptest.Request(raw, "127.0.0.66:5060", "udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tb.Begin(other); sip.StatusOf(err).Code != 400 || tb.Len() != 1 {
+		t.Fatalf("a second call on the Call-ID: %v, %d dialogs", err, tb.Len())
+	}
+	if _, fresh, err := tb.Begin(r); err != nil || fresh {
+		t.Fatalf("the same INVITE again: fresh %v, %v", fresh, err)
+	}
+	d.Answered(ok200(r, "127.0.0.9:5070"), time.Now())
+	req := func(from, to string) *siplib.Request {
+		m, _, err := siptest.Request("BYE sip:x@127.0.0.9 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.5;branch=z9hG4bKb\n"+
+			"From: <sip:a@x>;tag="+from+"\nTo: <sip:b@x>;tag="+to+"\nCall-ID: shared\nCSeq: 9 BYE\nContent-Length: 0\n", "127.0.0.5:5060", "udp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Request
+	}
+	for _, tc := range []struct {
+		from, to string
+		side     Side
+		ok       bool
+	}{
+		{"a-shared", "b-shared", Caller, true},
+		{"b-shared", "a-shared", Callee, true},
+		{"a-shared", "made-up", Caller, false},
+		{"intruder", "b-shared", Caller, false},
+		{"made-up", "a-shared", Caller, false},
+	} {
+		if side, ok := d.Match(req(tc.from, tc.to)); ok != tc.ok || ok && side != tc.side {
+			t.Errorf("From tag %s To tag %s: %v %v, want %v %v", tc.from, tc.to, side, ok, tc.side, tc.ok)
+		}
+	}
+}
+
+// TestSessionIntervalBounds: the switch ends a session no sooner than
+// Min-SE after a refresh, whatever short interval a callee's 2xx named,
+// and no later than the age bound, however long an interval was agreed.
+func TestSessionIntervalBounds(t *testing.T) {
+	tb, _ := newTable(t, Options{MinSE: 90 * time.Second, MaxAge: time.Hour})
+	t0 := time.Now()
+	for _, tc := range []struct {
+		se   string
+		ends time.Duration
+	}{{"1;refresher=uas", 90 * time.Second}, {"4294967295;refresher=uac", time.Hour}, {"600", 600 * time.Second}} {
+		r := invite(t, "se-"+tc.se, "127.0.0.5:5060")
+		d, _, _ := tb.Begin(r)
+		d.Answered(ok200(r, "127.0.0.9:5070", siplib.NewHeader("Session-Expires", tc.se)), t0)
+		if at, why := d.deadline(tb.opts); at.Sub(t0) != tc.ends || why != "session expired" {
+			t.Errorf("Session-Expires: %s: ends after %s (%s), want %s", tc.se, at.Sub(t0), why, tc.ends)
+		}
+	}
+}
+
+// TestBYECSeqStaysValid: the BYEs voxvisor sends keep CSeq below 2^31
+// (RFC 3261 §8.1.1.5) however high a side's own CSeq went.
+func TestBYECSeqStaysValid(t *testing.T) {
+	tb, rec := newTable(t, Options{})
+	r := invite(t, "cseq", "127.0.0.5:5060")
+	d, _, _ := tb.Begin(r)
+	d.Answered(ok200(r, "127.0.0.9:5070"), time.Now())
+	hi, _, _ := siptest.Request("INFO sip:x@127.0.0.9 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.5;branch=z9hG4bKi\n"+
+		"From: <sip:a@x>;tag=a-cseq\nTo: <sip:b@x>;tag=b-cseq\nCall-ID: cseq\nCSeq: 2147483647 INFO\nContent-Length: 0\n", "127.0.0.5:5060", "udp")
+	d.Request(hi, Caller)
+	d.Shift.Store(3)
+	tb.Hangup("cseq", Ending{By: "operator"})
+	tb.WaitByes(5 * time.Second)
+	for _, b := range rec.byes {
+		if n := b.CSeq().SeqNo; n > maxCSeq {
+			t.Errorf("BYE with CSeq %d", n)
+		}
 	}
 }

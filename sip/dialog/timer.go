@@ -13,13 +13,18 @@ import (
 // learns the interval agreed, so that it can end a dialog whose refreshes
 // stopped.
 
-// OfferTimer puts Options.SessionExpires on an initial INVITE that has no
-// Session-Expires (§8.1). The phones keep whatever they asked for.
+// OfferTimer puts Options.SessionExpires (or the INVITE's own Min-SE, if
+// larger) on an initial INVITE that has no Session-Expires (§8.1). The
+// phones keep whatever they asked for.
 func (t *Table) OfferTimer(out *siplib.Request) {
 	if t.opts.SessionExpires <= 0 || out.GetHeader("Session-Expires") != nil || out.GetHeader("x") != nil {
 		return
 	}
-	out.AppendHeader(siplib.NewHeader("Session-Expires", strconv.Itoa(int(t.opts.SessionExpires/time.Second))))
+	se := t.opts.SessionExpires
+	if min, ok := headerSeconds(out.GetHeader("Min-SE")); ok && min > se {
+		se = min // never below what the caller said it takes (§8.1)
+	}
+	out.AppendHeader(siplib.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))))
 }
 
 // AnswerTimer completes the 2xx res to the INVITE req (as forwarded, with

@@ -350,7 +350,7 @@ func (p *Proxy) answered(r *sip.Request, b *branch, res *siplib.Response, c *cal
 			c.dlg.Shift.Store(b.req.CSeq().SeqNo - r.CSeq().SeqNo)
 		}
 	case hasToTag(r.Request) && (r.Method == siplib.INVITE || r.Method == siplib.UPDATE):
-		if d := p.dialogs.Get(r.CallID().Value()); d != nil {
+		if d, _ := p.dialogOf(r); d != nil {
 			d.Refreshed(res, time.Now())
 		}
 	}
@@ -428,7 +428,7 @@ func (p *Proxy) authRetry(r *sip.Request, b *branch, res *siplib.Response, event
 		return false
 	}
 	if hasToTag(r.Request) {
-		if d := p.dialogs.Get(r.CallID().Value()); d != nil {
+		if d, side := p.dialogOf(r); d != nil && side == dialog.Caller {
 			d.Shift.Add(1) // the caller's later requests follow this one's CSeq
 		}
 	}

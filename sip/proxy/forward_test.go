@@ -356,3 +356,55 @@ func TestForwardingStateMachine(t *testing.T) {
 		})
 	}
 }
+
+// TestBYEEndsOnlyItsDialog: a BYE ends the dialog whose two tags it
+// carries, and nothing else — a BYE with a made-up tag (which the far end
+// refuses with 481) leaves the call, its CDR and its media alone; the
+// caller's BYE to a call still ringing cancels the INVITE as a CANCEL
+// would.
+func TestBYEEndsOnlyItsDialog(t *testing.T) {
+	p := testProxy(t)
+	ends := &endings{m: map[string]dialog.Ending{}}
+	p.dialogs.Subscribe(ends)
+	bye := func(callID, from, to string) *sip.Request {
+		r, _, err := siptest.Request("BYE sip:1002@10.0.0.2:5062 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKbye\n"+
+			"From: <sip:1001@voxvisor.local>;tag="+from+"\nTo: <sip:1002@voxvisor.local>;tag="+to+"\nCall-ID: "+callID+
+			"\nCSeq: 5 BYE\nMax-Forwards: 70\nContent-Length: 0\n", "10.0.0.1:5060", "udp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	begin := func(callID string) (*dialog.Dialog, *sip.Request) {
+		r, _, err := siptest.Request(strings.Replace(invite("sip:1002@voxvisor.local", "sip:1001@voxvisor.local"), "Call-ID: c1", "Call-ID: "+callID, 1), "10.0.0.1:5060", "udp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _, err := p.dialogs.Begin(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, r
+	}
+	up, inv := begin("up")
+	res := fakeResponse(inv.Request, 200)
+	up.Answered(res, time.Now())
+	callee, _ := res.To().Params.Get("tag")
+	p.end(bye("up", "1", "made-up"), &call{}, 0)
+	p.end(bye("up", "intruder", callee), &call{}, 0)
+	if p.dialogs.Get("up") == nil {
+		t.Fatal("a BYE with a made-up tag ended the call")
+	}
+	p.end(bye("up", callee, "1"), &call{}, 0)
+	if e, ok := ends.m["up"]; p.dialogs.Get("up") != nil || !ok || e.By != "callee" {
+		t.Fatalf("the callee's BYE: dialog left %v, ending %+v", p.dialogs.Get("up") != nil, e)
+	}
+
+	ringing, _ := begin("ringing")
+	cancelled := false
+	ringing.OnEarlyEnd(func() { cancelled = true })
+	p.end(bye("ringing", "1", "early"), &call{}, 0)
+	if e := ends.m["ringing"]; !cancelled || e.Status != 487 || e.By != "caller" {
+		t.Fatalf("the caller's BYE while ringing: INVITE cancelled %v, ending %+v", cancelled, e)
+	}
+}

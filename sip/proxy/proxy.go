@@ -173,9 +173,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 		if err != nil {
 			return err
 		}
-		if d := p.dialogs.Get(r.CallID().Value()); d != nil {
-			d.Request(r)
-			if d.SideOf(r.Request) == dialog.Caller {
+		if d, side := p.dialogOf(r); d != nil {
+			d.Request(r, side)
+			if side == dialog.Caller {
 				fwd.CSeq().SeqNo += d.Shift.Load()
 				if (d.Direction == "outbound" || d.Direction == "transit") && c.rt.Egress != nil {
 					// Towards the carrier: its challenges are answered
@@ -256,17 +256,38 @@ func (p *Proxy) begin(r *sip.Request, fwd *siplib.Request, c *call) error {
 func (p *Proxy) end(r *sip.Request, c *call, status int) {
 	switch {
 	case r.Method == siplib.BYE:
-		d := p.dialogs.Get(r.CallID().Value())
-		if d == nil {
-			return
+		d, side := p.dialogOf(r)
+		switch {
+		case d == nil:
+			// Not a dialog of ours (another call's tags, made up ones):
+			// it ends nothing here; the far end says what it thinks.
+		case d.IsAnswered():
+			p.dialogs.End(d.ID, dialog.Ending{By: side.String()})
+		default:
+			// The caller gives up an early dialog: as a CANCEL would, the
+			// INVITE is cancelled everywhere and answered 487.
+			p.dialogs.Hangup(d.ID, dialog.Ending{By: side.String()})
 		}
-		p.dialogs.End(d.ID, dialog.Ending{By: d.SideOf(r.Request).String()})
 	case c.dlg != nil:
 		c.dlg.SetTrunk(r.Trunk)
 		if status < 200 || status >= 300 {
 			p.dialogs.End(c.dlg.ID, dialog.Ending{Status: status})
 		}
 	}
+}
+
+// dialogOf is the dialog in-dialog request r belongs to, and who sent it;
+// nil when none does (its tags are not a dialog's of ours).
+func (p *Proxy) dialogOf(r *sip.Request) (*dialog.Dialog, dialog.Side) {
+	d := p.dialogs.Get(r.CallID().Value())
+	if d == nil {
+		return nil, dialog.Caller
+	}
+	side, ok := d.Match(r.Request)
+	if !ok {
+		return nil, side
+	}
+	return d, side
 }
 
 // routeInDialog sends an in-dialog request along its dialog: to the flow
