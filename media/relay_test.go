@@ -194,7 +194,7 @@ func newRelay(t *testing.T, cfg Config, onTimeout func(string)) *Relay {
 	if !cfg.Addr.IsValid() {
 		cfg.Addr = lo
 	}
-	cfg.PortMin, cfg.PortMax = 31000, 31999
+	cfg.PortMin, cfg.PortMax = 11000, 11999
 	r, err := New(cfg, logging.Discard(), onTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -403,7 +403,7 @@ func TestHoldUsesLongerTimeout(t *testing.T) {
 }
 
 func TestPoolExhaustion(t *testing.T) {
-	r, err := New(Config{Addr: lo, PortMin: 32000, PortMax: 32003}, logging.Discard(), nil) // 2 pairs: one stream
+	r, err := New(Config{Addr: lo, PortMin: 12000, PortMax: 12003}, logging.Discard(), nil) // 2 pairs: one stream
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestPoolExhaustion(t *testing.T) {
 
 // BenchmarkForward measures one RTP packet through the relay, A to B.
 func BenchmarkForward(b *testing.B) {
-	r, _ := New(Config{Addr: lo, PortMin: 33000, PortMax: 33999}, logging.Discard(), nil)
+	r, _ := New(Config{Addr: lo, PortMin: 13000, PortMax: 13999}, logging.Discard(), nil)
 	s, _ := r.Open("bench", one)
 	defer r.Release("bench")
 	st := s.Stream(0)
@@ -495,7 +495,7 @@ func TestSRTPForwardedUntouched(t *testing.T) {
 // sweep held the relay's when it took a session's: the two deadlocked
 // within a second, and every later call with it.
 func TestNoDeadlockOpenAgainstSweep(t *testing.T) {
-	r, err := New(Config{Addr: lo, PortMin: 32100, PortMax: 32101, Timeout: time.Millisecond}, logging.Discard(), func(string) {})
+	r, err := New(Config{Addr: lo, PortMin: 12100, PortMax: 12101, Timeout: time.Millisecond}, logging.Discard(), func(string) {})
 	if err != nil {
 		t.Fatal(err)
 	}

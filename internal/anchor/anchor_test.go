@@ -35,7 +35,7 @@ func ended(a *Anchor, id string) { a.DialogEnded(&dialog.Dialog{ID: id}, dialog.
 
 func newAnchor(t *testing.T, mode Mode, policy sdp.Policy) *Anchor {
 	t.Helper()
-	r, err := media.New(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), PortMin: 34000, PortMax: 34999}, logging.Discard(), nil)
+	r, err := media.New(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), PortMin: 14000, PortMax: 14999}, logging.Discard(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 func runningAnchor(t *testing.T, cfg media.Config) *Anchor {
 	t.Helper()
 	cfg.Addr = netip.MustParseAddr("127.0.0.1")
-	cfg.PortMin, cfg.PortMax = 36000, 36999
+	cfg.PortMin, cfg.PortMax = 16000, 16999
 	var a *Anchor
 	r, err := media.New(cfg, logging.Discard(), func(id string) { ended(a, id) })
 	if err != nil {

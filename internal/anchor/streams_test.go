@@ -55,7 +55,7 @@ func invite(t *testing.T, id, src, body string) (*sip.Request, *siplib.Request) 
 
 func newLimitedAnchor(t *testing.T, pairs, maxStreams int, perSource *guard.Slots) *Anchor {
 	t.Helper()
-	r, err := media.New(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), PortMin: 35000, PortMax: 35000 + 2*pairs - 1}, logging.Discard(), nil)
+	r, err := media.New(media.Config{Addr: netip.MustParseAddr("127.0.0.1"), PortMin: 15000, PortMax: 15000 + 2*pairs - 1}, logging.Discard(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
