@@ -148,15 +148,7 @@ func TestUDPTLForwardAllocatesNothing(t *testing.T) {
 	st, a, b, legA, _ := faxStream(t, r, "fax-allocs", func(a *phone) netip.AddrPort { ar, _ := a.addrs(); return ar })
 	stranger := newPhone(t, "127.0.0.3")
 	pkt := udptlPacket(1, 0xc0, 0x01, 0x80)
-	buf := make([]byte, 1500)
-	a.rtp.WriteToUDPAddrPort(pkt, legA)
-	recv(t, b.rtp)
-	allocs := testing.AllocsPerRun(200, func() {
-		stranger.rtp.WriteToUDPAddrPort(pkt, legA)
-		a.rtp.WriteToUDPAddrPort(pkt, legA)
-		b.rtp.SetReadDeadline(time.Now().Add(2 * time.Second))
-		b.rtp.ReadFromUDPAddrPort(buf)
-	})
+	allocs := forwardAllocs(t, a, b, stranger, pkt, legA)
 	if allocs > 0.5 {
 		t.Fatalf("%.1f allocations per forwarded datagram, want 0", allocs)
 	}

@@ -25,16 +25,7 @@ var (
 )
 
 func TestLibvirtdApplyDestroy(t *testing.T) {
-	testenv.NeedRoot(t)
-	testenv.Need(t, "nft")
-	ns := testenv.Netns(t, fmt.Sprintf("vxlv-%d", os.Getpid()))
-	testenv.Run(t, "ip", "-n", ns, "link", "add", "vxbr0", "type", "bridge")
-	testenv.Run(t, "ip", "-n", ns, "link", "set", "vxbr0", "up")
-	dir := openDir(t)
-	uri := libvirtd(t, ns, dir)
-
-	base := filepath.Join(dir, "base.qcow2")
-	testenv.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "32M")
+	ns, dir, uri, base := libvirtdLab(t, "vxlv")
 	userData := filepath.Join(dir, "user-data")
 	os.WriteFile(userData, []byte("#cloud-config\npackages: [sngrep]\n"), 0o644)
 	domType := "qemu" // TCG
@@ -65,25 +56,7 @@ trunks:
 `, uri, domType, shutdown, dir, memory, base, bridge, userData)
 	}
 	ctx := context.Background()
-	// with opens a provisioner for the configuration y, as the CLI does,
-	// and runs f with it inside the namespace, so the rules land there.
-	with := func(y string, f func(p *Provisioner) error) (err error) {
-		testenv.InNetns(t, ns, func() {
-			cfg, lerr := config.Load("itest.yaml", []byte(y))
-			if lerr != nil {
-				err = lerr
-				return
-			}
-			p, closeConn, oerr := Open(ctx, cfg, nil)
-			if oerr != nil {
-				err = oerr
-				return
-			}
-			defer closeConn()
-			err = f(p)
-		})
-		return err
-	}
+	with := func(y string, f func(p *Provisioner) error) error { return withProvisioner(t, ns, "itest.yaml", y, f) }
 
 	var out bytes.Buffer
 	var pl *Plan
@@ -225,4 +198,42 @@ trunks:
 			t.Errorf("apply output lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// withProvisioner opens a provisioner for the configuration y (named
+// name), as the CLI does, and runs f with it inside namespace ns, so the
+// firewall rules land there.
+func withProvisioner(t *testing.T, ns, name, y string, f func(p *Provisioner) error) (err error) {
+	testenv.InNetns(t, ns, func() {
+		cfg, lerr := config.Load(name, []byte(y))
+		if lerr != nil {
+			err = lerr
+			return
+		}
+		p, closeConn, oerr := Open(context.Background(), cfg, nil)
+		if oerr != nil {
+			err = oerr
+			return
+		}
+		defer closeConn()
+		err = f(p)
+	})
+	return err
+}
+
+// libvirtdLab is what the libvirtd tests run in: a network namespace
+// (named from prefix) with a bridge vxbr0, a folder, a private libvirtd
+// (its URI) and a 32M qcow2 base image.
+func libvirtdLab(t *testing.T, prefix string) (ns, dir, uri, base string) {
+	t.Helper()
+	testenv.NeedRoot(t)
+	testenv.Need(t, "nft")
+	ns = testenv.Netns(t, fmt.Sprintf("%s-%d", prefix, os.Getpid()))
+	testenv.Run(t, "ip", "-n", ns, "link", "add", "vxbr0", "type", "bridge")
+	testenv.Run(t, "ip", "-n", ns, "link", "set", "vxbr0", "up")
+	dir = openDir(t)
+	uri = libvirtd(t, ns, dir)
+	base = filepath.Join(dir, "base.qcow2")
+	testenv.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "32M")
+	return ns, dir, uri, base
 }

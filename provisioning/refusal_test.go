@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/testenv"
 	"github.com/voxvisor/voxvisor/provisioning/domain"
 	"github.com/voxvisor/voxvisor/provisioning/volume"
@@ -29,16 +28,8 @@ import (
 // One foreign resource used to fail the plan as a whole, so apply and
 // destroy refused unrelated trunks; good must be made and removed as usual.
 func TestLibvirtdPlanErrors(t *testing.T) {
-	testenv.NeedRoot(t)
-	testenv.Need(t, "nft")
-	ns := testenv.Netns(t, fmt.Sprintf("vxpe-%d", os.Getpid()))
-	testenv.Run(t, "ip", "-n", ns, "link", "add", "vxbr0", "type", "bridge")
-	testenv.Run(t, "ip", "-n", ns, "link", "set", "vxbr0", "up")
-	dir := openDir(t)
-	uri := libvirtd(t, ns, dir)
+	ns, dir, uri, base := libvirtdLab(t, "vxpe")
 	images := filepath.Join(dir, "images")
-	base := filepath.Join(dir, "base.qcow2")
-	testenv.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "32M")
 
 	// What others made under the names voxvisor would use.
 	foreignXML := filepath.Join(dir, "foreign.xml")
@@ -77,23 +68,7 @@ trunks:
 		return b.String()
 	}
 	ctx := context.Background()
-	with := func(y string, f func(p *Provisioner) error) (err error) {
-		testenv.InNetns(t, ns, func() {
-			cfg, lerr := config.Load("pe.yaml", []byte(y))
-			if lerr != nil {
-				err = lerr
-				return
-			}
-			p, closeConn, oerr := Open(ctx, cfg, nil)
-			if oerr != nil {
-				err = oerr
-				return
-			}
-			defer closeConn()
-			err = f(p)
-		})
-		return err
-	}
+	with := func(y string, f func(p *Provisioner) error) error { return withProvisioner(t, ns, "pe.yaml", y, f) }
 	// errs maps trunk/resource to the change's error, "" for none.
 	errs := func(pl *Plan) map[string]string {
 		m := map[string]string{}

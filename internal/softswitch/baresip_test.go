@@ -47,18 +47,7 @@ func baresipWith(t *testing.T, ph phone, quit time.Duration, extra ...string) fu
 	cfg := fmt.Sprintf(`sip_listen 127.0.0.1:%d
 net_interface 127.0.0.1
 module_path /usr/lib/baresip/modules
-%smodule g711.so
-module ausine.so
-module aubridge.so
-module account.so
-module menu.so
-audio_source ausine,440
-audio_player aubridge,%s
-audio_alert aubridge,%s
-ausrc_srate 48000
-auplay_srate 48000
-ausrc_channels 2
-rtp_ports %d-%d
+%s`+baresipTone+`rtp_ports %d-%d
 %s
 `, port, mods, user, user, rtpLow, rtpLow+100, ph.config)
 	// The AOR names the port and transport, so baresip does no DNS lookup.
@@ -147,3 +136,19 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// baresipTone is the part of baresip's config the tests share: G.711, a
+// 440 Hz tone for a microphone, the speaker and ring bridged to the
+// aubridge devices named by its two %s.
+const baresipTone = `module g711.so
+module ausine.so
+module aubridge.so
+module account.so
+module menu.so
+audio_source ausine,440
+audio_player aubridge,%s
+audio_alert aubridge,%s
+ausrc_srate 48000
+auplay_srate 48000
+ausrc_channels 2
+`

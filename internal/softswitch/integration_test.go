@@ -229,6 +229,18 @@ func sippAsync(t *testing.T, scenario string, port int, transport string, args .
 	return wait
 }
 
+// udpOn is a UDP socket on ip:port (0: any port), closed when the test
+// ends.
+func udpOn(t *testing.T, ip string, port int) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // startSIPp starts bin (SIPp) with args in dir, its output into out;
 // exited delivers how it ended. cancel is called if it does not start.
 func startSIPp(t *testing.T, ctx context.Context, cancel func(), bin, dir string, out io.Writer, args []string) (*exec.Cmd, chan error) {
@@ -472,11 +484,7 @@ func TestRegistrationSurvivesRestart(t *testing.T) {
 	// And the restarted server routes to it: an OPTIONS to 1001 reaches
 	// the phone where it registered from (a wedged or forgetful server
 	// would leave it unheard), and the phone's answer comes back.
-	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer phone.Close()
+	phone := udpOn(t, "127.0.0.1", port)
 	heard := make(chan string, 1)
 	go func() {
 		buf := make([]byte, 65535)

@@ -127,16 +127,7 @@ func TestNATedCallerGetsAudioOnDefaults(t *testing.T) {
 	sw.register(t, "1002", "udp", calleePort)
 	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(callee.port()))
 
-	stranger, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 77)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stranger.Close()
-	neighbour, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer neighbour.Close()
+	stranger, neighbour := udpOn(t, "127.0.0.77", 0), udpOn(t, "127.0.0.1", 0)
 
 	// The attacker and the callee's media, on their own goroutine while
 	// the call runs; it reports what went wrong when it is waited for.

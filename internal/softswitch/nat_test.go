@@ -464,11 +464,7 @@ func TestUDPCRLFKeepAliveEndToEnd(t *testing.T) {
 // Contact as Request-URI.
 func TestPathRouting(t *testing.T) {
 	sw := natSwitch(t)
-	edge, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer edge.Close()
+	edge := udpOn(t, "127.0.0.1", 0)
 	hop := fmt.Sprintf("sip:127.0.0.1:%d;lr", edge.LocalAddr().(*net.UDPAddr).Port)
 	phone := newNATUA(t, "1002", sw.udp, "192.168.1.20:5060")
 	caller := newNATUA(t, "1001", sw.udp, "")

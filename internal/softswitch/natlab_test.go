@@ -1135,19 +1135,11 @@ realm=voxvisor.local
 	}
 
 	// Called: SIPp → linphonec (auto-answered).
-	before := l.snapshot(t, callerSIPp, ph)
-	uac := l.sipp(t, callerSIPp, labSwitchIP+":5060", "natlab_uac.xml", "-s", ph.user, "-m", "1",
-		"-d", strconv.Itoa(labPreMS), "-timeout", "25s", "-timeout_error")
-	if err := uac.wait(40 * time.Second); err != nil {
-		t.Error(uac.report(err))
-	}
-	time.Sleep(300 * time.Millisecond)
-	got := l.snapshot(t, callerSIPp, ph).minus(before)
-	softCall(t, "SIPp calls linphonec", ph, callerSIPp, got.toCallee, got.toCaller)
+	l.sippCalls(t, "linphonec", ph, callerSIPp)
 
 	// Calling: linphonec → SIPp, hung up by linphonec.
 	l.register(t, calleeSIPp)
-	before = l.snapshot(t, ph, calleeSIPp)
+	before := l.snapshot(t, ph, calleeSIPp)
 	uas := l.sipp(t, calleeSIPp, "", "natlab_uas.xml", "-d", "0")
 	say("call sip:" + calleeSIPp.user + "@voxvisor.local")
 	time.Sleep(time.Duration(labPreMS+labTalkMS) * time.Millisecond)
@@ -1157,8 +1149,23 @@ realm=voxvisor.local
 	if !strings.Contains(trace, "INVITE sip:") || !strings.Contains(trace, "BYE sip:") {
 		t.Errorf("linphonec's call to %s did not arrive and end:\n%s", calleeSIPp.user, tail([]byte(trace), 60))
 	}
-	got = l.snapshot(t, ph, calleeSIPp).minus(before)
+	got := l.snapshot(t, ph, calleeSIPp).minus(before)
 	softCall(t, "linphonec calls SIPp", ph, calleeSIPp, got.toCaller, got.toCallee)
+}
+
+// sippCalls has callerSIPp call the softphone ph (which auto-answers) and
+// checks the call's media both ways through the relay.
+func (l *natLab) sippCalls(t *testing.T, name string, ph, callerSIPp *labPhone) {
+	t.Helper()
+	before := l.snapshot(t, callerSIPp, ph)
+	uac := l.sipp(t, callerSIPp, labSwitchIP+":5060", "natlab_uac.xml", "-s", ph.user, "-m", "1",
+		"-d", strconv.Itoa(labPreMS), "-timeout", "25s", "-timeout_error")
+	if err := uac.wait(40 * time.Second); err != nil {
+		t.Error(uac.report(err))
+	}
+	time.Sleep(300 * time.Millisecond)
+	got := l.snapshot(t, callerSIPp, ph).minus(before)
+	softCall(t, "SIPp calls "+name, ph, callerSIPp, got.toCallee, got.toCaller)
 }
 
 // baresip runs Debian's baresip as ph (behind NAT, on the default
@@ -1175,18 +1182,7 @@ func (l *natLab) baresip(t *testing.T, ph, callerSIPp, calleeSIPp *labPhone) {
 net_interface eth0
 dns_server %s:53
 module_path /usr/lib/baresip/modules
-module g711.so
-module ausine.so
-module aubridge.so
-module account.so
-module menu.so
-audio_source ausine,440
-audio_player aubridge,%s
-audio_alert aubridge,%s
-ausrc_srate 48000
-auplay_srate 48000
-ausrc_channels 2
-rtp_ports 10000-10100
+`+baresipTone+`rtp_ports 10000-10100
 `, ph.ip, labSwitchIP, ph.user, ph.user)
 		acct := fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=auto;audio_codecs=PCMA,PCMU\n", ph.user, labSwitchIP, ph.pass)
 		if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cfg), 0o644); err != nil {
@@ -1216,21 +1212,13 @@ rtp_ports 10000-10100
 		err := p.wait(5 * time.Second)
 		t.Fatalf("baresip %s did not register through NAT on the default challenge (exit: %v):\n%s", ph.user, err, grepLines(p.out.String(), "reg:"))
 	}
-	before := l.snapshot(t, callerSIPp, ph)
-	uac := l.sipp(t, callerSIPp, labSwitchIP+":5060", "natlab_uac.xml", "-s", ph.user, "-m", "1",
-		"-d", strconv.Itoa(labPreMS), "-timeout", "25s", "-timeout_error")
-	if err := uac.wait(40 * time.Second); err != nil {
-		t.Error(uac.report(err))
-	}
-	time.Sleep(300 * time.Millisecond)
-	got := l.snapshot(t, callerSIPp, ph).minus(before)
-	softCall(t, "SIPp calls baresip", ph, callerSIPp, got.toCallee, got.toCaller)
+	l.sippCalls(t, "baresip", ph, callerSIPp)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.wait(10 * time.Second)
 
 	// Calling: baresip → SIPp; baresip hangs up when it quits.
 	l.register(t, calleeSIPp)
-	before = l.snapshot(t, ph, calleeSIPp)
+	before := l.snapshot(t, ph, calleeSIPp)
 	uas := l.sipp(t, calleeSIPp, "", "natlab_uas.xml", "-d", "0")
 	talk := time.Duration(labPreMS+labTalkMS)*time.Millisecond + 2*time.Second
 	p2, _ := run(talk, "/dial sip:"+calleeSIPp.user+"@"+labSwitchIP)
@@ -1243,6 +1231,6 @@ rtp_ports 10000-10100
 	if !strings.Contains(trace, "INVITE sip:") || !strings.Contains(trace, "BYE sip:") {
 		t.Errorf("baresip's call to %s did not arrive and end:\n%s", calleeSIPp.user, tail([]byte(trace), 60))
 	}
-	got = l.snapshot(t, ph, calleeSIPp).minus(before)
+	got := l.snapshot(t, ph, calleeSIPp).minus(before)
 	softCall(t, "baresip calls SIPp", ph, calleeSIPp, got.toCaller, got.toCallee)
 }

@@ -54,16 +54,7 @@ func receivedWith(trace, substr string) []string {
 func TestT38ReInviteThroughRelay(t *testing.T) {
 	const datagrams = 20
 	sw := start(t, t.TempDir(), nil)
-	faxA, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer faxA.Close()
-	faxB, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer faxB.Close()
+	faxA, faxB := udpOn(t, "127.0.0.1", 0), udpOn(t, "127.0.0.1", 0)
 	portOf := func(c *net.UDPConn) int { return c.LocalAddr().(*net.UDPAddr).Port }
 
 	calleePort, callerPort := freePort(t), freePort(t)

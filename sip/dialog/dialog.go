@@ -490,13 +490,19 @@ func (t *Table) Len() int {
 
 // Dialogs returns the dialogs, oldest first.
 func (t *Table) Dialogs() []*Dialog {
+	out := t.snapshot()
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}
+
+// snapshot is the dialogs in no order (the expiry sweep needs none).
+func (t *Table) snapshot() []*Dialog {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	out := make([]*Dialog, 0, len(t.dialogs))
 	for _, d := range t.dialogs {
 		out = append(out, d)
 	}
-	t.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out
 }
 
@@ -640,7 +646,7 @@ func (t *Table) Run(ctx context.Context, interval time.Duration) {
 // Expire ends the dialogs whose deadline has passed at now: answered ones
 // get a BYE each way.
 func (t *Table) Expire(now time.Time) {
-	for _, d := range t.Dialogs() {
+	for _, d := range t.snapshot() {
 		at, why := d.deadline(t.opts)
 		if at.IsZero() || now.Before(at) {
 			continue
