@@ -287,11 +287,11 @@ func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
 			}
 		}
 
-		vc := planVolume(t, a)
+		vc := planVolume(t, a, p.Volumes.Source(t.Image))
 		switch {
 		case volErr != nil:
 			vc = Change{Trunk: t.Name, Resource: Volume, State: "not voxvisor's", Err: volErr}
-		case vc.Action == Create && t.Image != "":
+		case vc.Action == Create:
 			if err := p.Volumes.CheckImage(ctx, t.Image, t.Size); err != nil {
 				vc.Err = preflight{err}
 			}
@@ -412,14 +412,16 @@ func human(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-func planVolume(t *Trunk, a *actual) Change {
+// planVolume compares the volume with t; source is what a new one is
+// made from ("" for blank).
+func planVolume(t *Trunk, a *actual, source string) Change {
 	c := Change{Trunk: t.Name, Resource: Volume, State: volumeState(a.volume)}
 	v := a.volume
 	switch {
 	case v == nil:
 		c.Action, c.Why = Create, human(t.Size)
-		if t.Image != "" {
-			c.Why += " from " + t.Image
+		if source != "" {
+			c.Why += " from " + source
 		}
 	case v.Size < t.Size:
 		c.Action, c.Why = UpdateLive, fmt.Sprintf("grow %s to %s", human(v.Size), human(t.Size))

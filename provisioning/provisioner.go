@@ -80,7 +80,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *Provisi
 	var vols volume.Store
 	switch st := cfg.Provision.Storage; st.Backend {
 	case "lvm":
-		vols = &volume.LVM{VG: st.VolumeGroup, ThinPool: st.ThinPool, Run: volume.Exec{}}
+		vols = &volume.LVM{VG: st.VolumeGroup, ThinPool: st.ThinPool, Base: st.BaseVolume, Run: volume.Exec{}}
 	default:
 		vols = &volume.Dir{Dir: st.Dir, Run: volume.Exec{}}
 	}

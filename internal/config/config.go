@@ -184,6 +184,10 @@ type Storage struct {
 	Backend     string `yaml:"backend"`      // lvm (default) or dir
 	VolumeGroup string `yaml:"volume_group"` // lvm
 	ThinPool    string `yaml:"thin_pool"`    // lvm, optional
+	// BaseVolume (lvm, with thin_pool) is a thin volume of the pool
+	// holding the prepared guest image: each new disk is a thin snapshot
+	// of it (an endpoint's disk.image, when given, is cloned instead).
+	BaseVolume string `yaml:"base_volume"`
 	// Dir holds the raw images (dir backend) and, for both backends, the
 	// cloud-init seeds, content-hashed.
 	Dir string `yaml:"dir"`

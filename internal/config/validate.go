@@ -490,9 +490,18 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 				bad("provision.storage.thin_pool", "%s (a logical volume name); got %q", why, tp)
 			}
 		}
+		if bv := p.Storage.BaseVolume; bv != "" {
+			if why := lvmNameProblem(bv, true); why != "" {
+				bad("provision.storage.base_volume", "%s (a logical volume name); got %q", why, bv)
+			} else if p.Storage.ThinPool == "" {
+				bad("provision.storage.base_volume", "needs thin_pool: disks are thin snapshots of the base volume, which lives in that pool")
+			} else if bv == p.Storage.ThinPool {
+				bad("provision.storage.base_volume", "is the thin pool itself; name a thin volume of the pool holding the guest image")
+			}
+		}
 	case "dir":
-		if p.Storage.ThinPool != "" || p.Storage.VolumeGroup != "" {
-			bad("provision.storage.backend", "volume_group and thin_pool apply to the lvm backend only")
+		if p.Storage.ThinPool != "" || p.Storage.VolumeGroup != "" || p.Storage.BaseVolume != "" {
+			bad("provision.storage.backend", "volume_group, thin_pool and base_volume apply to the lvm backend only")
 		}
 	default:
 		bad("provision.storage.backend", "must be lvm or dir; got %q", p.Storage.Backend)

@@ -67,9 +67,12 @@ type Store interface {
 	// Remove deletes a volume of voxvisor's.
 	Remove(ctx context.Context, name string) error
 	// CheckImage checks, changing nothing, what Create will check of a
-	// base image: that it is there, fits in size bytes and names no other
-	// file. Plan runs it for every volume to be made.
+	// base image (or base volume): that it is there, fits in size bytes
+	// and names no other file. Plan runs it for every volume to be made.
 	CheckImage(ctx context.Context, image string, size int64) error
+	// Source says what Create makes a volume from, given image: the
+	// image, another volume, or "" for a blank one.
+	Source(image string) string
 }
 
 // ErrNoImage is returned for a base image that is not there.
