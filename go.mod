@@ -3,6 +3,7 @@ module github.com/voxvisor/voxvisor
 go 1.26.8
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/coreos/go-iptables v0.8.0
 	github.com/emiago/sipgo v1.7.3
 	github.com/goccy/go-yaml v1.19.2
