@@ -224,6 +224,7 @@ func (l *Leg) acceptRTP(lt *learner, src netip.AddrPort, now time.Time) bool {
 		lt.best, lt.cand, lt.count = r, src, 1
 		a := src // once per better candidate: at most one per rank and epoch
 		l.dstRTP.Store(&a)
+		l.stream.syncOffload() // the other leg's flow sends here now
 	default:
 		counters.rejectedLearning.Add(1)
 		return false
@@ -239,6 +240,7 @@ func (l *Leg) lock(lt *learner) {
 	lt.locked = true
 	l.learned.Store(&learnedSource{gen: lt.gen, addr: lt.cand, rank: lt.best})
 	l.session.relay.learn.learned[lt.best].Add(1)
+	l.stream.syncOffload() // locked: its RTP can go through the kernel
 }
 
 // rtcpLearner is the RTCP socket's learning state, owned by its reader

@@ -30,6 +30,9 @@ type Config struct {
 	// before the window ends (the exact SDP address locks at once; a
 	// source learned only under LearnAny waits for the window).
 	LockAfter int
+	// Offload, when set, forwards each latched leg's RTP outside the
+	// relay's sockets (the kernel path); nil forwards all in userspace.
+	Offload Offload
 }
 
 // Named defaults.
@@ -54,6 +57,7 @@ type Relay struct {
 	log       *slog.Logger
 	onTimeout func(id string) // set once
 	learn     learnCounters
+	offload   offloadCounters
 
 	mu       sync.Mutex
 	sessions map[string]*Session // guarded by mu
@@ -179,6 +183,7 @@ func (r *Relay) newStream(s *Session, i int) (*Stream, error) {
 		st.Legs[j] = l
 	}
 	st.Legs[0].other, st.Legs[1].other = st.Legs[1], st.Legs[0]
+	st.Legs[0].stream, st.Legs[1].stream = st, st
 	st.Legs[0].start()
 	st.Legs[1].start()
 	return st, nil
@@ -247,6 +252,9 @@ func (r *Relay) checkTimeouts(now time.Time) {
 	for _, s := range r.Sessions() {
 		// Not under r.mu: held takes the session's lock (see Relay).
 		id := s.ID
+		for _, st := range s.Streams() {
+			st.foldOffload(now) // what the kernel forwarded counts as RTP
+		}
 		if s.answered.Load() == 0 {
 			continue // ringing: the proxy's ring timeout bounds it
 		}
@@ -365,9 +373,14 @@ func (s *Session) close() {
 type Stream struct {
 	Index int // the m-line, from 0
 	Legs  [2]*Leg
+
+	closing atomic.Bool
+	off     offloadState
 }
 
 func (st *Stream) close() {
+	st.closing.Store(true)
+	st.syncOffload() // every flow goes, its last counters folded
 	st.Legs[0].close()
 	st.Legs[1].close()
 }
@@ -380,6 +393,7 @@ func (st *Stream) Stats() [2]LegStats {
 // Leg is the relay's socket pair facing one side of a stream.
 type Leg struct {
 	session *Session
+	stream  *Stream // set once, before the leg starts
 	cfg     *Config
 	port    int          // RTP port (even); RTCP is port+1
 	rtp     *net.UDPConn // set once
@@ -433,16 +447,18 @@ func (l *Leg) SetRemote(rtp, rtcp netip.AddrPort, mux, held bool) {
 		}
 	}
 	l.want.Store(rm)
-	if !usable {
-		return
+	if usable {
+		if old == nil || rm.gen != old.gen {
+			a := rtp
+			l.dstRTP.Store(&a)
+		}
+		if old == nil || rm.rtcpGen != old.rtcpGen {
+			b := rtcp
+			l.dstRTCP.Store(&b)
+		}
 	}
-	if old == nil || rm.gen != old.gen {
-		a := rtp
-		l.dstRTP.Store(&a)
-	}
-	if old == nil || rm.rtcpGen != old.rtcpGen {
-		b := rtcp
-		l.dstRTCP.Store(&b)
+	if l.stream != nil {
+		l.stream.syncOffload() // a new epoch leaves the kernel until it locks again
 	}
 }
 
@@ -474,7 +490,12 @@ func (l *Leg) close() {
 // RTCP: the leg keeps its odd port bound, so the stream can turn back
 // into audio (the end of a fax) on the same ports, but drops and counts
 // what arrives there. Both legs of a stream are switched together.
-func (l *Leg) SetUDPTL(on bool) { l.udptl.Store(on) }
+func (l *Leg) SetUDPTL(on bool) {
+	l.udptl.Store(on)
+	if l.stream != nil {
+		l.stream.syncOffload() // UDPTL is forwarded in userspace
+	}
+}
 
 // maxDatagram is the largest datagram the relay forwards; a larger one
 // is dropped, never forwarded cut short.

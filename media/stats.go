@@ -3,6 +3,7 @@ package media
 import (
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +28,14 @@ type LegStats struct {
 	Rejected uint64 // packets from a source that is not this side
 	Dropped  uint64 // packets the stream does not carry: not RTP/RTCP, too long, or on a UDPTL stream's odd port
 	NoDest   uint64 // packets the other side had no address for yet
-	SRTP     bool   // the SDP made this side's media SRTP; forwarded untouched
-	UDPTL    bool   // the stream is T.38 fax over UDPTL: datagrams forwarded as they are, no RTCP
+	// Kernel is how many of Packets the kernel forwarded (the offload);
+	// Offloaded says the leg's RTP goes through the kernel now. Sequence
+	// loss and jitter are measured on the packets the relay's sockets
+	// saw; for offloaded RTP, RTCP reports give them.
+	Kernel    uint64
+	Offloaded bool
+	SRTP      bool // the SDP made this side's media SRTP; forwarded untouched
+	UDPTL     bool // the stream is T.38 fax over UDPTL: datagrams forwarded as they are, no RTCP
 
 	// Learned is the source this side's RTP is locked to, and how it
 	// ranked; zero (RankNone) while the leg is still learning.
@@ -46,6 +53,7 @@ type LegStats struct {
 // legCounters are updated by the leg's reader goroutines and read by Stats.
 type legCounters struct {
 	packets, bytes, sent, rtcpIn, rtcpSent atomic.Uint64
+	kernel                                 atomic.Uint64 // of packets, forwarded by the offload
 	rejected, dropped, noDest              atomic.Uint64
 	lost                                   atomic.Int64
 	jitterBits                             atomic.Uint64 // float64 bits, RTP timestamp units
@@ -189,7 +197,13 @@ func (l *Leg) report(blocks []rtcp.ReceptionReport, now time.Time) {
 
 // Stats returns a snapshot of the leg's statistics.
 func (l *Leg) Stats() LegStats {
+	offloaded := false
+	if st := l.stream; st != nil {
+		st.foldOffload(time.Now())
+		offloaded = st.offloaded(slices.Index(st.Legs[:], l))
+	}
 	s := LegStats{
+		Kernel: l.stats.kernel.Load(), Offloaded: offloaded,
 		Packets: l.stats.packets.Load(), Bytes: l.stats.bytes.Load(), Sent: l.stats.sent.Load(),
 		Lost: l.stats.lost.Load(), RTCP: l.stats.rtcpIn.Load(), RTCPSent: l.stats.rtcpSent.Load(),
 		Rejected: l.stats.rejected.Load(), Dropped: l.stats.dropped.Load(), NoDest: l.stats.noDest.Load(),
@@ -230,6 +244,9 @@ func (r *Relay) Collector() prometheus.Collector {
 	}
 	m.Gauge("relay_packets", "RTP packets received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Packets) }))
 	m.Gauge("relay_bytes", "RTP bytes received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Bytes) }))
+	m.Gauge("relay_kernel_packets", "RTP packets of live calls forwarded in the kernel (eBPF, media.kernel), included in relay_packets.", sum(func(s LegStats) float64 { return float64(s.Kernel) }))
+	m.Gauge("relay_kernel_flows", "Latched legs whose RTP the kernel forwards now.", func() float64 { return float64(r.OffloadStats().Active) })
+	m.Counter("relay_kernel_flows_refused_total", "Latched legs the kernel path refused (IPv6, no route, map full): their RTP stayed in userspace.", func() float64 { return float64(r.OffloadStats().Failed) })
 	m.Gauge("relay_lost_packets", "RTP packets lost before the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Lost) }))
 	for rank := RankSDPAddress; rank <= RankAny; rank++ {
 		m.Counter("media_sources_learned_total", "Media sources relay legs locked to, by how they matched (media.learning): sdp_address, sdp_ip, signalling (a NATed side), any.",

@@ -149,7 +149,21 @@ type Media struct {
 	// MaxStreams is how many media streams (m= lines with a port) one call
 	// may anchor; an offer with more is refused with 488.
 	MaxStreams int `yaml:"max_streams"`
+	// Kernel says where latched RTP is forwarded: auto (in the kernel by
+	// eBPF when it can be loaded, else by the relay's sockets), on (the
+	// kernel or no start), off (the sockets only).
+	Kernel string `yaml:"kernel"`
+	// KernelInterfaces are the interfaces the kernel path is attached to;
+	// empty: every interface that is up and carries Ethernet (and lo).
+	KernelInterfaces []string `yaml:"kernel_interfaces"`
 }
+
+// Media kernel forwarding modes (media.kernel).
+const (
+	KernelAuto = "auto"
+	KernelOn   = "on"
+	KernelOff  = "off"
+)
 
 // Trunk is a SIP trunk to a carrier (or to a trunk's media endpoint).
 type Trunk struct {
@@ -509,6 +523,7 @@ func (c *Config) applyDefaults(present func(key string) bool) {
 		c.Media.Learning = LearningAny // the deprecated alias
 	}
 	def(&c.Media.Learning, DefaultLearning)
+	def(&c.Media.Kernel, KernelAuto)
 	defDur(&c.Media.Timeout, DefaultMediaTimeout)
 	defDur(&c.Media.HoldTimeout, DefaultHoldTimeout)
 	def(&c.Provision.LibvirtURI, "qemu:///system")

@@ -150,6 +150,16 @@ func (c *Config) validate(d *document) Errors {
 	default:
 		bad("media.learning", "must be heuristic (the default: SDP address, SDP IP or the SIP source; NATed phones work), strict (the SDP IP only) or any (any source during the learning window); got %q", m.Learning)
 	}
+	switch m.Kernel {
+	case KernelAuto, KernelOn, KernelOff:
+	default:
+		bad("media.kernel", "must be auto (the default: RTP of latched legs forwarded in the kernel by eBPF when it loads, else by the relay), on (the kernel path or no start) or off (the relay's sockets only); got %q", m.Kernel)
+	}
+	for i, name := range m.KernelInterfaces {
+		if !isIfName(name) {
+			bad(fmt.Sprintf("media.kernel_interfaces[%d]", i), "must be an interface name: 1-15 letters, digits or _.-, not . or ..; got %q", name)
+		}
+	}
 	if m.Timeout < time.Second {
 		bad("media.timeout", "must be at least 1s; got %s", m.Timeout)
 	}

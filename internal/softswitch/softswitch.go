@@ -27,6 +27,7 @@ import (
 	"github.com/voxvisor/voxvisor/internal/anchor"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/media"
+	"github.com/voxvisor/voxvisor/media/kernel"
 	"github.com/voxvisor/voxvisor/provisioning"
 	"github.com/voxvisor/voxvisor/provisioning/firewall"
 	"github.com/voxvisor/voxvisor/sdp"
@@ -72,7 +73,8 @@ type Switch struct {
 	draining atomic.Bool
 	gw       atomic.Pointer[gateway.Gateway] // the current trunks and dial plan; nil without trunks
 	registry *prometheus.Registry
-	firewall *trunkFirewall // nil: no provisioned endpoint firewall to read
+	firewall *trunkFirewall    // nil: no provisioned endpoint firewall to read
+	kernel   *kernel.Forwarder // nil: RTP forwarded by the relay's sockets only
 	log      *slog.Logger
 }
 
@@ -114,7 +116,15 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	if cfg.Media.NATLatching {
 		log.Warn("media.nat_latching is deprecated: it means media.learning: any (any source may be learned while a stream starts); say learning: any, or drop it for the safer default heuristic")
 	}
+	offload, err := openKernelPath(cfg.Media, log)
+	if err != nil {
+		return nil, err
+	}
+	if offload != nil {
+		undo = append(undo, offload.Close)
+	}
 	relay, err := media.New(media.Config{
+		Offload: offloadOf(offload),
 		Addr:    netip.MustParseAddr(cfg.Media.Address),
 		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
 		Quarantine: media.DefaultQuarantine,
@@ -169,7 +179,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() error { srv.Close(); return nil })
-	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an,
+	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, kernel: offload,
 		Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
@@ -373,6 +383,11 @@ func (sw *Switch) Serve(ctx context.Context) error {
 	}
 	if cerr := sw.CDR.Close(); cerr != nil && err == nil {
 		err = cerr
+	}
+	if sw.kernel != nil {
+		if cerr := sw.kernel.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
 	}
 	return err
 }
