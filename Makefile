@@ -11,7 +11,7 @@ TEST_DEBS := sip-tester baresip-core linphone-cli kamailio rtpengine-daemon soca
 PROV_DEBS := lvm2 nftables iptables iproute2 e2fsprogs libvirt0 libvirt-daemon libvirt-daemon-driver-qemu \
 	libvirt-daemon-system qemu-system-x86 qemu-utils
 
-.PHONY: help build run test test-deps lint vet fmt-check bench bench-smoke gobench clean
+.PHONY: help build run test test-deps lint vet fmt-check bench bench-smoke gobench bpf clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench-smoke: build test-deps ## the same harness briefly (< 2 min); figures are 
 
 gobench: ## Go micro-benchmarks, each run once
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 1x -benchmem ./...
+
+bpf: ## regenerate the kernel path's BPF objects from media/kernel/rtpfwd.c (needs clang and libbpf-dev; building does not)
+	$(GO) generate ./media/kernel/
 
 clean: ## remove build output
 	rm -rf bin

@@ -79,8 +79,8 @@ type bench struct {
 
 	rate  [2]rateResult // voxvisor, kamailio
 	reg   [2]regResult
-	media [2][]mediaResult // voxvisor, rtpengine
-	base  mediaResult
+	media [3][]mediaResult // voxvisor userspace, voxvisor kernel path, rtpengine
+	base  []mediaResult    // the generator alone, per N
 	notes []string
 }
 
@@ -127,12 +127,15 @@ func (b *bench) run() error {
 	if !strings.Contains(b.only, "media") {
 		return nil
 	}
-	var err error
-	if b.base, err = baseline(b.plan.mediaCalls[0], b.plan.mediaFor); err != nil {
-		return err
+	for _, n := range b.plan.mediaCalls {
+		base, err := baseline(n, b.plan.mediaFor)
+		if err != nil {
+			return err
+		}
+		b.base = append(b.base, base)
 	}
 	for i := range b.media {
-		log.Printf("media: %s", []string{"voxvisor", "rtpengine"}[i])
+		log.Printf("media: %s", mediaRelays[i])
 		if err := b.mediaRuns(i); err != nil {
 			return fmt.Errorf("media: %w", err)
 		}
@@ -159,8 +162,14 @@ const (
 )
 
 func (b *bench) startProxy(which, users int, anchor string) (*proc, error) {
+	return b.startProxyKernel(which, users, anchor, "off")
+}
+
+// startProxyKernel starts voxvisor (which 0) with media.kernel set, or
+// Kamailio.
+func (b *bench) startProxyKernel(which, users int, anchor, kernel string) (*proc, error) {
 	if which == 0 {
-		return startVoxvisor(b.dir, b.bin, proxyPort, users, anchor, 20000, 29999)
+		return startVoxvisor(b.dir, b.bin, proxyPort, users, anchor, kernel, 20000, 29999)
 	}
 	return startKamailio(b.dir, filepath.Join(b.root, "bench", "kamailio", "kamailio.cfg"), proxyPort, users)
 }
@@ -268,6 +277,9 @@ func (b *bench) registrations(which int) error {
 	return nil
 }
 
+// mediaRelays names b.media's relays.
+var mediaRelays = [3]string{"voxvisor", "voxvisor kernel", "rtpengine"}
+
 // mediaRuns sets up N anchored calls and pumps RTP through the relay.
 func (b *bench) mediaRuns(which int) error {
 	for _, n := range b.plan.mediaCalls {
@@ -279,8 +291,8 @@ func (b *bench) mediaRuns(which int) error {
 		}
 		var setup func(sd *sides, i int) (*call, error)
 		var cleanup func()
-		if which == 0 {
-			px, err = b.startProxy(0, 0, "always")
+		if which < 2 {
+			px, err = b.startProxyKernel(0, 0, "always", []string{"off", "on"}[which])
 			if err != nil {
 				sd.close()
 				return err

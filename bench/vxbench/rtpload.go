@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -337,7 +338,26 @@ type mediaResult struct {
 	Sent, Recv    uint64
 	P50, P99, Max time.Duration
 	CPU           time.Duration
+	HostCPU       time.Duration // every process and the kernel, all cores
 	Window        time.Duration
+}
+
+// hostCPU is the host's busy CPU time so far (/proc/stat: all but idle
+// and iowait), which includes the packet work the kernel charges to
+// whichever process sends.
+func hostCPU() time.Duration {
+	b, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ
 }
 
 // latencies is a histogram of one-way delays in 5 µs buckets up to 1 s.
@@ -470,7 +490,7 @@ func pump(sd *sides, calls []*call, d time.Duration, cpuOf func() time.Duration)
 
 	// Spread each 20 ms round over 4 slots of 5 ms, as phones are not in step.
 	const parts = 4
-	cpu0 := cpuOf()
+	cpu0, host0 := cpuOf(), hostCPU()
 	start := time.Now()
 	t := time.NewTicker(20 * time.Millisecond / parts)
 	slot := 0
@@ -482,12 +502,12 @@ func pump(sd *sides, calls []*call, d time.Duration, cpuOf func() time.Duration)
 	t.Stop()
 	window := time.Since(start)
 	time.Sleep(300 * time.Millisecond) // drain
-	cpu1 := cpuOf()
+	cpu1, host1 := cpuOf(), hostCPU()
 	measuring.Store(false)
 	sd.close()
 	wg.Wait()
 	q := lat.quantiles(0.5, 0.99, 1.0)
-	return mediaResult{Calls: len(calls), Sent: sent.Load(), Recv: recvd.Load(), P50: q[0], P99: q[1], Max: q[2], CPU: cpu1 - cpu0, Window: window}
+	return mediaResult{Calls: len(calls), Sent: sent.Load(), Recv: recvd.Load(), P50: q[0], P99: q[1], Max: q[2], CPU: cpu1 - cpu0, HostCPU: host1 - host0, Window: window}
 }
 
 // baseline measures the generator's own delay with no relay: A sends to B.

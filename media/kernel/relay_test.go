@@ -127,7 +127,7 @@ func TestRelayOffloadsLatchedLegs(t *testing.T) {
 // refusing is an offload whose every Install fails.
 type refusing struct{}
 
-func (refusing) Install(_, _, _, _ netip.AddrPort) error { return errors.New("refused") }
+func (refusing) Install(_, _, _, _ netip.AddrPort) error     { return errors.New("refused") }
 func (refusing) Remove(_, _ netip.AddrPort) (uint64, uint64) { return 0, 0 }
 func (refusing) Counters(_, _ netip.AddrPort) (uint64, uint64, bool) {
 	return 0, 0, false
