@@ -15,9 +15,10 @@ import (
 
 // proc is a process the bench started; it is stopped by PID.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
+	name   string
+	cmd    *exec.Cmd
+	log    string
+	exited chan struct{} // closed once the process is reaped
 }
 
 func startProc(dir, name string, args ...string) (*proc, error) {
@@ -33,8 +34,8 @@ func startProc(dir, name string, args ...string) (*proc, error) {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath}
-	go func() { cmd.Wait(); lf.Close() }()
+	p := &proc{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
+	go func() { cmd.Wait(); lf.Close(); close(p.exited) }()
 	return p, nil
 }
 
@@ -45,19 +46,15 @@ func (p *proc) stop() {
 	if p == nil || p.cmd.Process == nil {
 		return
 	}
+	// SIGTERM, then SIGKILL after 5 s; either way wait until it is
+	// reaped, so its ports are free for the next peer.
 	syscall.Kill(-p.pid(), syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		for i := 0; i < 50; i++ {
-			if syscall.Kill(p.pid(), 0) != nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		close(done)
-	}()
-	<-done
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+	}
 	syscall.Kill(-p.pid(), syscall.SIGKILL)
+	<-p.exited
 }
 
 func (p *proc) tail() string {
@@ -95,7 +92,7 @@ func waitSIP(addr string, d time.Duration) error {
 func startVoxvisor(dir, bin string, port int, users int, anchor, kernel string, rtpMin, rtpMax int) (*proc, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  listen:\n    - {transport: udp, address: 127.0.0.1:%d}\n", filepath.Join(dir, "vxdata"), port)
-	fmt.Fprintf(&b, "admin:\n  listen: \"off\"\nlimits:\n  rate: 0\n  auth_failures: 0\n  connections: 0\n  transactions: 0\n  dialogs: 0\nauth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: 127.0.0.1\n  anchor: %s\n  kernel: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", anchor, kernel, rtpMin, rtpMax)
+	fmt.Fprintf(&b, "admin:\n  listen: \"off\"\nlimits:\n  rate: 0\n  auth_failures: 0\n  connections: 0\n  transactions: 0\n  dialogs: 0\n  streams: 0\nauth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: 127.0.0.1\n  anchor: %s\n  kernel: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", anchor, kernel, rtpMin, rtpMax)
 	fmt.Fprintf(&b, "  - {username: \"1002\", password: bench1002}\n")
 	for i := 0; i < users; i++ {
 		fmt.Fprintf(&b, "  - {username: u%d, password: p%d}\n", i, i)

@@ -403,6 +403,7 @@ func pump(sd *sides, calls []*call, d time.Duration, cpuOf func() time.Duration)
 	var lat latencies
 	var recvd atomic.Uint64
 	var measuring atomic.Bool
+	var from atomic.Int64 // send time (since epoch) of the first measured packet
 	epoch := time.Now()
 	var wg sync.WaitGroup
 	recv := func(c *net.UDPConn) {
@@ -423,7 +424,11 @@ func pump(sd *sides, calls []*call, d time.Duration, cpuOf func() time.Duration)
 				if len(b) < 20 || !measuring.Load() {
 					continue
 				}
-				lat.add(now - time.Duration(binary.BigEndian.Uint64(b[12:20])))
+				sentAt := time.Duration(binary.BigEndian.Uint64(b[12:20]))
+				if int64(sentAt) < from.Load() {
+					continue // sent while warming up, only late
+				}
+				lat.add(now - sentAt)
 				recvd.Add(1)
 			}
 		}
@@ -486,6 +491,7 @@ func pump(sd *sides, calls []*call, d time.Duration, cpuOf func() time.Duration)
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
+	from.Store(int64(time.Since(epoch)))
 	measuring.Store(true)
 
 	// Spread each 20 ms round over 4 slots of 5 ms, as phones are not in step.
