@@ -28,6 +28,9 @@ var (
 type Options struct {
 	Trunks   []TrunkOptions
 	DialPlan []Rule
+	// Health says which trunk peers are down: failover skips them (all
+	// of a call's peers down: all are tried). nil: every peer is up.
+	Health *Health
 }
 
 // TrunkOptions configure one trunk.
@@ -45,6 +48,7 @@ type TrunkOptions struct {
 	CIDRs   []netip.Prefix
 	Transit bool
 	DIDs    []DID
+	Health  HealthCheck // OPTIONS pings to the peers; zero: none
 }
 
 // Peer is one address of a carrier.
@@ -94,6 +98,7 @@ type Trunk struct {
 	Transit     bool
 	Register    bool
 	RegExpires  int
+	Health      HealthCheck
 
 	cidrs    []netip.Prefix
 	dids     []did
@@ -163,17 +168,18 @@ type Gateway struct {
 	trunks map[string]*Trunk // set once
 	order  []*Trunk
 	plan   []rule
+	health *Health // nil: every peer up
 }
 
 // New builds the gateway from validated options. On a reload, prev is
 // the gateway it replaces: a trunk that keeps its name keeps its channel
 // count, so calls up across the reload are still counted.
 func New(opts Options, prev *Gateway) (*Gateway, error) {
-	g := &Gateway{trunks: map[string]*Trunk{}}
+	g := &Gateway{trunks: map[string]*Trunk{}, health: opts.Health}
 	for _, tc := range opts.Trunks {
 		t := &Trunk{Name: tc.Name, Peers: tc.Peers, Credentials: tc.Credentials, CallerID: tc.CallerID,
 			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Transit,
-			Register: tc.Register, RegExpires: tc.RegExpires, channels: new(atomic.Int64)}
+			Register: tc.Register, RegExpires: tc.RegExpires, Health: tc.Health, channels: new(atomic.Int64)}
 		if old := prev.Trunk(tc.Name); old != nil {
 			t.channels = old.channels
 		}

@@ -75,7 +75,7 @@ func (d didRouter) Route(r *sip.Request) (proxy.Plan, bool, error) {
 	if next == nil {
 		return proxy.Plan{}, true, sip.Status(404, "Unknown Trunk")
 	}
-	return outbound(r, r.Recipient.User, []*Trunk{next}, "transit"), true, nil
+	return d.g.outbound(r, r.Recipient.User, []*Trunk{next}, "transit"), true, nil
 }
 
 // dialPlanRouter sends an authenticated caller's INVITE out through the
@@ -90,12 +90,13 @@ func (d dialPlanRouter) Route(r *sip.Request) (proxy.Plan, bool, error) {
 	if err != nil {
 		return proxy.Plan{}, true, &sip.StatusError{Code: 404, Reason: "No Route", Err: err}
 	}
-	return outbound(r, number, trunks, "outbound"), true, nil
+	return d.g.outbound(r, number, trunks, "outbound"), true, nil
 }
 
 // outbound is the plan that tries each trunk's peers in order with the
-// normalised number.
-func outbound(r *sip.Request, number string, trunks []*Trunk, dir string) proxy.Plan {
+// normalised number, past the peers health checks found down; when every
+// peer is down, all are tried (a check can be wrong; a call may not be).
+func (g *Gateway) outbound(r *sip.Request, number string, trunks []*Trunk, dir string) proxy.Plan {
 	r.Direction, r.Dialed = dir, number
 	for _, t := range trunks {
 		if len(t.Codecs) > 0 {
@@ -106,14 +107,23 @@ func outbound(r *sip.Request, number string, trunks []*Trunk, dir string) proxy.
 		}
 	}
 	plan := proxy.Plan{Serial: true}
+	var down []proxy.Target
 	for _, t := range trunks {
 		for _, peer := range t.Peers {
 			u := siplib.Uri{Scheme: "sip", User: number, Host: peer.Host, Port: peer.Port, UriParams: siplib.NewParams()}
 			if peer.Transport != "udp" {
 				u.UriParams.Add("transport", peer.Transport)
 			}
-			plan.Targets = append(plan.Targets, proxy.Target{URI: u, Egress: egress{t}})
+			target := proxy.Target{URI: u, Egress: egress{t}}
+			if g.health.Down(t.Name, peer) {
+				down = append(down, target)
+				continue
+			}
+			plan.Targets = append(plan.Targets, target)
 		}
+	}
+	if len(plan.Targets) == 0 {
+		plan.Targets = down
 	}
 	return plan
 }

@@ -48,6 +48,9 @@ type TrunkInfo struct {
 	// Firewall is the trunk's endpoint firewall, for a trunk provisioned
 	// with one (voxvisor provision) that this process can read.
 	Firewall *FirewallInfo `json:"firewall,omitempty"`
+	// Peers are the trunk's peers as its health check (OPTIONS pings)
+	// finds them; absent without health.interval.
+	Peers []gateway.PeerHealth `json:"peers,omitempty"`
 }
 
 // FirewallInfo is what a trunk's firewall rules let in and kept out.

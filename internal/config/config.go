@@ -158,6 +158,24 @@ type Media struct {
 	KernelInterfaces []string `yaml:"kernel_interfaces"`
 }
 
+// Health is a trunk's peer health check: SIP OPTIONS to each peer every
+// Interval (0, the default: none); a peer is down after DownAfter misses
+// in a row (no answer within Timeout, or a 5xx) and failover skips it
+// until UpAfter answers in a row bring it back.
+type Health struct {
+	Interval  time.Duration `yaml:"interval"`
+	Timeout   time.Duration `yaml:"timeout"`
+	DownAfter int           `yaml:"down_after"`
+	UpAfter   int           `yaml:"up_after"`
+}
+
+// Health check defaults, as Kamailio's dispatcher probing thresholds.
+const (
+	DefaultHealthDownAfter = 3
+	DefaultHealthUpAfter   = 2
+	DefaultHealthTimeout   = 5 * time.Second
+)
+
 // Media kernel forwarding modes (media.kernel).
 const (
 	KernelAuto = "auto"
@@ -177,6 +195,7 @@ type Trunk struct {
 	Codecs      []string    `yaml:"codecs"`       // allowed on the trunk; empty: media.codecs
 	MaxChannels int         `yaml:"max_channels"` // 0: unlimited
 	CallerID    CallerID    `yaml:"caller_id"`
+	Health      Health      `yaml:"health"`
 	// Endpoint is the trunk's media endpoint: a KVM guest that
 	// `voxvisor provision` creates with its volume and firewall rules.
 	Endpoint *Endpoint `yaml:"endpoint"`
@@ -548,6 +567,13 @@ func (c *Config) applyDefaults(present func(key string) bool) {
 			}
 		}
 		defInt(&t.RegExpires, 600)
+		if t.Health.Interval > 0 {
+			defInt(&t.Health.DownAfter, DefaultHealthDownAfter)
+			defInt(&t.Health.UpAfter, DefaultHealthUpAfter)
+			if t.Health.Timeout == 0 {
+				t.Health.Timeout = min(DefaultHealthTimeout, t.Health.Interval)
+			}
+		}
 		if e := t.Endpoint; e != nil {
 			defInt(&e.VCPUs, 1)
 			def(&e.Memory, "512M")

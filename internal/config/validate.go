@@ -373,6 +373,19 @@ func (c *Config) validateTrunks(bad func(key, format string, args ...any)) {
 		if t.RegExpires < 60 {
 			bad(key+".register_expires", "must be at least 60 seconds; got %d", t.RegExpires)
 		}
+		if h := t.Health; h.Interval != 0 {
+			switch {
+			case h.Interval < 100*time.Millisecond:
+				bad(key+".health.interval", "must be 0 (no OPTIONS pings) or at least 100ms (30s is usual); got %s", h.Interval)
+			case h.Timeout <= 0 || h.Timeout > h.Interval:
+				bad(key+".health.timeout", "must be more than 0 and at most health.interval (%s); got %s", h.Interval, h.Timeout)
+			}
+			if h.DownAfter < 1 || h.UpAfter < 1 {
+				bad(key+".health", "down_after and up_after must be at least 1; got %d and %d", h.DownAfter, h.UpAfter)
+			}
+		} else if h.Timeout != 0 || h.DownAfter != 0 || h.UpAfter != 0 {
+			bad(key+".health", "timeout, down_after and up_after need health.interval (OPTIONS pings are off without it)")
+		}
 		for j, cidr := range t.Inbound.CIDRs {
 			if _, err := netip.ParsePrefix(cidr); err != nil {
 				bad(fmt.Sprintf("%s.inbound.cidrs[%d]", key, j), "must be a CIDR such as 192.0.2.0/24; got %q", cidr)

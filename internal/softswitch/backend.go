@@ -36,10 +36,16 @@ func (b backend) Trunks() []admin.TrunkInfo {
 		return out
 	}
 	fw := b.sw.firewall.status()
+	peers := b.sw.Health.Peers()
 	for _, t := range gw.Trunks() {
 		ti := admin.TrunkInfo{Name: t.Name, Channels: t.Channels(), MaxChannels: t.MaxChannels, Registers: t.Register}
 		if st, ok := fw[t.Name]; ok {
 			ti.Firewall = &admin.FirewallInfo{Accepted: st.Accepted, Dropped: st.Dropped, InSync: st.Action == firewall.InSync}
+		}
+		for _, p := range peers {
+			if p.Trunk == t.Name {
+				ti.Peers = append(ti.Peers, p)
+			}
 		}
 		if t.Register && b.sw.Registrations != nil {
 			if st, ok := b.sw.Registrations.State(t.Name); ok {

@@ -26,6 +26,7 @@ func (sw *Switch) metrics() *prometheus.Registry {
 		sw.Anchor.Collector(),
 		sw.CDRs.Collector(),
 		gateway.TrunkCollector(sw.Gateway, sw.Registrations),
+		sw.Health.Collector(),
 	)
 	if f := sw.firewall; f != nil {
 		reg.MustRegister(firewall.Collector(f.fw, f.rules, sw.log))

@@ -63,6 +63,9 @@ type Switch struct {
 	// Registrations keeps trunks registered to their carriers, following
 	// reloads.
 	Registrations *gateway.Registrations
+	// Health pings the peers of trunks with health.interval and tells
+	// failover which are down, following reloads.
+	Health *gateway.Health
 	// Admin serves /metrics and the JSON API; nil with admin.listen: off.
 	Admin *admin.Server
 
@@ -141,8 +144,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		return nil, err
 	}
 	var gw *gateway.Gateway
+	health := gateway.NewHealth(log)
 	if len(cfg.Trunks) > 0 {
-		if gw, err = gateway.New(gatewayOptions(cfg), nil); err != nil {
+		if gw, err = gateway.New(gatewayOptions(cfg, health), nil); err != nil {
 			return nil, err
 		}
 	}
@@ -179,7 +183,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() error { srv.Close(); return nil })
-	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, kernel: offload,
+	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, kernel: offload, Health: health,
 		Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
@@ -358,6 +362,7 @@ func (sw *Switch) Serve(ctx context.Context) error {
 		cancel()
 	}
 	sw.Registrations.Start(ctx, sw.Gateway())
+	sw.Health.Start(ctx, sw.Gateway(), sw.Registrations)
 	var err error
 	done := false
 	select {
@@ -369,6 +374,7 @@ func (sw *Switch) Serve(ctx context.Context) error {
 		sw.drain()
 	}
 	sw.Registrations.Wait()
+	sw.Health.Wait()
 	stopServer()
 	if !done {
 		err = <-served
@@ -495,7 +501,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		var err error
-		if gw, err = gateway.New(gatewayOptions(cfg), sw.Gateway()); err != nil {
+		if gw, err = gateway.New(gatewayOptions(cfg, sw.Health), sw.Gateway()); err != nil {
 			return fmt.Errorf("reload trunks: %w", err)
 		}
 		if err := sw.Registrations.CanRegister(gw); err != nil {
@@ -509,6 +515,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	// Registrations follow in the background: an unregistration takes a
 	// round trip to the carrier.
 	go sw.Registrations.Update(gw)
+	go sw.Health.Update(gw)
 	sw.log.Info("configuration reloaded", "config", cfg.Source, "users", len(cfg.Users), "trunks", len(cfg.Trunks), "rules", len(cfg.DialPlan))
 	return nil
 }
@@ -584,10 +591,11 @@ func certificate(t config.TLS) func() (tls.Certificate, error) {
 
 // gatewayOptions are cfg's trunks and dial plan as the gateway takes them
 // (cfg is validated: the CIDRs parse).
-func gatewayOptions(cfg *config.Config) gateway.Options {
-	var o gateway.Options
+func gatewayOptions(cfg *config.Config, health *gateway.Health) gateway.Options {
+	o := gateway.Options{Health: health}
 	for _, t := range cfg.Trunks {
 		to := gateway.TrunkOptions{Name: t.Name, Codecs: t.Codecs, MaxChannels: t.MaxChannels, Register: t.Register,
+			Health:     gateway.HealthCheck{Interval: t.Health.Interval, Timeout: t.Health.Timeout, DownAfter: t.Health.DownAfter, UpAfter: t.Health.UpAfter},
 			RegExpires: t.RegExpires, CIDRs: config.Prefixes(t.Inbound.CIDRs), Transit: t.Inbound.Transit,
 			CallerID: gateway.CallerID{FromUser: t.CallerID.FromUser, PAI: t.CallerID.PAI}}
 		for _, p := range t.Peers {
