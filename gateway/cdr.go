@@ -45,6 +45,11 @@ type LegStats struct {
 	JitterMS float64 `json:"jitter_ms"`
 	RTTMS    float64 `json:"rtt_ms"`
 	SRTP     bool    `json:"srtp,omitempty"` // forwarded untouched, encrypted end to end
+	// The side's call quality (media.Quality): loss in percent, a MOS
+	// (0: not measured) and the inputs that were not measured.
+	LossPct float64  `json:"loss_pct"`
+	MOS     float64  `json:"mos"`
+	Missing []string `json:"quality_missing,omitempty"`
 }
 
 // CDRWriter appends CDRs to a file opened append-only, rotating it by

@@ -81,6 +81,20 @@ func (l *LegStats) appendJSON(b []byte) []byte {
 	if l.SRTP {
 		b = append(b, `,"srtp":true`...)
 	}
+	b = append(b, `,"loss_pct":`...)
+	b = appendFloat(b, l.LossPct)
+	b = append(b, `,"mos":`...)
+	b = appendFloat(b, l.MOS)
+	if len(l.Missing) > 0 {
+		b = append(b, `,"quality_missing":[`...)
+		for i, m := range l.Missing {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, m)
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}')
 }
 

@@ -15,7 +15,7 @@ func sampleCDRs() []CDR {
 		{CallID: "a84b4c76e66710@pc33.atlanta.com", From: "1001@voxvisor.local", To: "+4930123456", Direction: "outbound",
 			Trunk: "carrier-a", Start: t0, Answer: &ans, End: ans.Add(42 * time.Second), DurationSec: 42.000001, Status: 200,
 			Reason: "OK", HangupBy: "system", EndReason: "session \"expired\"", Media: []Stream{
-				{Index: 0, Caller: LegStats{Packets: 2100, Bytes: 361200, Lost: 3, JitterMS: 0.5625, RTTMS: 12.25, SRTP: true},
+				{Index: 0, Caller: LegStats{Packets: 2100, Bytes: 361200, Lost: 3, JitterMS: 0.5625, RTTMS: 12.25, SRTP: true, LossPct: 0.142, MOS: 4.39, Missing: []string{"rtt", "relay_count"}},
 					Callee: LegStats{Packets: 2099, Bytes: 361028, Lost: -1, JitterMS: 1e-7, RTTMS: 0}},
 				{Index: 1},
 			}},

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -23,6 +24,9 @@ type CDRs struct {
 	outcomes *prometheus.CounterVec // finished calls by status and direction
 	started  *prometheus.CounterVec // calls begun, by direction
 	answered *prometheus.CounterVec // calls answered, by direction
+	// Each ended call's sides, where measured: sums and counts, so that
+	// a dashboard divides one rate by the other for an average.
+	mos, loss, jitter, rtt prometheus.Summary
 }
 
 var (
@@ -41,6 +45,31 @@ func NewCDRs(w *CDRWriter, media func(string) []Stream, log *slog.Logger) *CDRs 
 			Help: "Call attempts begun (routed and accepted), by direction: with calls_answered_total, the answer-seizure ratio as it happens."}, []string{"direction"}),
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "calls_answered_total",
 			Help: "Calls answered (their first 2xx), by direction."}, []string{"direction"}),
+		mos:    quality("call_mos", "MOS of each side of the ended calls' streams (simplified E-model; sides where nothing was measured are left out)."),
+		loss:   quality("call_loss_percent", "Packet loss, percent, of each side of the ended calls' streams (the worse of its RTCP reports and the relay's count)."),
+		jitter: quality("call_jitter_ms", "Interarrival jitter, ms, of each side of the ended calls' streams."),
+		rtt:    quality("call_rtt_ms", "Round trip, ms, between the relay and each side of the ended calls' streams, where RTCP measured it."),
+	}
+}
+
+func quality(name, help string) prometheus.Summary {
+	return prometheus.NewSummary(prometheus.SummaryOpts{Namespace: metrics.Namespace, Name: name, Help: help})
+}
+
+// observeQuality adds the ended call's measured sides to the summaries.
+func (c *CDRs) observeQuality(streams []Stream) {
+	for _, s := range streams {
+		for _, l := range []LegStats{s.Caller, s.Callee} {
+			if l.MOS == 0 {
+				continue // nothing measured
+			}
+			c.mos.Observe(l.MOS)
+			c.loss.Observe(l.LossPct)
+			c.jitter.Observe(l.JitterMS)
+			if !slices.Contains(l.Missing, "rtt") {
+				c.rtt.Observe(l.RTTMS)
+			}
+		}
 	}
 }
 
@@ -51,6 +80,10 @@ func (c *CDRs) Collector() prometheus.Collector {
 	m.Add(c.outcomes)
 	m.Add(c.started)
 	m.Add(c.answered)
+	m.Add(c.mos)
+	m.Add(c.loss)
+	m.Add(c.jitter)
+	m.Add(c.rtt)
 	return &m
 }
 
@@ -69,6 +102,7 @@ func (c *CDRs) DialogEnded(d *dialog.Dialog, e dialog.Ending) {
 		cdr.DurationSec = cdr.End.Sub(*cdr.Answer).Seconds()
 	}
 	c.outcomes.WithLabelValues(strconv.Itoa(cdr.Status), cdr.Direction).Inc()
+	c.observeQuality(cdr.Media)
 	if c.w == nil {
 		return
 	}

@@ -46,8 +46,11 @@ type LegStats struct {
 	ReportedLost       int64   // cumulative packets lost
 	ReportedFraction   float64 // fraction lost in the last interval, 0..1
 	ReportedJitterSecs float64 // interarrival jitter, seconds
-	// RTT between the relay and this side, from SR/RR LSR and DLSR.
-	RTT time.Duration
+	Reports            uint64  // RTCP report blocks received from this side
+	// RTT between the relay and this side, from SR/RR LSR and DLSR;
+	// RTTKnown is false until one was measured.
+	RTT      time.Duration
+	RTTKnown bool
 }
 
 // legCounters are updated by the leg's reader goroutines and read by Stats.
@@ -61,7 +64,9 @@ type legCounters struct {
 	mu                     sync.Mutex // guards the RTCP-derived fields
 	repLost                int64
 	repFraction, repJitter float64
+	repBlocks              uint64
 	rtt                    time.Duration
+	rttKnown               bool
 	srSent                 map[uint32]srMark // SRs forwarded to this side, by SSRC
 	clockRate              atomic.Int32
 	secure                 atomic.Bool // SRTP: RTCP past its first 8 bytes is ciphertext
@@ -180,6 +185,7 @@ func (l *Leg) report(blocks []rtcp.ReceptionReport, now time.Time) {
 	l.stats.mu.Lock()
 	defer l.stats.mu.Unlock()
 	for _, b := range blocks {
+		l.stats.repBlocks++
 		l.stats.repLost = int64(b.TotalLost)
 		l.stats.repFraction = float64(b.FractionLost) / 256
 		l.stats.repJitter = float64(b.Jitter) / float64(l.clockRate())
@@ -189,7 +195,7 @@ func (l *Leg) report(blocks []rtcp.ReceptionReport, now time.Time) {
 		if m, ok := l.stats.srSent[b.SSRC]; ok && m.lsr == b.LastSenderReport {
 			dlsr := time.Duration(float64(b.Delay) / 65536 * float64(time.Second))
 			if rtt := now.Sub(m.at) - dlsr; rtt >= 0 {
-				l.stats.rtt = rtt
+				l.stats.rtt, l.stats.rttKnown = rtt, true
 			}
 		}
 	}
@@ -216,6 +222,7 @@ func (l *Leg) Stats() LegStats {
 	s.Jitter = math.Float64frombits(l.stats.jitterBits.Load()) / rate
 	l.stats.mu.Lock()
 	s.ReportedLost, s.ReportedFraction, s.ReportedJitterSecs, s.RTT = l.stats.repLost, l.stats.repFraction, l.stats.repJitter, l.stats.rtt
+	s.Reports, s.RTTKnown = l.stats.repBlocks, l.stats.rttKnown
 	l.stats.mu.Unlock()
 	return s
 }

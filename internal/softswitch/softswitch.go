@@ -547,8 +547,10 @@ func (sw *Switch) Draining() bool { return sw.draining.Load() }
 // mediaStats reads a call's relay statistics for its CDR.
 func mediaStats(relay *media.Relay) func(string) []gateway.Stream {
 	conv := func(s media.LegStats) gateway.LegStats {
+		q := s.Quality()
 		return gateway.LegStats{Packets: s.Packets, Bytes: s.Bytes, Lost: s.Lost,
-			JitterMS: s.Jitter * 1000, RTTMS: float64(s.RTT) / float64(time.Millisecond), SRTP: s.SRTP}
+			JitterMS: q.JitterMS, RTTMS: q.RTTMS, SRTP: s.SRTP,
+			LossPct: q.LossPct, MOS: q.MOS, Missing: q.Missing}
 	}
 	return func(id string) []gateway.Stream {
 		sess := relay.Get(id)
