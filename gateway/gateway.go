@@ -229,8 +229,14 @@ func (g *Gateway) Trunk(name string) *Trunk {
 	return g.trunks[name]
 }
 
-// Trunks returns every trunk in configuration order.
-func (g *Gateway) Trunks() []*Trunk { return g.order }
+// Trunks returns every trunk in configuration order; none for a nil
+// Gateway (no trunks configured).
+func (g *Gateway) Trunks() []*Trunk {
+	if g == nil {
+		return nil
+	}
+	return g.order
+}
 
 // Registers reports whether any trunk registers to its carrier.
 func (g *Gateway) Registers() bool {

@@ -4,6 +4,8 @@
 package main
 
 import (
+	"github.com/voxvisor/voxvisor/sip/capture"
+
 	"context"
 	"errors"
 	"fmt"
@@ -155,8 +157,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				}
 			}
 			if cfg.Log.TraceSIP {
-				siplib.SIPDebug = true
-				siplib.SIPDebugTracer(logging.NewTracer(trace))
+				defer capture.Attach(logging.NewTracer(trace))()
 			}
 			// sipgo logs some things (connection reference counts) through its
 			// package logger rather than the ones the server hands it: route

@@ -8,6 +8,8 @@
 package admin
 
 import (
+	"github.com/voxvisor/voxvisor/sip/capture"
+
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -36,6 +38,9 @@ type Backend interface {
 	Hangup(callID string) bool
 	Trunks() []TrunkInfo
 	Reload() error
+	// Ladder is a recent call's SIP messages (sip.capture), how many more
+	// were dropped, and whether the call is kept.
+	Ladder(callID string) ([]capture.Message, int, bool)
 }
 
 // TrunkInfo is one trunk's state.
@@ -149,6 +154,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/registrations", s.unregister)
 	mux.HandleFunc("GET /api/v1/calls", s.calls)
 	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.hangup)
+	mux.HandleFunc("GET /api/v1/calls/{id}/ladder", s.ladder)
+	mux.HandleFunc("GET /api/v1/calls/{id}/ladder.txt", s.ladder)
+	mux.HandleFunc("GET /api/v1/calls/{id}/ladder.pcap", s.ladder)
 	mux.HandleFunc("GET /api/v1/trunks", s.trunks)
 	mux.HandleFunc("POST /api/v1/reload", s.reload)
 	return s.auth(mux)
@@ -254,6 +262,35 @@ func (s *Server) hangup(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("admin: hung up", "call", id)
 	writeJSON(w, map[string]string{"hungup": id})
+}
+
+// ladder serves a call's captured SIP messages: JSON, text (.txt, as
+// sngrep prints them) or pcap (.pcap, for Wireshark and sngrep -I).
+func (s *Server) ladder(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	msgs, dropped, ok := s.backend.Ladder(id)
+	if !ok {
+		http.Error(w, "no capture of that call: unknown, older than sip.capture.retention, pushed out by sip.capture.calls newer calls, or sip.capture.calls is 0", http.StatusNotFound)
+		return
+	}
+	name := strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e || strings.ContainsRune(`"\/;`, r) {
+			return '_'
+		}
+		return r
+	}, id)
+	switch {
+	case strings.HasSuffix(r.URL.Path, ".txt"):
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.txt"`)
+		w.Write(capture.Text(msgs))
+	case strings.HasSuffix(r.URL.Path, ".pcap"):
+		w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.pcap"`)
+		w.Write(capture.PCAP(msgs))
+	default:
+		writeJSON(w, map[string]any{"call_id": id, "messages": msgs, "dropped": dropped})
+	}
 }
 
 func (s *Server) trunks(w http.ResponseWriter, _ *http.Request) {

@@ -89,6 +89,16 @@ type SIP struct {
 	// TLS holds the certificate of the tls listeners and how peers'
 	// certificates are checked, both ways.
 	TLS TLS `yaml:"tls"`
+	// Capture keeps recent calls' SIP messages in memory for their
+	// ladder (the admin API); calls: 0 turns it off.
+	Capture Capture `yaml:"capture"`
+}
+
+// Capture bounds the in-memory SIP capture of recent calls.
+type Capture struct {
+	Calls     int           `yaml:"calls"`     // calls kept, oldest dropped first
+	Messages  int           `yaml:"messages"`  // messages kept per call
+	Retention time.Duration `yaml:"retention"` // a call kept this long after its last message
 }
 
 // TLS configures SIP over TLS (RFC 3261 §26.2, RFC 5630).
@@ -505,6 +515,11 @@ func (c *Config) applyDefaults(present func(key string) bool) {
 	defDur(&c.SIP.RingTimeout, DefaultRingTimeout)
 	defDur(&c.SIP.TransactionLinger, DefaultTxLinger)
 	defDur(&c.SIP.DrainTime, 30*time.Second)
+	if !present("sip.capture.calls") {
+		c.SIP.Capture.Calls = 1000
+	}
+	defInt(&c.SIP.Capture.Messages, 64)
+	defDur(&c.SIP.Capture.Retention, 15*time.Minute)
 	def(&c.SIP.TLS.VerifyClient, "none")
 	def(&c.SIP.TLS.MinVersion, "1.2")
 	if c.SIP.TLS.VerifyServer == nil {

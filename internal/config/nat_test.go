@@ -41,3 +41,17 @@ func TestNATDefaults(t *testing.T) {
 		t.Fatalf("embedded default: nat = %+v", c.NAT)
 	}
 }
+
+// TestCaptureDefaults: the SIP capture is on unless calls: 0 says off.
+func TestCaptureDefaults(t *testing.T) {
+	const user = "users:\n  - {username: \"1001\", password: secret1001}\n"
+	for yaml, calls := range map[string]int{user: 1000, "sip:\n  capture: {calls: 0}\n" + user: 0, "sip:\n  capture: {calls: 50}\n" + user: 50} {
+		c, err := Load("capture.yaml", []byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.SIP.Capture.Calls != calls || c.SIP.Capture.Messages != 64 || c.SIP.Capture.Retention != 15*time.Minute {
+			t.Fatalf("%q: capture %+v, want %d calls", yaml, c.SIP.Capture, calls)
+		}
+	}
+}

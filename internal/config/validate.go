@@ -90,6 +90,9 @@ func (c *Config) validate(d *document) Errors {
 	if c.SIP.TransactionLinger < time.Second || c.SIP.TransactionLinger > 32*time.Second {
 		bad("sip.transaction_linger", "must be between 1s and 32s; got %s", c.SIP.TransactionLinger)
 	}
+	if cp := c.SIP.Capture; cp.Calls < 0 || cp.Calls > 100000 || cp.Messages < 1 || cp.Messages > 1000 || cp.Retention < time.Second {
+		bad("sip.capture", "calls must be 0 (off) to 100000, messages 1 to 1000 per call, retention at least 1s; got %d, %d, %s", cp.Calls, cp.Messages, cp.Retention)
+	}
 	c.validateTLS(bad)
 	if c.SIP.RingTimeout < 0 {
 		bad("sip.ring_timeout", "must not be negative")

@@ -1,6 +1,8 @@
 package softswitch
 
 import (
+	"github.com/voxvisor/voxvisor/sip/capture"
+
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/admin"
 	"github.com/voxvisor/voxvisor/provisioning/firewall"
@@ -58,3 +60,7 @@ func (b backend) Trunks() []admin.TrunkInfo {
 }
 
 func (b backend) Reload() error { return b.sw.ReloadNow() }
+
+func (b backend) Ladder(callID string) ([]capture.Message, int, bool) {
+	return b.sw.Capture.Ladder(callID)
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/voxvisor/voxvisor/sdp"
 	"github.com/voxvisor/voxvisor/sip"
 	"github.com/voxvisor/voxvisor/sip/auth"
+	"github.com/voxvisor/voxvisor/sip/capture"
 	"github.com/voxvisor/voxvisor/sip/dialog"
 	"github.com/voxvisor/voxvisor/sip/guard"
 	"github.com/voxvisor/voxvisor/sip/keepalive"
@@ -66,6 +67,9 @@ type Switch struct {
 	// Health pings the peers of trunks with health.interval and tells
 	// failover which are down, following reloads.
 	Health *gateway.Health
+	// Capture holds recent calls' SIP messages, for their ladders.
+	Capture       *capture.Ring
+	detachCapture func()
 	// Admin serves /metrics and the JSON API; nil with admin.listen: off.
 	Admin *admin.Server
 
@@ -93,6 +97,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 			}
 		}
 	}()
+	// The capture sees every message, so it is attached before any
+	// listener or client of this switch runs.
+	ring := capture.New(capture.Options{Calls: cfg.SIP.Capture.Calls, Messages: cfg.SIP.Capture.Messages, Retention: cfg.SIP.Capture.Retention})
+	detach := capture.Attach(ring)
+	undo = append(undo, func() error { detach(); return nil })
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir %s: %w (set data_dir to a writable folder)", cfg.DataDir, err)
 	}
@@ -184,6 +193,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	}
 	undo = append(undo, func() error { srv.Close(); return nil })
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, kernel: offload, Health: health,
+		Capture: ring, detachCapture: detach,
 		Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
@@ -395,6 +405,7 @@ func (sw *Switch) Serve(ctx context.Context) error {
 			err = cerr
 		}
 	}
+	sw.detachCapture()
 	return err
 }
 

@@ -1,0 +1,101 @@
+package capture
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/voxvisor/voxvisor/internal/testenv"
+)
+
+func msg(first, callID string, extra ...string) []byte {
+	h := []string{first, "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1", "From: <sip:1001@example.com>;tag=a", "To: <sip:1002@example.com>", "Call-ID: " + callID, "CSeq: 1 INVITE"}
+	return []byte(strings.Join(append(h, extra...), "\r\n") + "\r\nContent-Length: 0\r\n\r\n")
+}
+
+// TestRing: a call is recorded from its INVITE, with every message of its
+// Call-ID (the compact i: too); other traffic is not; each call keeps at
+// most Messages, the ring at most Calls, and a call goes after Retention.
+func TestRing(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	r := New(Options{Calls: 2, Messages: 3, Retention: time.Minute})
+	r.now = func() time.Time { return now }
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("REGISTER sip:example.com SIP/2.0", "reg-1"))
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("SIP/2.0 200 OK", "stray"))
+	if r.Len() != 0 {
+		t.Fatalf("kept %d calls from a REGISTER and a stray response", r.Len())
+	}
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("INVITE sip:1002@example.com SIP/2.0", "call-1"))
+	r.Record(true, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", []byte("SIP/2.0 407 Proxy Authentication Required\r\ni: call-1\r\n\r\n"))
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("ACK sip:1002@example.com SIP/2.0", "call-1"))
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("INVITE sip:1002@example.com SIP/2.0", "call-1"))
+	msgs, dropped, ok := r.Ladder("call-1")
+	if !ok || len(msgs) != 3 || dropped != 1 || msgs[1].First != "SIP/2.0 407 Proxy Authentication Required" || !msgs[1].Sent || msgs[0].Sent {
+		t.Fatalf("call-1: %d messages, %d dropped, %v: %+v", len(msgs), dropped, ok, msgs)
+	}
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("INVITE sip:1 SIP/2.0", "call-2"))
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("INVITE sip:1 SIP/2.0", "call-3"))
+	if _, _, ok := r.Ladder("call-1"); ok || r.Len() != 2 {
+		t.Fatalf("the oldest call was not pushed out by the third (kept %d)", r.Len())
+	}
+	now = now.Add(2 * time.Minute)
+	if _, _, ok := r.Ladder("call-3"); ok {
+		t.Fatal("a call past its retention is still kept")
+	}
+	var off *Ring
+	off.Record(false, "UDP", "", "", msg("INVITE sip:1 SIP/2.0", "x"))
+	if _, _, ok := off.Ladder("x"); ok {
+		t.Fatal("a nil ring kept a call")
+	}
+}
+
+// TestRedact: digest credentials never reach the ring; the username and
+// realm stay, so the ladder still says who tried.
+func TestRedact(t *testing.T) {
+	r := New(Options{Calls: 1, Messages: 10, Retention: time.Minute})
+	r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", msg("INVITE sip:1002@example.com SIP/2.0", "c",
+		`Proxy-Authorization: Digest username="1001", realm="example.com", nonce="abc,def", uri="sip:1002@example.com", response="0123456789abcdef0123456789abcdef", cnonce="xyz", nc=00000001, qop=auth, algorithm=MD5`,
+		`authorization: Digest username="1001",realm="example.com",response="fedcba"`))
+	msgs, _, _ := r.Ladder("c")
+	raw := msgs[0].Raw
+	for _, secret := range []string{"0123456789abcdef", "fedcba", "xyz", "abc,def"} {
+		if strings.Contains(raw, secret) {
+			t.Fatalf("%q left in the capture:\n%s", secret, raw)
+		}
+	}
+	if !strings.Contains(raw, `Proxy-Authorization: Digest username="1001", realm="example.com", [redacted]`) {
+		t.Fatalf("redacted header lost the username and realm:\n%s", raw)
+	}
+}
+
+// TestPCAPReadByTshark: the pcap export opens in tshark, which decodes
+// every message as SIP, in order, with its addresses (IPv4 and IPv6).
+func TestPCAPReadByTshark(t *testing.T) {
+	bin := testenv.Need(t, "tshark")
+	base := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	msgs := []Message{
+		{Time: base, Local: "192.0.2.1:5060", Remote: "192.0.2.10:5070", Raw: string(msg("INVITE sip:1002@example.com SIP/2.0", "p"))},
+		{Time: base.Add(time.Millisecond), Sent: true, Local: "192.0.2.1:5060", Remote: "192.0.2.10:5070", Raw: "SIP/2.0 100 Trying\r\nCall-ID: p\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"},
+		{Time: base.Add(2 * time.Millisecond), Sent: true, Local: "[2001:db8::1]:5060", Remote: "[2001:db8::2]:5060", Raw: string(msg("BYE sip:1002@example.com SIP/2.0", "p"))},
+	}
+	path := filepath.Join(t.TempDir(), "call.pcap")
+	if err := os.WriteFile(path, PCAP(msgs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "-r", path, "-d", "udp.port==5070,sip", "-T", "fields", "-E", "separator=|",
+		"-e", "ip.src", "-e", "ipv6.src", "-e", "udp.dstport", "-e", "sip.Method", "-e", "sip.Status-Code", "-o", "udp.check_checksum:TRUE").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v\n%s", err, out)
+	}
+	want := "192.0.2.10||5060|INVITE|\n192.0.2.1||5070||100\n|2001:db8::1|5060|BYE|\n"
+	if got := string(out); got != want {
+		t.Fatalf("tshark read:\n%s\nwant:\n%s", got, want)
+	}
+	if txt := string(Text(msgs)); !strings.Contains(txt, " 192.0.2.10:5070 -> 192.0.2.1:5060\nINVITE sip:1002@example.com SIP/2.0\n") ||
+		!strings.Contains(txt, " 192.0.2.1:5060 -> 192.0.2.10:5070\nSIP/2.0 100 Trying\n") {
+		t.Fatalf("text export:\n%s", txt)
+	}
+}
