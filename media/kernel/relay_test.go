@@ -84,10 +84,19 @@ func TestRelayOffloadsLatchedLegs(t *testing.T) {
 		if f.Len() != 2 {
 			t.Fatalf("%d flows in the kernel, want 2 (one per direction)", f.Len())
 		}
-		sa, sb := st.Legs[0].Stats(), st.Legs[1].Stats()
-		if !sa.Offloaded || !sb.Offloaded || sa.Packets != 50 || sa.Kernel != 49 || sb.Sent != 50 ||
-			sb.Packets != 30 || sb.Kernel != 29 || sa.Sent != 30 || sa.Bytes != 50*16 {
-			t.Fatalf("stats A %+v\nB %+v\nwant 50 and 30 packets, all but the first of each through the kernel", sa, sb)
+		// The relay counts a packet it forwarded after the send returns,
+		// so the receiver may see it first: wait for the counts to settle.
+		var sa, sb media.LegStats
+		for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+			sa, sb = st.Legs[0].Stats(), st.Legs[1].Stats()
+			ok := sa.Offloaded && sb.Offloaded && sa.Packets == 50 && sa.Kernel == 49 && sb.Sent == 50 &&
+				sb.Packets == 30 && sb.Kernel == 29 && sa.Sent == 30 && sa.Bytes == 50*16
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stats A %+v\nB %+v\nwant 50 and 30 packets, all but the first of each through the kernel", sa, sb)
+			}
 		}
 
 		// A stranger spraying at A's leg: not forwarded, counted rejected.
