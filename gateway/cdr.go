@@ -65,6 +65,9 @@ type CDRWriter struct {
 	size int64    // guarded by mu
 }
 
+// Path is the current CDR file.
+func (w *CDRWriter) Path() string { return w.path }
+
 // OpenCDR opens (creating) the CDR file at path.
 func OpenCDR(path string, maxBytes int64, keep int) (*CDRWriter, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {

@@ -58,6 +58,7 @@ type Relay struct {
 	onTimeout func(id string) // set once
 	learn     learnCounters
 	offload   offloadCounters
+	retired   atomic.Uint64 // RTP packets received on streams since closed
 
 	mu       sync.Mutex
 	sessions map[string]*Session // guarded by mu
@@ -383,6 +384,8 @@ func (st *Stream) close() {
 	st.syncOffload() // every flow goes, its last counters folded
 	st.Legs[0].close()
 	st.Legs[1].close()
+	s := st.Stats()
+	st.Legs[0].session.relay.retired.Add(s[0].Packets + s[1].Packets)
 }
 
 // Stats returns both legs' statistics.

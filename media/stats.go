@@ -250,6 +250,9 @@ func (r *Relay) Collector() prometheus.Collector {
 		}
 	}
 	m.Gauge("relay_packets", "RTP packets received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Packets) }))
+	live := sum(func(s LegStats) float64 { return float64(s.Packets) })
+	m.Counter("relay_packets_total", "RTP packets received by the relay, on live and ended calls (with the kernel path's).",
+		func() float64 { return float64(r.retired.Load()) + live() })
 	m.Gauge("relay_bytes", "RTP bytes received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Bytes) }))
 	m.Gauge("relay_kernel_packets", "RTP packets of live calls forwarded in the kernel (eBPF, media.kernel), included in relay_packets.", sum(func(s LegStats) float64 { return float64(s.Kernel) }))
 	m.Gauge("relay_kernel_flows", "Latched legs whose RTP the kernel forwards now.", func() float64 { return float64(r.OffloadStats().Active) })

@@ -8,6 +8,7 @@
 package admin
 
 import (
+	"crypto/rand"
 	"github.com/voxvisor/voxvisor/sip/capture"
 
 	"context"
@@ -41,6 +42,8 @@ type Backend interface {
 	// Ladder is a recent call's SIP messages (sip.capture), how many more
 	// were dropped, and whether the call is kept.
 	Ladder(callID string) ([]capture.Message, int, bool)
+	// CDRs are the written CDRs (the current file), oldest first.
+	CDRs() ([]gateway.CDR, error)
 }
 
 // TrunkInfo is one trunk's state.
@@ -101,6 +104,10 @@ type Server struct {
 	timeouts timeouts // the constants above; shorter in tests
 	csrf     *http.CrossOriginProtection
 	ln       net.Listener // set by Listen
+
+	logins  sessions // the console's sign-ins (token mode)
+	secret  []byte   // keys the console's CSRF tokens
+	history history  // the dashboard's samples
 }
 
 // New returns an admin server on addr. A non-loopback addr needs a token.
@@ -112,8 +119,11 @@ func New(addr, token string, b Backend, reg *prometheus.Registry, log *slog.Logg
 	if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && token == "" {
 		return nil, fmt.Errorf("admin listen %s is not loopback: set admin.token, or listen on 127.0.0.1", addr)
 	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
 	return &Server{addr: addr, token: token, backend: b, reg: reg, log: log,
-		timeouts: timeouts{ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout}, csrf: http.NewCrossOriginProtection()}, nil
+		timeouts: timeouts{ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout}, csrf: http.NewCrossOriginProtection(),
+		secret: secret, history: history{reg: reg}}, nil
 }
 
 // Listen binds the listener; Addr is valid after it.
@@ -134,6 +144,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	t := s.timeouts
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read,
 		WriteTimeout: t.write, IdleTimeout: t.idle}
+	go s.history.run(ctx, historyEvery)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -159,6 +170,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/calls/{id}/ladder.pcap", s.ladder)
 	mux.HandleFunc("GET /api/v1/trunks", s.trunks)
 	mux.HandleFunc("POST /api/v1/reload", s.reload)
+	s.uiRoutes(mux)
 	return s.auth(mux)
 }
 
@@ -171,9 +183,16 @@ func (s *Server) Handler() http.Handler {
 // CSRF) is obeyed, token or not.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ui := r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/")
 		if s.token != "" {
 			got := r.Header.Get("Authorization")
-			if subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+s.token)) != 1 {
+			switch {
+			case subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+s.token)) == 1:
+			case ui && (s.session(r) != "" || r.URL.Path == "/ui/login" || strings.HasPrefix(r.URL.Path, "/ui/static/")):
+			case ui && r.Method == http.MethodGet:
+				http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+				return
+			default:
 				http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 				return
 			}

@@ -1,7 +1,9 @@
 package softswitch
 
 import (
+	"errors"
 	"github.com/voxvisor/voxvisor/sip/capture"
+	"io/fs"
 
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/admin"
@@ -60,6 +62,14 @@ func (b backend) Trunks() []admin.TrunkInfo {
 }
 
 func (b backend) Reload() error { return b.sw.ReloadNow() }
+
+func (b backend) CDRs() ([]gateway.CDR, error) {
+	cdrs, err := gateway.ReadCDRs(b.sw.CDR.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return cdrs, err
+}
 
 func (b backend) Ladder(callID string) ([]capture.Message, int, bool) {
 	return b.sw.Capture.Ladder(callID)
