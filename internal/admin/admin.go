@@ -44,6 +44,17 @@ type Backend interface {
 	Ladder(callID string) ([]capture.Message, int, bool)
 	// CDRs are the written CDRs (the current file), oldest first.
 	CDRs() ([]gateway.CDR, error)
+	// Provisioning is each provisioned resource as it is on this host
+	// (voxvisor provision status); an error when it cannot be read.
+	Provisioning(ctx context.Context) ([]ProvisionRow, error)
+}
+
+// ProvisionRow is one trunk resource's state and drift.
+type ProvisionRow struct {
+	Trunk, Resource string
+	State           string // as it is
+	Drift           string // what apply would do, "" when nothing
+	Error           string // why apply would leave it as it is
 }
 
 // TrunkInfo is one trunk's state.

@@ -29,12 +29,13 @@ type fakeBackend struct {
 	hangups []string
 }
 
-func (f *fakeBackend) Registrations() map[string][]location.Binding { return nil }
-func (f *fakeBackend) Unregister(aor, contact string) (int, error)  { return 0, nil }
-func (f *fakeBackend) Calls() []gateway.CDR                         { return nil }
-func (f *fakeBackend) Ladder(string) ([]capture.Message, int, bool) { return nil, 0, false }
-func (f *fakeBackend) CDRs() ([]gateway.CDR, error)                 { return nil, nil }
-func (f *fakeBackend) Trunks() []TrunkInfo                          { return []TrunkInfo{{Name: "carrier"}} }
+func (f *fakeBackend) Registrations() map[string][]location.Binding         { return nil }
+func (f *fakeBackend) Unregister(aor, contact string) (int, error)          { return 0, nil }
+func (f *fakeBackend) Calls() []gateway.CDR                                 { return nil }
+func (f *fakeBackend) Ladder(string) ([]capture.Message, int, bool)         { return nil, 0, false }
+func (f *fakeBackend) CDRs() ([]gateway.CDR, error)                         { return nil, nil }
+func (f *fakeBackend) Provisioning(context.Context) ([]ProvisionRow, error) { return nil, nil }
+func (f *fakeBackend) Trunks() []TrunkInfo                                  { return []TrunkInfo{{Name: "carrier"}} }
 func (f *fakeBackend) Hangup(id string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

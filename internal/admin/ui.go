@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -144,6 +145,18 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/trunks", s.uiTrunks)
 	mux.HandleFunc("GET /ui/cdrs", s.uiCDRs)
 	mux.HandleFunc("GET /ui/cdrs.csv", s.uiCDRs)
+	mux.HandleFunc("GET /ui/provisioning", s.uiProvisioning)
+}
+
+func (s *Server) uiProvisioning(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	defer cancel()
+	rows, err := s.backend.Provisioning(ctx)
+	data := map[string]any{"Rows": rows, "Err": ""}
+	if err != nil {
+		data["Err"] = err.Error()
+	}
+	s.render(w, r, "provisioning", "Provisioning", data)
 }
 
 // page is what every template gets.

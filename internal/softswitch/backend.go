@@ -1,7 +1,9 @@
 package softswitch
 
 import (
+	"context"
 	"errors"
+	"github.com/voxvisor/voxvisor/provisioning"
 	"github.com/voxvisor/voxvisor/sip/capture"
 	"io/fs"
 
@@ -69,6 +71,38 @@ func (b backend) CDRs() ([]gateway.CDR, error) {
 		return nil, nil
 	}
 	return cdrs, err
+}
+
+// Provisioning reads, as voxvisor provision status does, each resource
+// the start-up configuration provisions.
+func (b backend) Provisioning(ctx context.Context) ([]admin.ProvisionRow, error) {
+	if !b.sw.Config.HasEndpoints() {
+		return nil, errors.New("no trunk has an endpoint block: nothing is provisioned from this configuration")
+	}
+	p, closeP, err := provisioning.Open(ctx, b.sw.Config, b.sw.log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeP()
+	pl, err := p.Plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]admin.ProvisionRow, 0, len(pl.Changes))
+	for _, c := range pl.Changes {
+		row := admin.ProvisionRow{Trunk: c.Trunk, Resource: c.Resource, State: c.State}
+		if c.Action != provisioning.Nothing {
+			row.Drift = c.Action.String()
+			if c.Why != "" {
+				row.Drift += ": " + c.Why
+			}
+		}
+		if c.Err != nil {
+			row.Error = c.Err.Error()
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
 }
 
 func (b backend) Ladder(callID string) ([]capture.Message, int, bool) {

@@ -249,3 +249,42 @@ func TestConsole(t *testing.T) {
 	}
 	shot(t, ctx, "phone")
 }
+
+// TestConsoleProvisioning: the console's provisioning page reads each
+// trunk's endpoint resources as voxvisor provision status does, here
+// from libvirt's test driver and a dir volume store: nothing is made
+// yet, so each shows absent, with what apply would do.
+func TestConsoleProvisioning(t *testing.T) {
+	dir := t.TempDir()
+	fixture := filepath.Join(dir, "node.xml")
+	os.WriteFile(fixture, []byte("<node/>"), 0o644)
+	prov, err := config.Load("prov.yaml", []byte(fmt.Sprintf(`provision:
+  libvirt_uri: "test://%s"
+  domain_type: qemu
+  storage: {backend: dir, dir: %s/images}
+  firewall: {backend: none}
+trunks:
+  - name: carrier-a
+    peers: [{host: 192.0.2.1}]
+    endpoint:
+      memory: 128M
+      disk: {size: 64M}
+      network: {bridge: br0, address: 10.10.0.21/24}
+users:
+  - {username: "1001", password: secret1001}
+`, fixture, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw := start(t, t.TempDir(), func(c *config.Config) { c.Provision, c.Trunks = prov.Provision, prov.Trunks })
+	ctx := browser(t)
+	do(t, ctx, "provisioning page", chromedp.Navigate("http://"+sw.Admin.Addr()+"/ui/provisioning"))
+	rows := get(t, ctx, "its rows", chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#provisioning tbody tr")).map(r => r.innerText)`))
+	got := strings.Join(rows, "\n")
+	for _, want := range []string{"carrier-a\tvolume\tabsent\tcreate: 64M", "carrier-a\tdomain\tabsent\tcreate: 1 vCPU, 128M"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("provisioning page lacks %q:\n%s", want, got)
+		}
+	}
+	shot(t, ctx, "provisioning")
+}
