@@ -259,6 +259,8 @@ func (h *Health) ping(ctx context.Context, p Peer, timeout time.Duration, callID
 	defer cancel()
 	res, err := from.client.Do(ctx, req)
 	switch {
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		return fmt.Errorf("no answer to OPTIONS within %s", timeout)
 	case err != nil:
 		return fmt.Errorf("OPTIONS to %s: %w", p, err)
 	case res.StatusCode >= 500:
