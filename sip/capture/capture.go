@@ -8,6 +8,7 @@ package capture
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +23,31 @@ type Message struct {
 	Remote    string    `json:"remote"`
 	First     string    `json:"first_line"`
 	Raw       string    `json:"raw"` // credentials redacted, cut at MaxMessage bytes
+
+	cseq string // the CSeq header, "2 INVITE"
 }
+
+// response reports whether the message is a response.
+func (m *Message) response() bool { return strings.HasPrefix(m.First, "SIP/2.0 ") }
+
+// answers reports whether received message m is a consequence of sent
+// message s: a response to s, or the ACK of s (a final response to an
+// INVITE), from the address s went to.
+func (m *Message) answers(s *Message) bool {
+	if m.Sent || m.Remote != s.Remote || m.cseq == "" {
+		return false
+	}
+	if !s.response() {
+		return m.response() && m.cseq == s.cseq
+	}
+	n, method, _ := strings.Cut(s.cseq, " ")
+	return method == "INVITE" && m.cseq == n+" ACK"
+}
+
+// reorderWindow is how far back a sent message is placed before the
+// answers to it that were recorded first: sipgo traces a message after
+// its write returns, so on a fast path the answer's trace can win.
+const reorderWindow = 200 * time.Millisecond
 
 // Options bound what a Ring keeps.
 type Options struct {
@@ -95,7 +120,20 @@ func (r *Ring) Record(sent bool, transport, laddr, raddr string, msg []byte) {
 	}
 	text := Redact(string(raw))
 	first, _, _ := strings.Cut(text, "\r\n")
-	c.msgs = append(c.msgs, Message{Time: now, Sent: sent, Transport: strings.ToLower(transport), Local: laddr, Remote: raddr, First: first, Raw: text})
+	m := Message{Time: now, Sent: sent, Transport: strings.ToLower(transport), Local: laddr, Remote: raddr, First: first, Raw: text,
+		cseq: strings.Join(strings.Fields(header(msg, "cseq", "")), " ")}
+	at := len(c.msgs)
+	if sent {
+		for i := len(c.msgs) - 1; i >= 0 && now.Sub(c.msgs[i].Time) < reorderWindow; i-- {
+			if c.msgs[i].answers(&m) {
+				at = i
+			}
+		}
+	}
+	if at < len(c.msgs) {
+		m.Time = c.msgs[at].Time
+	}
+	c.msgs = slices.Insert(c.msgs, at, m)
 }
 
 // expire forgets the calls past their retention; under mu.

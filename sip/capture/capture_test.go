@@ -99,3 +99,32 @@ func TestPCAPReadByTshark(t *testing.T) {
 		t.Fatalf("text export:\n%s", txt)
 	}
 }
+
+// TestCauseBeforeEffect: sipgo traces a sent message after its write
+// returns, so the answer to it can be traced first; the ladder still
+// shows the 407 before its ACK, and our INVITE before the callee's 180.
+func TestCauseBeforeEffect(t *testing.T) {
+	r := New(Options{Calls: 1, Messages: 10, Retention: time.Minute})
+	const caller, callee, me = "192.0.2.10:5060", "192.0.2.20:5060", "192.0.2.1:5060"
+	in := func(from, text string) { r.Record(false, "UDP", me, from, []byte(text)) }
+	out := func(to, text string) { r.Record(true, "UDP", me, to, []byte(text)) }
+	in(caller, "INVITE sip:1002@x SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n")
+	in(caller, "ACK sip:1002@x SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 ACK\r\n\r\n")
+	out(caller, "SIP/2.0 407 Proxy Authentication Required\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n")
+	in(caller, "INVITE sip:1002@x SIP/2.0\r\nCall-ID: c\r\nCSeq: 2 INVITE\r\n\r\n")
+	in(callee, "SIP/2.0 180 Ringing\r\nCall-ID: c\r\nCSeq:  2 INVITE\r\n\r\n")
+	out(callee, "INVITE sip:1002@y SIP/2.0\r\nCall-ID: c\r\nCSeq: 2 INVITE\r\n\r\n")
+	out(caller, "SIP/2.0 180 Ringing\r\nCall-ID: c\r\nCSeq: 2 INVITE\r\n\r\n")
+	msgs, _, _ := r.Ladder("c")
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.First[:strings.Index(m.First, " ")+4])
+	}
+	want := "INVITE sip|SIP/2.0 407|ACK sip|INVITE sip|INVITE sip|SIP/2.0 180|SIP/2.0 180"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("ladder %s\nwant   %s", strings.Join(got, "|"), want)
+	}
+	if !msgs[4].Sent || msgs[5].Sent {
+		t.Fatal("our INVITE to the callee is not before its 180")
+	}
+}
