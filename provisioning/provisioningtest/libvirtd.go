@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -238,6 +240,23 @@ func KVMUsable(t testing.TB) bool {
 	if out, err := exec.Command("runuser", "-u", "libvirt-qemu", "--", "sh", "-c", "exec 3<>/dev/kvm").CombinedOutput(); err != nil {
 		t.Logf("libvirt-qemu cannot open /dev/kvm (%s): guests run under TCG", strings.TrimSpace(string(out)))
 		return false
+	}
+	// Nor is opening it: under some nested hypervisors QEMU aborts
+	// setting up a host-passthrough vCPU. Ask QEMU, as provision does.
+	if u, err := user.Lookup("libvirt-qemu"); err == nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		var groups []uint32
+		ids, _ := u.GroupIds()
+		for _, g := range ids {
+			if n, err := strconv.Atoi(g); err == nil {
+				groups = append(groups, uint32(n))
+			}
+		}
+		if err := domain.ProbeKVM(uid, gid, groups); err != nil {
+			t.Logf("%v: guests run under TCG", err)
+			return false
+		}
 	}
 	return true
 }
