@@ -194,12 +194,20 @@ func (s *Server) Handler() http.Handler {
 // CSRF) is obeyed, token or not.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ui := r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/")
+		// As the mux routes: on the path as sent, not as decoded.
+		path := r.URL.EscapedPath()
+		ui := path == "/ui" || strings.HasPrefix(path, "/ui/")
+		if ui && r.Header.Get("Sec-Fetch-Site") == "cross-site" && r.Header.Get("Sec-Fetch-Mode") != "navigate" {
+			// Another site's page loading the console (an image, a fetch):
+			// nothing of it, not even a costly read.
+			http.Error(w, "the console is not served to other sites' pages", http.StatusForbidden)
+			return
+		}
 		if s.token != "" {
 			got := r.Header.Get("Authorization")
 			switch {
 			case subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+s.token)) == 1:
-			case ui && (s.session(r) != "" || r.URL.Path == "/ui/login" || strings.HasPrefix(r.URL.Path, "/ui/static/")):
+			case ui && (s.session(r) != "" || path == "/ui/login" || path == "/ui/static/style.css"):
 			case ui && r.Method == http.MethodGet:
 				http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 				return
@@ -241,6 +249,7 @@ func loopbackHost(host string) bool {
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
@@ -312,6 +321,7 @@ func (s *Server) ladder(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasSuffix(r.URL.Path, ".txt"):
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.txt"`)
 		w.Write(capture.Text(msgs))
 	case strings.HasSuffix(r.URL.Path, ".pcap"):

@@ -27,11 +27,12 @@ type fakeBackend struct {
 	mu      sync.Mutex
 	reloads int
 	hangups []string
+	calls   []gateway.CDR
 }
 
 func (f *fakeBackend) Registrations() map[string][]location.Binding         { return nil }
 func (f *fakeBackend) Unregister(aor, contact string) (int, error)          { return 0, nil }
-func (f *fakeBackend) Calls() []gateway.CDR                                 { return nil }
+func (f *fakeBackend) Calls() []gateway.CDR                                 { return f.calls }
 func (f *fakeBackend) Ladder(string) ([]capture.Message, int, bool)         { return nil, 0, false }
 func (f *fakeBackend) CDRs() ([]gateway.CDR, error)                         { return nil, nil }
 func (f *fakeBackend) Provisioning(context.Context) ([]ProvisionRow, error) { return nil, nil }

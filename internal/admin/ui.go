@@ -7,12 +7,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
-	"encoding/csv"
 	"encoding/hex"
 	"fmt"
 	"html/template"
-	"io/fs"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,8 +122,18 @@ func (s *Server) csrfToken(r *http.Request) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func (s *Server) checkCSRF(w http.ResponseWriter, r *http.Request) bool {
-	if subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.csrfToken(r))) != 1 {
+// form reads a console POST's urlencoded form, at most 4 KiB (no
+// multipart: nothing the console posts needs it).
+func form(w http.ResponseWriter, r *http.Request) url.Values {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" || r.ParseForm() != nil {
+		return url.Values{}
+	}
+	return r.PostForm
+}
+
+func (s *Server) checkCSRF(w http.ResponseWriter, r *http.Request, f url.Values) bool {
+	if subtle.ConstantTimeCompare([]byte(f.Get("csrf")), []byte(s.csrfToken(r))) != 1 {
 		http.Error(w, "the form's CSRF token is missing or stale: reload the page and try again", http.StatusForbidden)
 		return false
 	}
@@ -131,8 +141,12 @@ func (s *Server) checkCSRF(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (s *Server) uiRoutes(mux *http.ServeMux) {
-	static, _ := fs.Sub(uiFiles, "ui")
-	mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /ui/static/style.css", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+		w.Header().Set("Cache-Control", "max-age=3600")
+		b, _ := uiFiles.ReadFile("ui/style.css")
+		w.Write(b)
+	})
 	mux.HandleFunc("GET /ui/login", s.uiLogin)
 	mux.HandleFunc("POST /ui/login", s.uiLogin)
 	mux.HandleFunc("POST /ui/logout", s.uiLogout)
@@ -140,8 +154,12 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/{$}", s.uiDashboard)
 	mux.HandleFunc("GET /ui/registrations", s.uiRegistrations)
 	mux.HandleFunc("GET /ui/calls", s.uiCalls)
-	mux.HandleFunc("GET /ui/calls/{id}", s.uiCall)
-	mux.HandleFunc("POST /ui/calls/{id}/hangup", s.uiHangup)
+	// A Call-ID is the caller's to choose (RFC 3261 allows / ? % in it):
+	// it travels in the query or the form, never in the path.
+	mux.HandleFunc("GET /ui/call", s.uiCall)
+	mux.HandleFunc("POST /ui/hangup", s.uiHangup)
+	mux.HandleFunc("GET /ui/ladder.txt", s.uiLadderFile)
+	mux.HandleFunc("GET /ui/ladder.pcap", s.uiLadderFile)
 	mux.HandleFunc("GET /ui/trunks", s.uiTrunks)
 	mux.HandleFunc("GET /ui/cdrs", s.uiCDRs)
 	mux.HandleFunc("GET /ui/cdrs.csv", s.uiCDRs)
@@ -156,7 +174,7 @@ func (s *Server) uiProvisioning(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		data["Err"] = err.Error()
 	}
-	s.render(w, r, "provisioning", "Provisioning", data)
+	s.render(w, r, http.StatusOK, "provisioning", "Provisioning", data)
 }
 
 // page is what every template gets.
@@ -167,10 +185,13 @@ type page struct {
 	Data       any
 }
 
-func (s *Server) render(w http.ResponseWriter, r *http.Request, name, title string, data any) {
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	p := page{Title: title, Nav: name, CSRF: s.csrfToken(r), LoggedIn: s.session(r) != "", Data: data}
 	if err := pages.ExecuteTemplate(w, name+".html", p); err != nil {
 		s.log.Error("console page", "page", name, "error", err)
@@ -182,23 +203,23 @@ func (s *Server) uiLogin(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui", http.StatusSeeOther)
 		return
 	}
-	msg := ""
+	msg, status := "", http.StatusOK
 	if r.Method == http.MethodPost {
-		if subtle.ConstantTimeCompare([]byte(r.PostFormValue("token")), []byte(s.token)) == 1 {
+		if subtle.ConstantTimeCompare([]byte(form(w, r).Get("token")), []byte(s.token)) == 1 {
 			http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.logins.new(), Path: "/ui", HttpOnly: true,
 				SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL.Seconds()), Secure: r.TLS != nil})
 			http.Redirect(w, r, "/ui", http.StatusSeeOther)
 			return
 		}
-		s.log.Warn("console: wrong token at login", "remote", r.RemoteAddr)
-		w.WriteHeader(http.StatusUnauthorized)
-		msg = "That is not the admin token."
+		s.log.Warn("console: wrong token at sign-in", "remote", r.RemoteAddr)
+		time.Sleep(time.Second) // a guess a second per connection
+		msg, status = "That is not the admin token.", http.StatusUnauthorized
 	}
-	s.render(w, r, "login", "Sign in", msg)
+	s.render(w, r, status, "login", "Sign in", msg)
 }
 
 func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) {
-	if !s.checkCSRF(w, r) {
+	if !s.checkCSRF(w, r, form(w, r)) {
 		return
 	}
 	if id := s.session(r); id != "" {
@@ -225,7 +246,7 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d.Charts = s.history.charts()
-	s.render(w, r, "dashboard", "Dashboard", d)
+	s.render(w, r, http.StatusOK, "dashboard", "Dashboard", d)
 }
 
 // trunkUp: registered when it registers, and some peer up when watched.
@@ -253,20 +274,21 @@ func (s *Server) uiRegistrations(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(out, func(a, b Binding) int { return strings.Compare(a.AOR+a.Contact, b.AOR+b.Contact) })
-	s.render(w, r, "registrations", "Registrations", map[string]any{"Q": q, "Rows": out})
+	s.render(w, r, http.StatusOK, "registrations", "Registrations", map[string]any{"Q": q, "Rows": out})
 }
 
 func (s *Server) uiCalls(w http.ResponseWriter, r *http.Request) {
 	calls := s.backend.Calls()
 	slices.SortFunc(calls, func(a, b gateway.CDR) int { return a.Start.Compare(b.Start) })
-	s.render(w, r, "calls", "Live calls", calls)
+	s.render(w, r, http.StatusOK, "calls", "Live calls", calls)
 }
 
 func (s *Server) uiHangup(w http.ResponseWriter, r *http.Request) {
-	if !s.checkCSRF(w, r) {
+	f := form(w, r)
+	if !s.checkCSRF(w, r, f) {
 		return
 	}
-	id := r.PathValue("id")
+	id := f.Get("id")
 	if !s.backend.Hangup(id) {
 		http.Error(w, "no such call (it may have ended)", http.StatusNotFound)
 		return
@@ -285,7 +307,7 @@ type callPage struct {
 }
 
 func (s *Server) uiCall(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id := r.URL.Query().Get("id")
 	p := callPage{ID: id}
 	for _, c := range s.backend.Calls() {
 		if c.CallID == id {
@@ -308,11 +330,17 @@ func (s *Server) uiCall(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such call: not live, not in the CDRs, not captured", http.StatusNotFound)
 		return
 	}
-	s.render(w, r, "call", "Call "+id, p)
+	s.render(w, r, http.StatusOK, "call", "Call "+id, p)
+}
+
+// uiLadderFile is a call's ladder as a download, for a console session.
+func (s *Server) uiLadderFile(w http.ResponseWriter, r *http.Request) {
+	r.SetPathValue("id", r.URL.Query().Get("id"))
+	s.ladder(w, r)
 }
 
 func (s *Server) uiTrunks(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, "trunks", "Trunks", s.backend.Trunks())
+	s.render(w, r, http.StatusOK, "trunks", "Trunks", s.backend.Trunks())
 }
 
 // cdrQuery is the CDR search: a number (in from or to) and a time range.
@@ -350,7 +378,7 @@ func (s *Server) uiCDRs(w http.ResponseWriter, r *http.Request) {
 	if strings.HasSuffix(r.URL.Path, ".csv") {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="cdrs.csv"`)
-		cw := csv.NewWriter(w)
+		cw := quotedCSV{w: w}
 		cw.Write([]string{"call_id", "start", "answer", "end", "duration_s", "direction", "trunk", "from", "to", "status", "reason", "hangup_by", "end_reason", "mos_caller", "mos_callee"})
 		for _, c := range q.Rows {
 			answer := ""
@@ -365,22 +393,38 @@ func (s *Server) uiCDRs(w http.ResponseWriter, r *http.Request) {
 				strconv.FormatFloat(c.DurationSec, 'f', 1, 64), c.Direction, csvSafe(c.Trunk), csvSafe(c.From), csvSafe(c.To),
 				strconv.Itoa(c.Status), csvSafe(c.Reason), c.HangupBy, csvSafe(c.EndReason), mc, me})
 		}
-		cw.Flush()
 		return
 	}
 	if len(q.Rows) > cdrPageRows {
 		q.Rows, q.More = q.Rows[:cdrPageRows], true
 	}
-	s.render(w, r, "cdrs", "CDRs", q)
+	s.render(w, r, http.StatusOK, "cdrs", "CDRs", q)
 }
 
 // csvSafe keeps a spreadsheet from reading a caller-chosen field (a
-// From user, a Call-ID) as a formula.
+// From user, a Call-ID, a reason phrase) as a formula.
 func csvSafe(v string) string {
 	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
 		return "'" + v
 	}
 	return v
+}
+
+// quotedCSV writes RFC 4180 records with every field quoted, so that no
+// spreadsheet splits one at a ; (the list separator of many locales) and
+// reads a formula from its second half.
+type quotedCSV struct{ w io.Writer }
+
+func (c quotedCSV) Write(fields []string) {
+	var b strings.Builder
+	for i, f := range fields {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"` + strings.ReplaceAll(f, `"`, `""`) + `"`)
+	}
+	b.WriteString("\r\n")
+	io.WriteString(c.w, b.String())
 }
 
 func parseWhen(s string) (time.Time, error) {

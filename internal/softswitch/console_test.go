@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -173,7 +174,7 @@ func TestConsole(t *testing.T) {
 	// A page of another origin posts a hang-up form at the console: the
 	// browser's cross-site POST is refused, and the call stays up.
 	evil := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `<html><body><form id="f" method="post" action="%s/calls/%s/hangup"><input name="csrf" value="guess"></form>
+		fmt.Fprintf(w, `<html><body><form id="f" method="post" action="%s/hangup"><input name="id" value="%s"><input name="csrf" value="guess"></form>
 <script>document.getElementById("f").submit()</script></body></html>`, ui, cleanID)
 	})}
 	ln, err := net.Listen("tcp", "127.0.0.2:0")
@@ -217,7 +218,7 @@ func TestConsole(t *testing.T) {
 	}
 
 	// The call's page: its ladder in order.
-	do(t, ctx, "the call's page", chromedp.Navigate(ui+"/calls/"+cleanID))
+	do(t, ctx, "the call's page", chromedp.Navigate(ui+"/call?id="+url.QueryEscape(cleanID)))
 	labels := get(t, ctx, "the ladder's labels", chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#ladder .label")).map(e => e.textContent)`))
 	shot(t, ctx, "call")
 	ladder := strings.Join(labels, " ")

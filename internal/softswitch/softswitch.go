@@ -186,6 +186,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		MaxAge: orOff(cfg.Dialog.MaxAge), MaxEarly: cfg.SIP.RingTimeout + time.Minute, PerSource: g.Dialogs}, log)
 	dialogs.Subscribe(cdrs) // first: it reads the media statistics
 	dialogs.Subscribe(an)   // then the media goes
+	dialogs.Subscribe(captureKeeper{ring})
 	an.PerSource = g.Streams
 	self, err := srv.Listen()
 	if err != nil {
@@ -484,6 +485,13 @@ func (f *trunkFirewall) status() map[string]firewall.Status {
 	}
 	return out
 }
+
+// captureKeeper tells the SIP capture which calls were accepted: their
+// ladders are kept before those of INVITEs that went nowhere.
+type captureKeeper struct{ ring *capture.Ring }
+
+func (k captureKeeper) DialogStarted(d *dialog.Dialog)            { k.ring.Keep(d.ID) }
+func (k captureKeeper) DialogEnded(*dialog.Dialog, dialog.Ending) {}
 
 // orOff maps a configured duration to dialog.Options: 0s there means off.
 func orOff(d time.Duration) time.Duration {

@@ -8,7 +8,9 @@ package capture
 
 import (
 	"bytes"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,22 +61,39 @@ type Options struct {
 // MaxMessage is the most of one message kept (bodies beyond are cut).
 const MaxMessage = 8 << 10
 
+// MaxBytes bounds the messages kept, all calls together: the oldest
+// calls go first (those no dialog began before those one did).
+const MaxBytes = 64 << 20
+
+// maxCallID bounds a Call-ID taken as a key; a longer one is not kept.
+const maxCallID = 256
+
 type call struct {
 	id      string
 	msgs    []Message
 	dropped int
 	last    time.Time
+	bytes   int
+	kept    bool // a dialog began for it (Keep)
 }
 
 // Ring is the calls' messages. Safe for concurrent use; a nil Ring keeps
 // nothing.
+//
+// A call is recorded from its INVITE as tentative; Keep (the dialog
+// table, when the INVITE was accepted and routed) makes it kept. Each
+// kind is bounded by Options.Calls, and tentative calls go first when
+// MaxBytes is reached, so INVITEs that go nowhere (a flood, a scan)
+// cannot push accepted calls out.
 type Ring struct {
 	opts Options
 	now  func() time.Time
 
-	mu    sync.Mutex
-	calls map[string]*call // guarded by mu
-	order []*call          // guarded by mu; oldest first
+	mu        sync.Mutex
+	calls     map[string]*call // guarded by mu
+	tentative []*call          // guarded by mu; oldest first
+	kept      []*call          // guarded by mu; oldest first
+	bytes     int              // guarded by mu
 }
 
 // New returns a ring bounded by o.
@@ -82,14 +101,46 @@ func New(o Options) *Ring {
 	return &Ring{opts: o, now: time.Now, calls: map[string]*call{}}
 }
 
-// Record keeps msg if it belongs to a recorded call or starts one (an
-// INVITE outside any). It takes no reference to msg.
-func (r *Ring) Record(sent bool, transport, laddr, raddr string, msg []byte) {
+// Record keeps the messages in data (one datagram, or what one read of a
+// stream gave: several messages, or a part of one) that belong to a
+// recorded call or start one (an INVITE outside any). It takes no
+// reference to data.
+func (r *Ring) Record(sent bool, transport, laddr, raddr string, data []byte) {
 	if r == nil || r.opts.Calls <= 0 {
 		return
 	}
+	for _, msg := range split(data) {
+		r.record(sent, transport, laddr, raddr, msg)
+	}
+}
+
+// split cuts a stream read into its messages by Content-Length, past
+// keep-alive CRLFs; a message the read ends within is the last piece.
+func split(data []byte) [][]byte {
+	var out [][]byte
+	for len(out) < 16 {
+		data = bytes.TrimLeft(data, "\r\n")
+		if len(data) == 0 {
+			break
+		}
+		end := bytes.Index(data, []byte("\r\n\r\n"))
+		if end < 0 {
+			out = append(out, data)
+			break
+		}
+		n := end + 4
+		if cl, err := strconv.Atoi(header(data[:end+2], "content-length", "l")); err == nil && cl > 0 {
+			n = min(n+cl, len(data))
+		}
+		out = append(out, data[:n])
+		data = data[n:]
+	}
+	return out
+}
+
+func (r *Ring) record(sent bool, transport, laddr, raddr string, msg []byte) {
 	id := header(msg, "call-id", "i")
-	if id == "" {
+	if id == "" || len(id) > maxCallID {
 		return
 	}
 	now := r.now()
@@ -101,13 +152,12 @@ func (r *Ring) Record(sent bool, transport, laddr, raddr string, msg []byte) {
 			return
 		}
 		r.expire(now)
-		for len(r.order) >= r.opts.Calls {
-			delete(r.calls, r.order[0].id)
-			r.order = r.order[1:]
+		for len(r.tentative) >= r.opts.Calls {
+			r.drop(r.tentative[0])
 		}
 		c = &call{id: id}
 		r.calls[id] = c
-		r.order = append(r.order, c)
+		r.tentative = append(r.tentative, c)
 	}
 	c.last = now
 	if len(c.msgs) >= r.opts.Messages {
@@ -120,8 +170,11 @@ func (r *Ring) Record(sent bool, transport, laddr, raddr string, msg []byte) {
 	}
 	text := Redact(string(raw))
 	first, _, _ := strings.Cut(text, "\r\n")
-	m := Message{Time: now, Sent: sent, Transport: strings.ToLower(transport), Local: laddr, Remote: raddr, First: first, Raw: text,
-		cseq: strings.Join(strings.Fields(header(msg, "cseq", "")), " ")}
+	cseq := strings.Join(strings.Fields(header([]byte(text), "cseq", "")), " ")
+	if len(cseq) > 64 {
+		cseq = ""
+	}
+	m := Message{Time: now, Sent: sent, Transport: strings.ToLower(transport), Local: laddr, Remote: raddr, First: first, Raw: text, cseq: cseq}
 	at := len(c.msgs)
 	if sent {
 		for i := len(c.msgs) - 1; i >= 0 && now.Sub(c.msgs[i].Time) < reorderWindow; i-- {
@@ -134,6 +187,50 @@ func (r *Ring) Record(sent bool, transport, laddr, raddr string, msg []byte) {
 		m.Time = c.msgs[at].Time
 	}
 	c.msgs = slices.Insert(c.msgs, at, m)
+	size := len(text) + len(first) + len(laddr) + len(raddr) + 128
+	c.bytes += size
+	r.bytes += size
+	for r.bytes > MaxBytes {
+		oldest := r.tentative
+		if len(oldest) == 0 || oldest[0] == c {
+			oldest = r.kept
+		}
+		if len(oldest) == 0 || oldest[0] == c {
+			break
+		}
+		r.drop(oldest[0])
+	}
+}
+
+// Keep marks the call as accepted (its dialog began): it is no longer
+// among the first to go.
+func (r *Ring) Keep(callID string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.calls[callID]
+	if c == nil || c.kept {
+		return
+	}
+	r.tentative = slices.DeleteFunc(r.tentative, func(x *call) bool { return x == c })
+	c.kept = true
+	r.kept = append(r.kept, c)
+	for len(r.kept) > r.opts.Calls {
+		r.drop(r.kept[0])
+	}
+}
+
+// drop forgets c; under mu.
+func (r *Ring) drop(c *call) {
+	delete(r.calls, c.id)
+	r.bytes -= c.bytes
+	if c.kept {
+		r.kept = slices.DeleteFunc(r.kept, func(x *call) bool { return x == c })
+	} else {
+		r.tentative = slices.DeleteFunc(r.tentative, func(x *call) bool { return x == c })
+	}
 }
 
 // expire forgets the calls past their retention; under mu.
@@ -141,16 +238,13 @@ func (r *Ring) expire(now time.Time) {
 	if r.opts.Retention <= 0 {
 		return
 	}
-	keep := r.order[:0]
-	for _, c := range r.order {
-		if now.Sub(c.last) > r.opts.Retention {
-			delete(r.calls, c.id)
-			continue
+	for _, list := range [][]*call{r.tentative, r.kept} {
+		for _, c := range slices.Clone(list) {
+			if now.Sub(c.last) > r.opts.Retention {
+				r.drop(c)
+			}
 		}
-		keep = append(keep, c)
 	}
-	clear(r.order[len(keep):])
-	r.order = keep
 }
 
 // Ladder returns the call's messages in the order they crossed, and how
@@ -205,18 +299,37 @@ func header(msg []byte, long, short string) string {
 	return ""
 }
 
+// credential matches a digest parameter that proves the password
+// (response, cnonce), wherever it stands: the backstop of Redact.
+var credential = regexp.MustCompile(`(?i)\b(response|cnonce)(\s*=\s*)("[^"]*"?|[^,\s"]*)`)
+
 // Redact replaces the credentials of Authorization and
-// Proxy-Authorization headers (all but the username and realm) with
+// Proxy-Authorization headers (all but the username and realm, folded
+// continuation lines too) with "[redacted]", and any response= or
+// cnonce= value left anywhere (a body, a header cut by a read) with
 // "[redacted]".
 func Redact(msg string) string {
-	if !strings.Contains(strings.ToLower(msg), "authorization") {
+	lower := strings.ToLower(msg)
+	if !strings.Contains(lower, "authorization") && !strings.Contains(lower, "response") && !strings.Contains(lower, "cnonce") {
 		return msg
 	}
 	lines := strings.Split(msg, "\r\n")
+	started, inAuth := false, false
 	for i, l := range lines {
 		if l == "" {
-			break // the body
+			if started {
+				break // the body
+			}
+			continue // keep-alive CRLFs before the message
 		}
+		started = true
+		if l[0] == ' ' || l[0] == '\t' { // a folded continuation line
+			if inAuth {
+				lines[i] = "\x00"
+			}
+			continue
+		}
+		inAuth = false
 		name, value, ok := strings.Cut(l, ":")
 		if !ok {
 			continue
@@ -226,7 +339,19 @@ func Redact(msg string) string {
 		default:
 			continue
 		}
-		scheme, params, _ := strings.Cut(strings.TrimSpace(value), " ")
+		inAuth = true
+		value = strings.TrimSpace(value)
+		scheme, params := value, ""
+		if j := strings.IndexAny(value, " \t"); j >= 0 {
+			scheme, params = value[:j], value[j+1:]
+		}
+		if strings.ContainsRune(scheme, '=') {
+			scheme, params = "", value
+		}
+		// The whole header, continuation lines included, for its params.
+		for k := i + 1; k < len(lines) && lines[k] != "" && (lines[k][0] == ' ' || lines[k][0] == '\t'); k++ {
+			params += " " + strings.TrimSpace(lines[k])
+		}
 		var kept []string
 		for _, p := range splitParams(params) {
 			k, _, _ := strings.Cut(p, "=")
@@ -235,9 +360,10 @@ func Redact(msg string) string {
 				kept = append(kept, strings.TrimSpace(p))
 			}
 		}
-		lines[i] = name + ": " + scheme + " " + strings.Join(append(kept, "[redacted]"), ", ")
+		lines[i] = strings.TrimSpace(name + ": " + scheme + " " + strings.Join(append(kept, "[redacted]"), ", "))
 	}
-	return strings.Join(lines, "\r\n")
+	lines = slices.DeleteFunc(lines, func(l string) bool { return l == "\x00" })
+	return credential.ReplaceAllString(strings.Join(lines, "\r\n"), `${1}${2}"[redacted]"`)
 }
 
 // splitParams splits a digest parameter list at the commas outside

@@ -128,3 +128,76 @@ func TestCauseBeforeEffect(t *testing.T) {
 		t.Fatal("our INVITE to the callee is not before its 180")
 	}
 }
+
+// TestNoCredentialsKept: the digest response never reaches the ring,
+// whatever a stream read holds: two messages (the ACK of a 407 and the
+// retried INVITE), keep-alive CRLFs first, a read that starts inside the
+// header, a folded header, a tab after the scheme, or a body that quotes
+// an Authorization header.
+func TestNoCredentialsKept(t *testing.T) {
+	const secret = "5ec4e75ec4e75ec4e75ec4e75ec4e7aa"
+	auth := `Proxy-Authorization: Digest username="1001", realm="x", nonce="n", uri="sip:1002@x", response="` + secret + `", cnonce="c0ffee"`
+	inv := "INVITE sip:1002@x SIP/2.0\r\nCall-ID: k\r\nCSeq: 2 INVITE\r\n"
+	for name, data := range map[string]string{
+		"two in one read": "ACK sip:1002@x SIP/2.0\r\nCall-ID: k\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n" + inv + auth + "\r\nContent-Length: 0\r\n\r\n",
+		"leading CRLF":    "\r\n\r\n" + inv + auth + "\r\nContent-Length: 0\r\n\r\n",
+		"split read":      "ation: Digest username=\"1001\", response=\"" + secret + "\"\r\nCall-ID: k\r\nCSeq: 2 INVITE\r\n\r\n",
+		"folded":          inv + "Proxy-Authorization: Digest username=\"1001\", nonce=\"n\",\r\n\turi=\"sip:1002@x\", response=\"" + secret + "\"\r\nContent-Length: 0\r\n\r\n",
+		"tab":             inv + "Authorization: Digest\tusername=\"1001\",response=\"" + secret + "\"\r\nContent-Length: 0\r\n\r\n",
+		"in the body":     inv + "Content-Type: message/sipfrag\r\nContent-Length: 80\r\n\r\nAuthorization: Digest username=\"1001\", response=\"" + secret + "\"",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := New(Options{Calls: 2, Messages: 10, Retention: time.Minute})
+			r.Record(false, "TCP", "192.0.2.1:5060", "192.0.2.10:5060", []byte(inv+"Content-Length: 0\r\n\r\n"))
+			r.Record(false, "TCP", "192.0.2.1:5060", "192.0.2.10:5060", []byte(data))
+			msgs, _, _ := r.Ladder("k")
+			for _, m := range msgs {
+				if strings.Contains(m.Raw, secret) || strings.Contains(m.Raw, "c0ffee") {
+					t.Fatalf("credentials kept:\n%s", m.Raw)
+				}
+			}
+		})
+	}
+	// Two messages in one read are two lines of the ladder.
+	r := New(Options{Calls: 2, Messages: 10, Retention: time.Minute})
+	r.Record(false, "TCP", "a", "b", []byte(inv+"Content-Length: 0\r\n\r\n"))
+	r.Record(false, "TCP", "a", "b", []byte("ACK sip:1002@x SIP/2.0\r\nCall-ID: k\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"+inv+"Content-Length: 4\r\n\r\nbody"))
+	if msgs, _, _ := r.Ladder("k"); len(msgs) != 3 || !strings.HasSuffix(msgs[2].Raw, "\r\n\r\nbody") {
+		t.Fatalf("a read of two messages: %d messages", len(msgs))
+	}
+}
+
+// TestBounded: a Call-ID too long is not a key, a huge CSeq does not
+// hold memory, the bytes of all calls stay under MaxBytes, and INVITEs
+// that no dialog accepted go before accepted calls.
+func TestBounded(t *testing.T) {
+	r := New(Options{Calls: 3, Messages: 64, Retention: time.Hour})
+	r.Record(false, "UDP", "a", "b", msg("INVITE sip:1 SIP/2.0", strings.Repeat("x", 300)))
+	if r.Len() != 0 {
+		t.Fatal("kept a call by a 300-byte Call-ID")
+	}
+	r.Record(false, "UDP", "a", "b", msg("INVITE sip:1 SIP/2.0", "accepted"))
+	r.Keep("accepted")
+	big := "CSeq: 1 " + strings.Repeat("X", 30000)
+	for i := range 3 {
+		id := "flood-" + string(rune('a'+i))
+		for range 64 {
+			r.Record(false, "UDP", "a", "b", []byte("INVITE sip:1 SIP/2.0\r\nCall-ID: "+id+"\r\n"+big+"\r\n\r\n"))
+		}
+	}
+	if _, _, ok := r.Ladder("accepted"); !ok {
+		t.Fatal("tentative INVITEs pushed an accepted call out")
+	}
+	r.mu.Lock()
+	bytes := r.bytes
+	r.mu.Unlock()
+	if bytes > MaxBytes || bytes > 3*64*(MaxMessage+1024)+4096 {
+		t.Fatalf("%d bytes kept for 3 calls of 64 messages cut at %d", bytes, MaxMessage)
+	}
+	for i := range 5 { // more tentative calls than Calls: the oldest go
+		r.Record(false, "UDP", "a", "b", msg("INVITE sip:1 SIP/2.0", "scan-"+string(rune('a'+i))))
+	}
+	if _, _, ok := r.Ladder("accepted"); !ok || r.Len() != 4 {
+		t.Fatalf("after a scan: %d calls kept, accepted kept %v", r.Len(), ok)
+	}
+}
