@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin/voxvisor
 # Debian packages the test suite drives.
-TEST_DEBS := sip-tester baresip-core linphone-cli kamailio rtpengine-daemon socat sipvicious tshark chromium
+TEST_DEBS := sip-tester baresip-core linphone-cli kamailio rtpengine-daemon socat sipvicious tshark chromium redis-server
 # ... and those of the provisioning tests (libvirt-daemon-system creates the
 # libvirt-qemu user the QEMU driver needs), installed without recommends.
 PROV_DEBS := lvm2 nftables iptables iproute2 e2fsprogs libvirt0 libvirt-daemon libvirt-daemon-driver-qemu \

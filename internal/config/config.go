@@ -34,6 +34,7 @@ type Config struct {
 	Admin     Admin     `yaml:"admin"`
 	Limits    Limits    `yaml:"limits"`
 	Provision Provision `yaml:"provision"`
+	Cluster   Cluster   `yaml:"cluster"`
 
 	// Source is the name the file was loaded under (a path, or the
 	// embedded default's name). Set by Load.
@@ -92,6 +93,21 @@ type SIP struct {
 	// Capture keeps recent calls' SIP messages in memory for their
 	// ladder (the admin API); calls: 0 turns it off.
 	Capture Capture `yaml:"capture"`
+}
+
+// Cluster makes registrations cluster-wide, in Redis; without
+// cluster.redis.address the location store is this node's bbolt file.
+type Cluster struct {
+	Node  string `yaml:"node"` // this node's name; default the host name
+	Redis Redis  `yaml:"redis"`
+}
+
+// Redis is where a cluster keeps what its nodes share.
+type Redis struct {
+	Address  string `yaml:"address"` // host:port
+	Password string `yaml:"password"`
+	TLS      bool   `yaml:"tls"`
+	Prefix   string `yaml:"prefix"` // key prefix; default voxvisor:
 }
 
 // Capture bounds the in-memory SIP capture of recent calls.
@@ -558,6 +574,10 @@ func (c *Config) applyDefaults(present func(key string) bool) {
 	}
 	def(&c.Media.Learning, DefaultLearning)
 	def(&c.Media.Kernel, KernelAuto)
+	if c.Cluster.Node == "" {
+		c.Cluster.Node, _ = os.Hostname()
+	}
+	def(&c.Cluster.Redis.Prefix, "voxvisor:")
 	defDur(&c.Media.Timeout, DefaultMediaTimeout)
 	defDur(&c.Media.HoldTimeout, DefaultHoldTimeout)
 	def(&c.Provision.LibvirtURI, "qemu:///system")

@@ -153,6 +153,14 @@ func (c *Config) validate(d *document) Errors {
 	default:
 		bad("media.learning", "must be heuristic (the default: SDP address, SDP IP or the SIP source; NATed phones work), strict (the SDP IP only) or any (any source during the learning window); got %q", m.Learning)
 	}
+	if cl := c.Cluster; cl.Redis.Address != "" {
+		if _, _, err := net.SplitHostPort(cl.Redis.Address); err != nil {
+			bad("cluster.redis.address", "must be host:port, such as 10.0.0.5:6379; got %q", cl.Redis.Address)
+		}
+		if !nodeNameRE.MatchString(cl.Node) {
+			bad("cluster.node", "must be 1-64 letters, digits or ._- (a name for this node in the cluster); got %q", cl.Node)
+		}
+	}
 	switch m.Kernel {
 	case KernelAuto, KernelOn, KernelOff:
 	default:
@@ -808,6 +816,9 @@ func checkURI(u string, schemes ...string) string {
 // quotedSafe reports whether s may go inside a quoted-string of an
 // Authorization or WWW-Authenticate header: no quote, no backslash.
 func quotedSafe(s string) bool { return !strings.ContainsAny(s, `"\`) }
+
+// nodeNameRE is a cluster node's name.
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // ifNameRE is a Linux network interface name (IFNAMSIZ is 16 with the NUL).
 var ifNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)

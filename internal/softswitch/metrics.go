@@ -6,6 +6,7 @@ import (
 
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/provisioning/firewall"
+	"github.com/voxvisor/voxvisor/sip/location"
 )
 
 // metrics registers voxvisor's Prometheus metrics: each component
@@ -28,6 +29,9 @@ func (sw *Switch) metrics() *prometheus.Registry {
 		gateway.TrunkCollector(sw.Gateway, sw.Registrations),
 		sw.Health.Collector(),
 	)
+	if r, ok := sw.locationBackend.(*location.Redis); ok {
+		reg.MustRegister(r.Collector())
+	}
 	if f := sw.firewall; f != nil {
 		reg.MustRegister(firewall.Collector(f.fw, f.rules, sw.log))
 	}

@@ -82,7 +82,9 @@ type Switch struct {
 	registry *prometheus.Registry
 	firewall *trunkFirewall    // nil: no provisioned endpoint firewall to read
 	kernel   *kernel.Forwarder // nil: RTP forwarded by the relay's sockets only
-	log      *slog.Logger
+	// locationBackend is where registrations persist (bbolt, or Redis).
+	locationBackend location.Backend
+	log             *slog.Logger
 }
 
 // New builds and binds a switch for cfg. Nothing runs until Serve.
@@ -105,7 +107,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir %s: %w (set data_dir to a writable folder)", cfg.DataDir, err)
 	}
-	be, err := location.OpenBolt(filepath.Join(cfg.DataDir, "location.db"))
+	be, err := openLocation(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -194,14 +196,15 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	}
 	undo = append(undo, func() error { srv.Close(); return nil })
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, kernel: offload, Health: health,
-		Capture: ring, detachCapture: detach,
+		locationBackend: be,
+		Capture:         ring, detachCapture: detach,
 		Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
 	pings := keepalive.NewSIPSender(srv.TransactionLayer(), self)
 	sw.Registrar.SetNAT(registrar.NAT{MaxExpires: cfg.NAT.MaxExpires})
 	sw.Registrar.SetLocalAddr(pings.LocalAddr)
-	sw.Pinger = keepalive.New(store, pings, keepalive.Options{Interval: cfg.NAT.PingInterval, Timeout: cfg.NAT.PingTimeout}, log)
+	sw.Pinger = keepalive.New(store, pings, keepalive.Options{Interval: cfg.NAT.PingInterval, Timeout: cfg.NAT.PingTimeout, Node: clusterNode(cfg)}, log)
 	secret, err := nodeSecret(filepath.Join(cfg.DataDir, "node.key"))
 	if err != nil {
 		return nil, err
@@ -484,6 +487,24 @@ func (f *trunkFirewall) status() map[string]firewall.Status {
 		}
 	}
 	return out
+}
+
+// clusterNode is this node's name in a cluster; "" on its own.
+func clusterNode(cfg *config.Config) string {
+	if cfg.Cluster.Redis.Address == "" {
+		return ""
+	}
+	return cfg.Cluster.Node
+}
+
+// openLocation is where registrations live: Redis for a cluster
+// (cluster.redis.address), else this node's bbolt file.
+func openLocation(cfg *config.Config, log *slog.Logger) (location.Backend, error) {
+	if r := cfg.Cluster.Redis; r.Address != "" {
+		log.Info("cluster: registrations in Redis", "redis", r.Address, "node", cfg.Cluster.Node)
+		return location.OpenRedis(location.RedisOptions{Addr: r.Address, Password: r.Password, TLS: r.TLS, Prefix: r.Prefix, Node: cfg.Cluster.Node}, log)
+	}
+	return location.OpenBolt(filepath.Join(cfg.DataDir, "location.db"))
 }
 
 // captureKeeper tells the SIP capture which calls were accepted: their

@@ -39,6 +39,9 @@ type Options struct {
 	// removed; it should be a few intervals. 0: never removed (pings only
 	// keep the way open).
 	Timeout time.Duration
+	// Node is this node's name in a cluster: only the contacts whose flow
+	// it holds (Binding.Node) are its to ping. "": every contact.
+	Node string
 }
 
 // Store is the location service as the pinger uses it (*location.Store).
@@ -153,6 +156,9 @@ func (r *run) round() {
 		for _, b := range bs {
 			if !b.NAT || b.Transport != "udp" || len(b.Path) > 0 {
 				continue
+			}
+			if p.opts.Node != "" && b.Node != "" && b.Node != p.opts.Node {
+				continue // another node's flow: it pings it
 			}
 			k := key{aor, b.Contact}
 			pe := r.peers[k]

@@ -338,3 +338,27 @@ func TestNoRemovalWithoutTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestOnlyOwnFlowsPinged: in a cluster each node pings only the contacts
+// whose REGISTER it received (their NAT pinhole is its), not every
+// contact it knows from the shared store.
+func TestOnlyOwnFlowsPinged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, Options{Interval: 15 * time.Second, Timeout: 60 * time.Second, Node: "a"})
+		defer h.stop()
+		mine, theirs, old := natted(1), natted(2), natted(3)
+		mine.Node, theirs.Node = "a", "b" // old: written before the cluster
+		for _, b := range []location.Binding{mine, theirs, old} {
+			h.send.set(b.Contact, true)
+			bind(t, h.store, b)
+		}
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		if len(h.send.sent(mine.Contact)) == 0 || len(h.send.sent(old.Contact)) == 0 {
+			t.Fatal("this node's contacts were not pinged")
+		}
+		if n := len(h.send.sent(theirs.Contact)); n != 0 {
+			t.Fatalf("another node's contact was pinged %d times", n)
+		}
+	})
+}

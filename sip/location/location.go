@@ -9,7 +9,9 @@ package location
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -42,9 +44,12 @@ type Binding struct {
 	// Outbound says the contact is reached over its flow only (RFC 5626:
 	// ;ob or reg-id): never at its Contact address.
 	Outbound bool `json:"ob,omitempty"`
+	// Node is the cluster node that received the REGISTER and so holds
+	// the contact's flow (a shared store sets it); empty on one node.
+	Node string `json:"node,omitempty"`
 }
 
-// Backend persists bindings; bbolt here, a shared store (Redis) later.
+// Backend persists bindings: bbolt on one node, Redis for a cluster.
 type Backend interface {
 	// Put replaces the bindings of each AOR in one commit; an empty slice
 	// deletes the AOR.
@@ -85,6 +90,9 @@ func New(backend Backend) (*Store, error) {
 		return s, nil
 	}
 	all, err := backend.All()
+	if errors.Is(err, ErrUnavailable) {
+		all, err = nil, nil // start empty: Run reloads when the store answers
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load bindings: %w", err)
 	}
@@ -257,15 +265,88 @@ func (s *Store) Sweep() int {
 		} else {
 			s.byAOR[aor] = l
 		}
-		// Best effort: expired entries are dropped again on load.
-		s.queue(aor, l, false)
+		// A shared store expires keys itself, and another node may have
+		// refreshed what looks expired here: only this node's own
+		// bindings are written away. Best effort: expired entries are
+		// dropped again on load.
+		if s.owns(bs, now) {
+			s.queue(aor, l, false)
+		}
 	}
 	s.mu.Unlock()
 	return removed
 }
 
-// Run sweeps expired bindings every interval until ctx ends.
+// Shared is a Backend other nodes write too (Redis): Watch tells the
+// store their changes.
+type Shared interface {
+	Backend
+	Node() string
+	Watch(ctx context.Context, apply func(aor string, bs []Binding), reload func(all map[string][]Binding))
+}
+
+// owns reports whether the expired bindings of bs are this node's to
+// write away: always on one node.
+func (s *Store) owns(bs []Binding, now time.Time) bool {
+	sh, ok := s.backend.(Shared)
+	if !ok {
+		return true
+	}
+	for _, b := range bs {
+		if !b.Expires.After(now) && b.Node != "" && b.Node != sh.Node() {
+			return false
+		}
+	}
+	return true
+}
+
+// Apply sets aor's bindings as another node wrote them (nothing is
+// written back).
+func (s *Store) Apply(aor string, bs []Binding) {
+	l := live(bs, s.now())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, mine := s.pending[aor]; mine {
+		return // this node's newer write is on its way
+	}
+	if len(l) == 0 {
+		delete(s.byAOR, aor)
+	} else {
+		s.byAOR[aor] = l
+	}
+}
+
+// reload makes memory what the shared store holds, but for this node's
+// writes not yet in it, and writes again this node's own live bindings
+// that the store lost (a Redis restarted without persistence).
+func (s *Store) reload(all map[string][]Binding) {
+	self := ""
+	if sh, ok := s.backend.(Shared); ok {
+		self = sh.Node()
+	}
+	for aor, bs := range s.All() {
+		if _, ok := all[aor]; ok {
+			continue
+		}
+		if slices.ContainsFunc(bs, func(b Binding) bool { return b.Node == self || b.Node == "" }) {
+			s.mu.Lock()
+			s.queue(aor, bs, false)
+			s.mu.Unlock()
+			continue
+		}
+		all[aor] = nil
+	}
+	for aor, bs := range all {
+		s.Apply(aor, bs)
+	}
+}
+
+// Run sweeps expired bindings every interval until ctx ends; over a
+// shared backend it also applies the other nodes' changes.
 func (s *Store) Run(ctx context.Context, interval time.Duration) {
+	if sh, ok := s.backend.(Shared); ok {
+		go sh.Watch(ctx, s.Apply, s.reload)
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -1,0 +1,84 @@
+package softswitch_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/voxvisor/voxvisor/internal/config"
+	"github.com/voxvisor/voxvisor/internal/testenv"
+)
+
+// node starts a switch on ip as cluster node name over redis.
+func node(t *testing.T, redis *testenv.RedisServer, ip, name string) *running {
+	t.Helper()
+	return start(t, t.TempDir(), func(c *config.Config) {
+		c.SIP.Listen = []config.Listener{{Transport: "udp", Address: ip + ":0"}, {Transport: "tcp", Address: ip + ":0"}}
+		c.Media.Address = ip
+		c.Cluster = config.Cluster{Node: name, Redis: config.Redis{Address: redis.Addr(), Prefix: "voxvisor:"}}
+	})
+}
+
+// TestClusterSharedLocation: two nodes on 127.0.0.11 and .12 with one
+// real Redis. A phone registered on A is called through B, and one
+// registered on B through A (SIPp on both sides); the bindings carry the
+// node that holds their flow; a node started after the REGISTERs serves
+// them at once.
+func TestClusterSharedLocation(t *testing.T) {
+	redis := testenv.Redis(t)
+	a := node(t, redis, "127.0.0.11", "a")
+	b := node(t, redis, "127.0.0.12", "b")
+
+	call := func(registrar, via *running, callee string) {
+		t.Helper()
+		port := freePort(t)
+		registrar.register(t, callee, "udp", port)
+		waitFor(t, 2*time.Second, callee+" on the other node", func() bool { return len(via.Store.Lookup(callee+"@voxvisor.local")) == 1 })
+		wait := sippAsync(t, "uas.xml", port, "udp")
+		trace := sipp(t, via.udp, "uac_call.xml", freePort(t), "udp", "-s", callee, "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+		if uas := wait(); !strings.Contains(trace, "SIP/2.0 200 OK") || !strings.Contains(uas, "INVITE sip:"+callee+"@") {
+			t.Fatalf("a call through %s to %s registered on %s failed:\n%s", via.udp, callee, registrar.udp, trace)
+		}
+	}
+	call(a, b, "1002")
+	call(b, a, "1003")
+	if got := b.Store.Lookup("1002@voxvisor.local")[0].Node; got != "a" {
+		t.Fatalf("1002's binding says node %q, want a (it registered there)", got)
+	}
+	if got := a.Store.Lookup("1003@voxvisor.local")[0].Node; got != "b" {
+		t.Fatalf("1003's binding says node %q, want b", got)
+	}
+	// A node (re)started now has every binding from its start.
+	c := node(t, redis, "127.0.0.13", "c")
+	if len(c.Store.Lookup("1002@voxvisor.local")) != 1 || len(c.Store.Lookup("1003@voxvisor.local")) != 1 {
+		t.Fatal("a node started after the REGISTERs does not have them")
+	}
+	if _, m := b.api(t, "GET", "/metrics"); metric(m, "voxvisor_cluster_redis_up") != 1 {
+		t.Fatalf("cluster metrics:\n%s", grepLines(m, "cluster"))
+	}
+
+	// Redis goes away: calls to the bindings the nodes know go on, and a
+	// REGISTER still succeeds (kept, written when Redis is back).
+	redis.Stop()
+	port := freePort(t)
+	a.Store.Remove("1002@voxvisor.local", "") // its old callee is gone
+	a.register(t, "1002", "udp", port)
+	wait := sippAsync(t, "uas.xml", port, "udp")
+	trace := sipp(t, a.udp, "uac_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	if uas := wait(); !strings.Contains(trace, "SIP/2.0 200 OK") || !strings.Contains(uas, "INVITE sip:1002@") {
+		t.Fatalf("a call with Redis down failed:\n%s", trace)
+	}
+	if _, m := a.api(t, "GET", "/metrics"); metric(m, "voxvisor_cluster_redis_up") != 0 || metric(m, "voxvisor_cluster_redis_write_failures_total") < 1 {
+		t.Fatalf("cluster metrics with Redis down:\n%s", grepLines(m, "cluster"))
+	}
+	redis.Start()
+	waitFor(t, 10*time.Second, "the REGISTER made during the outage on the other node", func() bool {
+		bs := b.Store.Lookup("1002@voxvisor.local")
+		return len(bs) == 1 && strings.Contains(bs[0].Contact, ":"+strconv.Itoa(port)+";")
+	})
+	// Redis came back empty: each node wrote its own bindings again.
+	waitFor(t, 10*time.Second, "the bindings from before the outage back in Redis", func() bool {
+		return redis.CLI("exists", "voxvisor:aor:1002@voxvisor.local", "voxvisor:aor:1003@voxvisor.local") == "2"
+	})
+}
