@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/voxvisor/voxvisor/internal/cluster"
 	"io"
 	"net/http"
 	"net/url"
@@ -161,6 +162,27 @@ func newCtl(stdout io.Writer) *cobra.Command {
 				rows = append(rows, []string{t.Name, fmt.Sprintf("%d/%s", t.Channels, limit), reg})
 			}
 			table("TRUNK\tCHANNELS\tREGISTRATION", rows)
+			return nil
+		},
+	})
+	ctl.AddCommand(&cobra.Command{
+		Use:   "cluster",
+		Short: "List the cluster's live nodes: heartbeats, addresses, the registrations and calls each holds",
+		RunE: func(*cobra.Command, []string) error {
+			var nodes []cluster.Node
+			if err := call("GET", "/api/v1/cluster", &nodes); err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, n := range nodes {
+				name := n.Name
+				if n.Self {
+					name += " (this)"
+				}
+				rows = append(rows, []string{name, strings.Join(n.SIP, " "), time.Since(n.Heartbeat).Round(100*time.Millisecond).String() + " ago",
+					time.Since(n.Started).Round(time.Second).String(), fmt.Sprint(n.Bindings), fmt.Sprint(n.Calls)})
+			}
+			table("NODE\tSIP\tHEARTBEAT\tUP\tREGISTRATIONS\tCALLS", rows)
 			return nil
 		},
 	})

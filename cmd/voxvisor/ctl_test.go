@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/logging"
 	"github.com/voxvisor/voxvisor/internal/softswitch"
+	"github.com/voxvisor/voxvisor/internal/testenv"
 	"github.com/voxvisor/voxvisor/sip/location"
 )
 
@@ -74,4 +76,36 @@ func ctlSwitch(t *testing.T, mutate func(*config.Config)) (*softswitch.Switch, f
 		return out.String()
 	}
 	return sw, run
+}
+
+// TestCtlCluster: `voxvisor ctl cluster` lists the live nodes of the
+// switch's cluster (a real redis-server), this one marked, with what
+// each holds; alone, it says it is not in a cluster.
+func TestCtlCluster(t *testing.T) {
+	redis := testenv.Redis(t)
+	sw, run := ctlSwitch(t, func(cfg *config.Config) {
+		cfg.Cluster = config.Cluster{Node: "sbc-a", Redis: config.Redis{Address: redis.Addr(), Prefix: "voxvisor:"}}
+	})
+	sw.Store.Update("1001@voxvisor.local", func([]location.Binding) ([]location.Binding, error) {
+		return []location.Binding{{AOR: "1001@voxvisor.local", Contact: "sip:1001@192.0.2.5:5062", Source: "192.0.2.5:5062",
+			Transport: "udp", Expires: time.Now().Add(time.Hour)}}, nil
+	})
+	var out string
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if out = run("cluster"); strings.Contains(out, "sbc-a (this)") && strings.Contains(out, "udp:127.0.0.1:") && regexp.MustCompile(`\s1\s+0\s*$`).MatchString(strings.TrimSpace(out)) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(out, "NODE") || !strings.Contains(out, "sbc-a (this)") || !regexp.MustCompile(`\s1\s+0\s*$`).MatchString(strings.TrimSpace(out)) {
+		t.Fatalf("ctl cluster:\n%s", out)
+	}
+	single, _ := ctlSwitch(t, nil)
+	var buf bytes.Buffer
+	root := newRoot(&buf, &buf)
+	root.SetArgs([]string{"ctl", "--admin", "http://" + single.Admin.Addr(), "cluster"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "not in a cluster (no cluster.redis.address)") {
+		t.Fatalf("ctl cluster on a single node: %v\n%s", err, buf.String())
+	}
 }

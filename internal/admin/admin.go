@@ -9,6 +9,7 @@ package admin
 
 import (
 	"crypto/rand"
+	"github.com/voxvisor/voxvisor/internal/cluster"
 	"github.com/voxvisor/voxvisor/sip/capture"
 
 	"context"
@@ -47,6 +48,8 @@ type Backend interface {
 	// Provisioning is each provisioned resource as it is on this host
 	// (voxvisor provision status); an error when it cannot be read.
 	Provisioning(ctx context.Context) ([]ProvisionRow, error)
+	// Cluster lists the cluster's live nodes (an error when alone).
+	Cluster(ctx context.Context) ([]cluster.Node, error)
 }
 
 // ProvisionRow is one trunk resource's state and drift.
@@ -181,6 +184,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/calls/{id}/ladder.pcap", s.ladder)
 	mux.HandleFunc("GET /api/v1/trunks", s.trunks)
 	mux.HandleFunc("POST /api/v1/reload", s.reload)
+	mux.HandleFunc("GET /api/v1/cluster", s.cluster)
 	s.uiRoutes(mux)
 	return s.auth(mux)
 }
@@ -331,6 +335,15 @@ func (s *Server) ladder(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, map[string]any{"call_id": id, "messages": msgs, "dropped": dropped})
 	}
+}
+
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
+	nodes, err := s.backend.Cluster(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, nodes)
 }
 
 func (s *Server) trunks(w http.ResponseWriter, _ *http.Request) {

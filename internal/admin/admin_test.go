@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"github.com/voxvisor/voxvisor/internal/cluster"
 	"github.com/voxvisor/voxvisor/sip/capture"
 
 	"bufio"
@@ -36,6 +37,7 @@ func (f *fakeBackend) Calls() []gateway.CDR                                 { re
 func (f *fakeBackend) Ladder(string) ([]capture.Message, int, bool)         { return nil, 0, false }
 func (f *fakeBackend) CDRs() ([]gateway.CDR, error)                         { return nil, nil }
 func (f *fakeBackend) Provisioning(context.Context) ([]ProvisionRow, error) { return nil, nil }
+func (f *fakeBackend) Cluster(context.Context) ([]cluster.Node, error)      { return nil, nil }
 func (f *fakeBackend) Trunks() []TrunkInfo                                  { return []TrunkInfo{{Name: "carrier"}} }
 func (f *fakeBackend) Hangup(id string) bool {
 	f.mu.Lock()

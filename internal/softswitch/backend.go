@@ -3,6 +3,7 @@ package softswitch
 import (
 	"context"
 	"errors"
+	"github.com/voxvisor/voxvisor/internal/cluster"
 	"github.com/voxvisor/voxvisor/provisioning"
 	"github.com/voxvisor/voxvisor/sip/capture"
 	"io/fs"
@@ -71,6 +72,14 @@ func (b backend) CDRs() ([]gateway.CDR, error) {
 		return nil, nil
 	}
 	return cdrs, err
+}
+
+// Cluster lists the cluster's live nodes; an error alone.
+func (b backend) Cluster(ctx context.Context) ([]cluster.Node, error) {
+	if b.sw.Members == nil {
+		return nil, errors.New("this node is not in a cluster (no cluster.redis.address)")
+	}
+	return b.sw.Members.List(ctx)
 }
 
 // Provisioning reads, as voxvisor provision status does, each resource

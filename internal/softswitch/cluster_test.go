@@ -1,6 +1,7 @@
 package softswitch_test
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,6 +55,11 @@ func TestClusterSharedLocation(t *testing.T) {
 	if len(c.Store.Lookup("1002@voxvisor.local")) != 1 || len(c.Store.Lookup("1003@voxvisor.local")) != 1 {
 		t.Fatal("a node started after the REGISTERs does not have them")
 	}
+	waitFor(t, 5*time.Second, "three nodes in the membership, each with what it holds", func() bool {
+		_, body := a.api(t, "GET", "/api/v1/cluster")
+		return strings.Count(body, `"name"`) == 3 && strings.Contains(body, `"name": "a"`) &&
+			regexp.MustCompile(`"name": "b",[^}]*"bindings": 1`).MatchString(body)
+	})
 	if _, m := b.api(t, "GET", "/metrics"); metric(m, "voxvisor_cluster_redis_up") != 1 {
 		t.Fatalf("cluster metrics:\n%s", grepLines(m, "cluster"))
 	}

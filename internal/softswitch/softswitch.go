@@ -25,6 +25,7 @@ import (
 	"github.com/voxvisor/voxvisor/gateway"
 	"github.com/voxvisor/voxvisor/internal/admin"
 	"github.com/voxvisor/voxvisor/internal/anchor"
+	"github.com/voxvisor/voxvisor/internal/cluster"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/media"
 	"github.com/voxvisor/voxvisor/media/kernel"
@@ -67,6 +68,8 @@ type Switch struct {
 	// Health pings the peers of trunks with health.interval and tells
 	// failover which are down, following reloads.
 	Health *gateway.Health
+	// Members is the cluster's membership (cluster.redis); nil alone.
+	Members *cluster.Members
 	// Capture holds recent calls' SIP messages, for their ladders.
 	Capture       *capture.Ring
 	detachCapture func()
@@ -199,6 +202,24 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		locationBackend: be,
 		Capture:         ring, detachCapture: detach,
 		Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
+	if r := cfg.Cluster.Redis; r.Address != "" {
+		var sips []string
+		for _, l := range self.Listeners {
+			sips = append(sips, l.Transport+":"+l.Bound.String())
+		}
+		node := cfg.Cluster.Node
+		sw.Members = cluster.New(cluster.Options{Addr: r.Address, Password: r.Password, TLS: r.TLS, Prefix: r.Prefix, Node: node, SIP: sips,
+			Counts: func() (bindings, calls int) {
+				for _, bs := range store.All() {
+					for _, b := range bs {
+						if b.Node == node {
+							bindings++
+						}
+					}
+				}
+				return bindings, dialogs.Len()
+			}}, log)
+	}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
 	pings := keepalive.NewSIPSender(srv.TransactionLayer(), self)
@@ -331,6 +352,13 @@ func (sw *Switch) Serve(ctx context.Context) error {
 		defer wg.Done()
 		sw.Dialogs.Run(sweepCtx, time.Second)
 	}()
+	if sw.Members != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sw.Members.Run(sweepCtx)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

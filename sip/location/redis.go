@@ -2,10 +2,12 @@ package location
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +43,22 @@ type Redis struct {
 	dirty    map[string][]Binding // guarded by mu; writes not yet in Redis
 }
 
+// NewRedisClient is a client for the cluster's Redis with voxvisor's
+// timeouts (2 s), its TLS verified against the system roots.
+func NewRedisClient(o RedisOptions) *redis.Client {
+	quietRedisLog()
+	opts := &redis.Options{Addr: o.Addr, Password: o.Password, DialTimeout: 2 * time.Second,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1}
+	if o.TLS {
+		host, _, err := net.SplitHostPort(o.Addr)
+		if err != nil {
+			host = o.Addr
+		}
+		opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewClient(opts)
+}
+
 // ErrUnavailable says the shared store cannot be read now.
 var ErrUnavailable = errors.New("the cluster's Redis is unreachable")
 
@@ -61,12 +79,7 @@ func OpenRedis(o RedisOptions, log *slog.Logger) (*Redis, error) {
 	if o.Prefix == "" {
 		o.Prefix = "voxvisor:"
 	}
-	opts := &redis.Options{Addr: o.Addr, Password: o.Password, DialTimeout: 2 * time.Second,
-		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1}
-	if o.TLS {
-		opts.TLSConfig = tlsConfig(o.Addr)
-	}
-	r := &Redis{c: redis.NewClient(opts), prefix: o.Prefix, node: o.Node, log: log, dirty: map[string][]Binding{}}
+	r := &Redis{c: NewRedisClient(o), prefix: o.Prefix, node: o.Node, log: log, dirty: map[string][]Binding{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := r.c.Ping(ctx).Err(); err != nil {

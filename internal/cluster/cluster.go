@@ -1,0 +1,140 @@
+// Package cluster is the membership of a voxvisor cluster: each node
+// writes a heartbeat into the cluster's Redis (a key that expires when
+// the node stops writing it) with its addresses and what it holds, and
+// any node lists them. It is what `voxvisor ctl cluster` and the admin
+// API show; the location store (sip/location) shares the registrations.
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/voxvisor/voxvisor/sip/location"
+)
+
+// Node is one member as its last heartbeat described it.
+type Node struct {
+	Name      string    `json:"name"`
+	SIP       []string  `json:"sip"` // its listeners: transport:ip:port
+	Started   time.Time `json:"started"`
+	Heartbeat time.Time `json:"heartbeat"`
+	Bindings  int       `json:"bindings"` // registrations whose flow it holds
+	Calls     int       `json:"calls"`    // dialogs it follows
+	Self      bool      `json:"self,omitempty"`
+}
+
+// Heartbeat and Dead are the membership's timing: a node writes its
+// heartbeat every Heartbeat and is gone from the list Dead after its last.
+const (
+	HeartbeatEvery = 2 * time.Second
+	Dead           = 10 * time.Second
+)
+
+// Members writes this node's heartbeat and lists the cluster's nodes.
+type Members struct {
+	c      *redis.Client
+	prefix string
+	self   Node
+	counts func() (bindings, calls int)
+	log    *slog.Logger
+}
+
+// Options say where the cluster is and who this node is.
+type Options struct {
+	Addr, Password string
+	TLS            bool
+	Prefix         string
+	Node           string
+	SIP            []string
+	// Counts gives what the node holds, for its heartbeat.
+	Counts func() (bindings, calls int)
+}
+
+// New returns the membership; Run writes the heartbeat.
+func New(o Options, log *slog.Logger) *Members {
+	c := location.NewRedisClient(location.RedisOptions{Addr: o.Addr, Password: o.Password, TLS: o.TLS})
+	return &Members{c: c, prefix: cmp.Or(o.Prefix, "voxvisor:"), log: log, counts: o.Counts,
+		self: Node{Name: o.Node, SIP: o.SIP, Started: time.Now().UTC()}}
+}
+
+func (m *Members) key(name string) string { return m.prefix + "node:" + name }
+
+// Run writes the heartbeat every HeartbeatEvery until ctx ends, then
+// removes it (a clean stop leaves at once; a crash after Dead).
+func (m *Members) Run(ctx context.Context) {
+	t := time.NewTicker(HeartbeatEvery)
+	defer t.Stop()
+	for {
+		m.beat(ctx)
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			m.c.Del(dctx, m.key(m.self.Name))
+			cancel()
+			m.c.Close()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Members) beat(ctx context.Context) {
+	n := m.self
+	n.Heartbeat = time.Now().UTC()
+	if m.counts != nil {
+		n.Bindings, n.Calls = m.counts()
+	}
+	v, _ := json.Marshal(n)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m.c.Set(ctx, m.key(n.Name), v, Dead) // an error is the location store's to report
+}
+
+// List returns the live nodes, this one first, then by name.
+func (m *Members) List(ctx context.Context) ([]Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var keys []string
+	iter := m.c.Scan(ctx, 0, m.prefix+"node:*", 100).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("cluster: listing nodes in Redis: %w", err)
+	}
+	var out []Node
+	if len(keys) > 0 {
+		vals, err := m.c.MGet(ctx, keys...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: reading nodes in Redis: %w", err)
+		}
+		for _, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			var n Node
+			if json.Unmarshal([]byte(s), &n) == nil && time.Since(n.Heartbeat) < Dead {
+				n.Self = n.Name == m.self.Name
+				out = append(out, n)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Node) int {
+		if a.Self != b.Self {
+			if a.Self {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	return out, nil
+}
