@@ -31,6 +31,18 @@ type Options struct {
 	// Health says which trunk peers are down: failover skips them (all
 	// of a call's peers down: all are tried). nil: every peer is up.
 	Health *Health
+	// Channels holds each trunk's max_channels across a cluster's nodes
+	// (the carrier's contract is per trunk); nil: this node counts alone.
+	Channels ChannelCounter
+}
+
+// ChannelCounter holds trunks' channels across the nodes of a cluster.
+type ChannelCounter interface {
+	// Acquire takes one of trunk's max channels cluster-wide: false when
+	// they are all taken; an error when it cannot tell (the node then
+	// counts alone).
+	Acquire(trunk string, max int) (bool, error)
+	Release(trunk string)
 }
 
 // TrunkOptions configure one trunk.
@@ -100,6 +112,7 @@ type Trunk struct {
 	RegExpires  int
 	Health      HealthCheck
 
+	shared   ChannelCounter // nil: this node's count only
 	cidrs    []netip.Prefix
 	dids     []did
 	channels *atomic.Int64 // shared with the same trunk across reloads
@@ -119,7 +132,9 @@ type Destination struct {
 	Trunk string
 }
 
-// Acquire takes one channel; false when the trunk is full.
+// Acquire takes one channel; false when the trunk is full, on this node
+// or, in a cluster, across the nodes (when the cluster cannot be asked,
+// this node's count alone decides).
 func (t *Trunk) Acquire() bool {
 	for {
 		n := t.channels.Load()
@@ -127,9 +142,16 @@ func (t *Trunk) Acquire() bool {
 			return false
 		}
 		if t.channels.CompareAndSwap(n, n+1) {
-			return true
+			break
 		}
 	}
+	if t.shared != nil && t.MaxChannels > 0 {
+		if ok, err := t.shared.Acquire(t.Name, t.MaxChannels); err == nil && !ok {
+			t.channels.Add(-1)
+			return false
+		}
+	}
+	return true
 }
 
 // Release returns a channel.
@@ -137,9 +159,11 @@ func (t *Trunk) Release() {
 	if t.channels.Add(-1) < 0 {
 		t.channels.Store(0)
 	}
+	if t.shared != nil && t.MaxChannels > 0 {
+		t.shared.Release(t.Name)
+	}
 }
 
-// Channels returns the channels in use.
 func (t *Trunk) Channels() int { return int(t.channels.Load()) }
 
 // Route returns the destination of an inbound number.
@@ -179,7 +203,7 @@ func New(opts Options, prev *Gateway) (*Gateway, error) {
 	for _, tc := range opts.Trunks {
 		t := &Trunk{Name: tc.Name, Peers: tc.Peers, Credentials: tc.Credentials, CallerID: tc.CallerID,
 			Codecs: tc.Codecs, MaxChannels: tc.MaxChannels, Transit: tc.Transit,
-			Register: tc.Register, RegExpires: tc.RegExpires, Health: tc.Health, channels: new(atomic.Int64)}
+			Register: tc.Register, RegExpires: tc.RegExpires, Health: tc.Health, channels: new(atomic.Int64), shared: opts.Channels}
 		if old := prev.Trunk(tc.Name); old != nil {
 			t.channels = old.channels
 		}

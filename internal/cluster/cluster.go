@@ -66,6 +66,9 @@ func New(o Options, log *slog.Logger) *Members {
 
 func (m *Members) key(name string) string { return m.prefix + "node:" + name }
 
+// SetSIP records the node's listeners for its heartbeat; call it before Run.
+func (m *Members) SetSIP(sip []string) { m.self.SIP = sip }
+
 // Run writes the heartbeat every HeartbeatEvery until ctx ends, then
 // removes it (a clean stop leaves at once; a crash after Dead).
 func (m *Members) Run(ctx context.Context) {

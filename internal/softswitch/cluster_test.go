@@ -1,6 +1,8 @@
 package softswitch_test
 
 import (
+	"context"
+	"encoding/json"
 	"regexp"
 	"strconv"
 	"strings"
@@ -86,5 +88,66 @@ func TestClusterSharedLocation(t *testing.T) {
 	// Redis came back empty: each node wrote its own bindings again.
 	waitFor(t, 10*time.Second, "the bindings from before the outage back in Redis", func() bool {
 		return redis.CLI("exists", "voxvisor:aor:1002@voxvisor.local", "voxvisor:aor:1003@voxvisor.local") == "2"
+	})
+}
+
+// TestClusterTrunkChannels: a trunk's max_channels 2 holds across three
+// nodes: with one call up through A and one through B, a third through C
+// gets 503 and never reaches the carrier; when the calls end, the
+// channels are free on every node.
+func TestClusterTrunkChannels(t *testing.T) {
+	redis := testenv.Redis(t)
+	carrier := freePort(t)
+	trunked := func(ip, name string) *running {
+		return start(t, t.TempDir(), func(c *config.Config) {
+			c.SIP.Listen = []config.Listener{{Transport: "udp", Address: ip + ":0"}}
+			c.Media.Address = ip
+			c.Cluster = config.Cluster{Node: name, Redis: config.Redis{Address: redis.Addr(), Prefix: "voxvisor:"}}
+			c.Trunks = []config.Trunk{{Name: "carrier", RegExpires: 600, MaxChannels: 2,
+				Peers: []config.Peer{{Host: "127.0.0.1", Port: carrier, Transport: "udp"}}}}
+			c.DialPlan = []config.Rule{{Prefix: "0", Strip: 1, Prepend: "+49", Trunks: []string{"carrier"}}}
+		})
+	}
+	a, b, c := trunked("127.0.0.11", "a"), trunked("127.0.0.12", "b"), trunked("127.0.0.13", "c")
+	waitFor(t, 5*time.Second, "three nodes in the membership", func() bool {
+		_, body := c.api(t, "GET", "/api/v1/cluster")
+		return strings.Count(body, `"name"`) == 3
+	})
+	uas := sippAsync(t, "uas_timeout.xml", carrier, "udp", "-m", "2", "-key", "rtp_port", strconv.Itoa(newReceiver(t).port()))
+	var up []<-chan string
+	for _, via := range []*running{a, b} {
+		up = append(up, sippGo(t, via.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001",
+			"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1)))
+		waitFor(t, 10*time.Second, "the call through "+via.udp+" up", func() bool { return via.Gateway().Trunk("carrier").Channels() == 1 })
+	}
+	if held, err := c.Members.Held(context.Background(), "carrier"); err != nil || held["a"] != 1 || held["b"] != 1 {
+		t.Fatalf("channels held in Redis: %v, %v; want a and b one each", held, err)
+	}
+	trace := sipp(t, c.udp, "uac_auth_503.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	if !strings.Contains(trace, "SIP/2.0 503 ") {
+		t.Fatalf("the third call was not refused:\n%s", trace)
+	}
+	for _, via := range []*running{a, b} {
+		var calls []struct {
+			CallID string `json:"call_id"`
+		}
+		_, body := via.api(t, "GET", "/api/v1/calls")
+		json.Unmarshal([]byte(body), &calls)
+		if len(calls) != 1 {
+			t.Fatalf("%s has %d calls up, want 1", via.udp, len(calls))
+		}
+		if code, _ := via.api(t, "DELETE", "/api/v1/calls/"+calls[0].CallID); code != 200 {
+			t.Fatalf("hang up on %s: %d", via.udp, code)
+		}
+	}
+	for _, done := range up {
+		<-done
+	}
+	if tr := uas(); strings.Count(tr, "INVITE sip:+4930123456@") != 2 {
+		t.Fatalf("the carrier got other than the two calls:\n%s", tr)
+	}
+	waitFor(t, 5*time.Second, "the channels free across the cluster", func() bool {
+		held, err := c.Members.Held(context.Background(), "carrier")
+		return err == nil && held["a"] == 0 && held["b"] == 0 && held["c"] == 0
 	})
 }

@@ -159,8 +159,23 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	}
 	var gw *gateway.Gateway
 	health := gateway.NewHealth(log)
+	var members *cluster.Members
+	if r := cfg.Cluster.Redis; r.Address != "" {
+		node := cfg.Cluster.Node
+		members = cluster.New(cluster.Options{Addr: r.Address, Password: r.Password, TLS: r.TLS, Prefix: r.Prefix, Node: node,
+			Counts: func() (bindings, calls int) {
+				for _, bs := range store.All() {
+					for _, b := range bs {
+						if b.Node == node {
+							bindings++
+						}
+					}
+				}
+				return bindings, dialogs.Len()
+			}}, log)
+	}
 	if len(cfg.Trunks) > 0 {
-		if gw, err = gateway.New(gatewayOptions(cfg, health), nil); err != nil {
+		if gw, err = gateway.New(gatewayOptions(cfg, health, channelCounter(members)), nil); err != nil {
 			return nil, err
 		}
 	}
@@ -200,25 +215,14 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	undo = append(undo, func() error { srv.Close(); return nil })
 	sw := &Switch{Config: cfg, Self: self, Server: srv, Store: store, Auth: a, Relay: relay, Anchor: an, kernel: offload, Health: health,
 		locationBackend: be,
-		Capture:         ring, detachCapture: detach,
+		Capture:         ring, detachCapture: detach, Members: members,
 		Dialogs: dialogs, CDRs: cdrs, CDR: cdr, Guard: g, log: log}
-	if r := cfg.Cluster.Redis; r.Address != "" {
+	if sw.Members != nil {
 		var sips []string
 		for _, l := range self.Listeners {
 			sips = append(sips, l.Transport+":"+l.Bound.String())
 		}
-		node := cfg.Cluster.Node
-		sw.Members = cluster.New(cluster.Options{Addr: r.Address, Password: r.Password, TLS: r.TLS, Prefix: r.Prefix, Node: node, SIP: sips,
-			Counts: func() (bindings, calls int) {
-				for _, bs := range store.All() {
-					for _, b := range bs {
-						if b.Node == node {
-							bindings++
-						}
-					}
-				}
-				return bindings, dialogs.Len()
-			}}, log)
+		sw.Members.SetSIP(sips)
 	}
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
@@ -517,6 +521,15 @@ func (f *trunkFirewall) status() map[string]firewall.Status {
 	return out
 }
 
+// channelCounter is the cluster's trunk channel count; nil on one node
+// (a nil interface, not one holding a nil *Members).
+func channelCounter(m *cluster.Members) gateway.ChannelCounter {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
 // clusterNode is this node's name in a cluster; "" on its own.
 func clusterNode(cfg *config.Config) string {
 	if cfg.Cluster.Redis.Address == "" {
@@ -569,7 +582,7 @@ func (sw *Switch) Reload(cfg *config.Config) error {
 	var gw *gateway.Gateway
 	if len(cfg.Trunks) > 0 {
 		var err error
-		if gw, err = gateway.New(gatewayOptions(cfg, sw.Health), sw.Gateway()); err != nil {
+		if gw, err = gateway.New(gatewayOptions(cfg, sw.Health, channelCounter(sw.Members)), sw.Gateway()); err != nil {
 			return fmt.Errorf("reload trunks: %w", err)
 		}
 		if err := sw.Registrations.CanRegister(gw); err != nil {
@@ -661,8 +674,8 @@ func certificate(t config.TLS) func() (tls.Certificate, error) {
 
 // gatewayOptions are cfg's trunks and dial plan as the gateway takes them
 // (cfg is validated: the CIDRs parse).
-func gatewayOptions(cfg *config.Config, health *gateway.Health) gateway.Options {
-	o := gateway.Options{Health: health}
+func gatewayOptions(cfg *config.Config, health *gateway.Health, channels gateway.ChannelCounter) gateway.Options {
+	o := gateway.Options{Health: health, Channels: channels}
 	for _, t := range cfg.Trunks {
 		to := gateway.TrunkOptions{Name: t.Name, Codecs: t.Codecs, MaxChannels: t.MaxChannels, Register: t.Register,
 			Health:     gateway.HealthCheck{Interval: t.Health.Interval, Timeout: t.Health.Timeout, DownAfter: t.Health.DownAfter, UpAfter: t.Health.UpAfter},

@@ -192,6 +192,14 @@ func (s *Store) Update(aor string, fn func(cur []Binding) ([]Binding, error)) ([
 		s.mu.Unlock()
 		return cur, err
 	}
+	if sh, ok := s.backend.(Shared); ok {
+		// Written here: this node holds the new bindings' flows.
+		for i := range next {
+			if next[i].Node == "" {
+				next[i].Node = sh.Node()
+			}
+		}
+	}
 	if len(next) == 0 {
 		delete(s.byAOR, aor)
 	} else {

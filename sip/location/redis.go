@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,16 +126,14 @@ func (r *Redis) markDown(err error) {
 
 // Put implements Backend. Bindings without a node are this node's.
 func (r *Redis) Put(changes map[string][]Binding) error {
+	r.mu.Lock()
 	for aor, bs := range changes {
+		bs = slices.Clone(bs) // the store's memory shares the array
 		for i := range bs {
 			if bs[i].Node == "" {
 				bs[i].Node = r.node
 			}
 		}
-		changes[aor] = bs
-	}
-	r.mu.Lock()
-	for aor, bs := range changes {
 		r.dirty[aor] = bs
 	}
 	r.mu.Unlock()
