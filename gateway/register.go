@@ -38,6 +38,9 @@ type Registrations struct {
 
 	// Timeout bounds one REGISTER transaction (default 8 s).
 	Timeout time.Duration
+	// Leases, in a cluster, let one node at a time register each trunk;
+	// nil: this node registers every trunk. Set before Start.
+	Leases Leases
 
 	wg     sync.WaitGroup
 	states sync.Map // trunk name -> *atomic.Pointer[RegState]
@@ -212,31 +215,74 @@ func (rg *Registrations) State(trunk string) (RegState, bool) {
 	return *v.(*atomic.Pointer[RegState]).Load(), true
 }
 
+// Leases give one node of a cluster a named right at a time (the
+// trunk's registration at its carrier): Hold takes or renews it for this
+// node and reports whether this node has it; an error says the cluster
+// cannot be asked.
+type Leases interface {
+	Hold(ctx context.Context, name string) (bool, error)
+}
+
+// byAnother is the registration state of a trunk another node registers.
+const byAnother = "registered by another node of the cluster"
+
+// leaseEvery is how often a registration loop renews (or tries to take)
+// its trunk's lease in a cluster: well inside the lease's lifetime.
+const leaseEvery = 2 * time.Second
+
 func (rg *Registrations) run(ctx context.Context, t *Trunk, st *atomic.Pointer[RegState]) {
 	backoff := time.Second
 	callID := fmt.Sprintf("vxreg-%s-%d", t.Name, rand.Int64())
 	cseq := uint32(1)
+	due := time.Now() // the next REGISTER
+	holder := rg.Leases == nil
 	for {
-		granted, err := rg.register(ctx, t, callID, &cseq, t.RegExpires)
-		prev := st.Load()
-		var wait time.Duration
-		if err != nil {
-			if ctx.Err() != nil {
-				break
+		if rg.Leases != nil {
+			// Exactly one node registers a trunk: the lease's holder. When
+			// the cluster cannot be asked, each node keeps doing what it did.
+			held, err := rg.Leases.Hold(ctx, "trunkreg:"+t.Name)
+			switch {
+			case err != nil:
+			case held && !holder:
+				holder, due = true, time.Now()
+				rg.log.Info("trunk registration: this node holds it now", "trunk", t.Name)
+			case !held && (holder || st.Load().LastError != byAnother):
+				if holder {
+					rg.log.Info("trunk registration: another node holds it", "trunk", t.Name)
+				}
+				holder = false
+				rg.unregister(t, callID, &cseq, st)
+				st.Store(&RegState{LastError: byAnother, Since: time.Now()})
 			}
-			if prev.Registered || prev.LastError != err.Error() {
-				rg.log.Warn("trunk registration failing", "trunk", t.Name, "error", err, "retry_in", backoff)
+		}
+		if holder && !time.Now().Before(due) {
+			granted, err := rg.register(ctx, t, callID, &cseq, t.RegExpires)
+			prev := st.Load()
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				if prev.Registered || prev.LastError != err.Error() {
+					rg.log.Warn("trunk registration failing", "trunk", t.Name, "error", err, "retry_in", backoff)
+				}
+				st.Store(&RegState{LastError: err.Error(), Since: time.Now()})
+				due = time.Now().Add(backoff + time.Duration(rand.Int64N(int64(backoff/4)+1)))
+				backoff = min(backoff*2, time.Minute)
+			} else {
+				if !prev.Registered {
+					rg.log.Info("trunk registered", "trunk", t.Name, "expires", granted)
+				}
+				st.Store(&RegState{Registered: true, Expires: time.Now().Add(granted), Since: time.Now()})
+				backoff = time.Second
+				due = time.Now().Add(granted * 8 / 10)
 			}
-			st.Store(&RegState{LastError: err.Error(), Since: time.Now()})
-			wait = backoff + time.Duration(rand.Int64N(int64(backoff/4)+1))
-			backoff = min(backoff*2, time.Minute)
-		} else {
-			if !prev.Registered {
-				rg.log.Info("trunk registered", "trunk", t.Name, "expires", granted)
+		}
+		wait := time.Until(due)
+		if rg.Leases != nil {
+			wait = min(max(wait, 0), leaseEvery)
+			if !holder {
+				wait = leaseEvery
 			}
-			st.Store(&RegState{Registered: true, Expires: time.Now().Add(granted), Since: time.Now()})
-			backoff = time.Second
-			wait = granted * 8 / 10
 		}
 		select {
 		case <-ctx.Done():
@@ -245,11 +291,19 @@ func (rg *Registrations) run(ctx context.Context, t *Trunk, st *atomic.Pointer[R
 		}
 		break
 	}
-	if st.Load().Registered {
-		uctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		rg.register(uctx, t, callID, &cseq, 0)
-		cancel()
+	rg.unregister(t, callID, &cseq, st)
+}
+
+// unregister removes this node's registration of t at the carrier, if it
+// has one.
+func (rg *Registrations) unregister(t *Trunk, callID string, cseq *uint32, st *atomic.Pointer[RegState]) {
+	if !st.Load().Registered {
+		return
 	}
+	uctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	rg.register(uctx, t, callID, cseq, 0)
+	cancel()
+	st.Store(&RegState{Since: time.Now(), LastError: "unregistered"})
 }
 
 // ErrRegistration wraps a carrier's refusal.

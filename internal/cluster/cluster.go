@@ -44,6 +44,7 @@ type Members struct {
 	self   Node
 	counts func() (bindings, calls int)
 	log    *slog.Logger
+	leases leases
 }
 
 // Options say where the cluster is and who this node is.
@@ -79,6 +80,7 @@ func (m *Members) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			m.releaseLeases(dctx)
 			m.c.Del(dctx, m.key(m.self.Name))
 			cancel()
 			m.c.Close()

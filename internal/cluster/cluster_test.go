@@ -66,3 +66,29 @@ func TestChannelsRedisDown(t *testing.T) {
 		t.Fatal("Acquire with Redis down gave no error")
 	}
 }
+
+// TestLease: one node holds a lease at a time; renewing keeps it; a
+// clean stop gives it up at once to the next that asks.
+func TestLease(t *testing.T) {
+	rs := testenv.Redis(t)
+	a, stopA := member(t, rs.Addr(), "a")
+	b, _ := member(t, rs.Addr(), "b")
+	ctx := context.Background()
+	hold := func(m *Members, want bool) {
+		t.Helper()
+		if got, err := m.Hold(ctx, "trunkreg:carrier"); err != nil || got != want {
+			t.Fatalf("Hold on %s = %v, %v; want %v", m.self.Name, got, err, want)
+		}
+	}
+	hold(a, true)
+	hold(b, false)
+	hold(a, true) // a renewal
+	if h, _ := b.Holder(ctx, "trunkreg:carrier"); h != "a" {
+		t.Fatalf("holder %q, want a", h)
+	}
+	stopA()
+	hold(b, true)
+	if ttl := rs.CLI("pttl", "vxtest:lease:trunkreg:carrier"); ttl == "-1" || ttl == "-2" {
+		t.Fatalf("the lease has no lifetime: pttl %s", ttl)
+	}
+}

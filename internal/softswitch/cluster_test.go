@@ -3,9 +3,13 @@ package softswitch_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,4 +154,135 @@ func TestClusterTrunkChannels(t *testing.T) {
 		held, err := c.Members.Held(context.Background(), "carrier")
 		return err == nil && held["a"] == 0 && held["b"] == 0 && held["c"] == 0
 	})
+}
+
+// registrarPeer is a carrier's registrar on loopback: it answers every
+// REGISTER 200 with the expiry asked, and records who holds a binding.
+type registrarPeer struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	from map[string]time.Time // source -> binding expiry (zero: unregistered)
+	regs int
+}
+
+func newRegistrarPeer(t *testing.T) *registrarPeer {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &registrarPeer{conn: c, from: map[string]time.Time{}}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, src, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			msg := string(buf[:n])
+			if !strings.HasPrefix(msg, "REGISTER ") {
+				continue
+			}
+			var hdrs []string
+			expires := 0
+			for _, l := range strings.Split(msg, "\r\n") {
+				name, value, _ := strings.Cut(l, ":")
+				switch strings.ToLower(strings.TrimSpace(name)) {
+				case "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m":
+					hdrs = append(hdrs, l)
+				case "expires":
+					expires, _ = strconv.Atoi(strings.TrimSpace(value))
+				}
+			}
+			p.mu.Lock()
+			p.regs++
+			if expires > 0 {
+				p.from[src.String()] = time.Now().Add(time.Duration(expires) * time.Second)
+			} else {
+				delete(p.from, src.String())
+			}
+			p.mu.Unlock()
+			res := "SIP/2.0 200 OK\r\n" + strings.Join(hdrs, "\r\n") + fmt.Sprintf("\r\nExpires: %d\r\nContent-Length: 0\r\n\r\n", expires)
+			c.WriteToUDP([]byte(res), src)
+		}
+	}()
+	return p
+}
+
+// bound returns the sources with a live binding.
+func (p *registrarPeer) bound() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for src, exp := range p.from {
+		if exp.After(time.Now()) {
+			out = append(out, src)
+		}
+	}
+	return out
+}
+
+// TestClusterOneRegistrationPerTrunk: three nodes with a registering
+// trunk; the carrier sees exactly one of them registered at a time;
+// when that node stops, another takes the registration over within the
+// lease's bound, and the carrier never sees two.
+func TestClusterOneRegistrationPerTrunk(t *testing.T) {
+	redis := testenv.Redis(t)
+	carrier := newRegistrarPeer(t)
+	var twice atomic.Bool
+	stopWatch := make(chan struct{})
+	go func() { // the carrier's view, every 20 ms
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(20 * time.Millisecond):
+				if len(carrier.bound()) > 1 {
+					twice.Store(true)
+				}
+			}
+		}
+	}()
+	defer close(stopWatch)
+	nodes := map[string]*running{}
+	for i, name := range []string{"a", "b", "c"} {
+		ip := fmt.Sprintf("127.0.0.%d", 11+i)
+		nodes[ip] = start(t, t.TempDir(), func(c *config.Config) {
+			c.SIP.Listen = []config.Listener{{Transport: "udp", Address: ip + ":0"}}
+			c.Media.Address = ip
+			c.Cluster = config.Cluster{Node: name, Redis: config.Redis{Address: redis.Addr(), Prefix: "voxvisor:"}}
+			c.Trunks = []config.Trunk{{Name: "carrier", Register: true, RegExpires: 60,
+				Credentials: &config.Credential{Username: "acct", Password: "secret"},
+				Peers:       []config.Peer{{Host: "127.0.0.1", Port: carrier.conn.LocalAddr().(*net.UDPAddr).Port, Transport: "udp"}}}}
+		})
+	}
+	var holder string
+	waitFor(t, 10*time.Second, "one node registered at the carrier", func() bool {
+		b := carrier.bound()
+		if len(b) == 1 {
+			holder = b[0]
+		}
+		return len(b) == 1
+	})
+	time.Sleep(3 * time.Second) // the others keep out
+	if b := carrier.bound(); len(b) != 1 || b[0] != holder {
+		t.Fatalf("the carrier sees %v, want only %s", b, holder)
+	}
+	ip, _, _ := strings.Cut(holder, ":")
+	began := time.Now()
+	nodes[ip].stop()
+	var next string
+	waitFor(t, 15*time.Second, "another node to take the registration over", func() bool {
+		b := carrier.bound()
+		if len(b) == 1 && b[0] != holder {
+			next = b[0]
+			return true
+		}
+		return false
+	})
+	t.Logf("registration moved from %s to %s in %s", holder, next, time.Since(began).Round(10*time.Millisecond))
+	if twice.Load() {
+		t.Fatal("the carrier saw two nodes registered at once")
+	}
 }

@@ -238,6 +238,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), self.Listeners, log); err == nil {
 		err = sw.Registrations.CanRegister(gw)
 	}
+	if err == nil && members != nil {
+		sw.Registrations.Leases = members // one node registers each trunk
+	}
 	if err != nil {
 		return nil, err
 	}
