@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -45,6 +46,8 @@ type Members struct {
 	counts func() (bindings, calls int)
 	log    *slog.Logger
 	leases leases
+
+	onLockout func(src netip.Addr, until time.Time) // set once, before Run
 }
 
 // Options say where the cluster is and who this node is.
@@ -73,12 +76,15 @@ func (m *Members) SetSIP(sip []string) { m.self.SIP = sip }
 // Run writes the heartbeat every HeartbeatEvery until ctx ends, then
 // removes it (a clean stop leaves at once; a crash after Dead).
 func (m *Members) Run(ctx context.Context) {
+	watched := make(chan struct{})
+	go func() { defer close(watched); m.watchLockouts(ctx) }()
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
 	for {
 		m.beat(ctx)
 		select {
 		case <-ctx.Done():
+			<-watched
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			m.releaseLeases(dctx)
 			m.c.Del(dctx, m.key(m.self.Name))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -285,4 +286,36 @@ func TestClusterOneRegistrationPerTrunk(t *testing.T) {
 	if twice.Load() {
 		t.Fatal("the carrier saw two nodes registered at once")
 	}
+}
+
+// TestClusterLockout: failed logins count across the nodes and a
+// lockout holds on all of them: a guesser spreading wrong passwords over
+// A and B is locked out after the limit (3 here) in all, and B then
+// refuses even the right password from that source; another source is
+// served.
+func TestClusterLockout(t *testing.T) {
+	redis := testenv.Redis(t)
+	limited := func(ip, name string) *running {
+		return start(t, t.TempDir(), func(c *config.Config) {
+			c.SIP.Listen = []config.Listener{{Transport: "udp", Address: ip + ":0"}}
+			c.Media.Address = ip
+			c.Limits.AuthFailures = 3
+			c.Cluster = config.Cluster{Node: name, Redis: config.Redis{Address: redis.Addr(), Prefix: "voxvisor:"}}
+		})
+	}
+	a, b := limited("127.0.0.11", "a"), limited("127.0.0.12", "b")
+	time.Sleep(200 * time.Millisecond) // the lockout watchers subscribe
+	for i, via := range []*running{a, b, a} {
+		sippFrom(t, "127.0.0.3", via.udp, "register_forbidden.xml", freePort(t), "udp", "-key", "user", "1003", "-au", "1003", "-ap", "guess"+strconv.Itoa(i))
+	}
+	src := netip.MustParseAddr("127.0.0.3")
+	waitFor(t, 2*time.Second, "the lockout on both nodes", func() bool { return a.Guard.Locked(src) && b.Guard.Locked(src) })
+	trace := sippFrom(t, "127.0.0.3", b.udp, "register_forbidden.xml", freePort(t), "udp", "-key", "user", "1003", "-au", "1003", "-ap", "demo1003")
+	if !strings.Contains(trace, "403 Forbidden") {
+		t.Fatalf("the locked-out source was not refused on the other node:\n%s", trace)
+	}
+	b.register(t, "1003", "udp", freePort(t)) // from 127.0.0.1
+	// A node that starts now has the lockout from its start.
+	c := limited("127.0.0.13", "c")
+	waitFor(t, 2*time.Second, "the lockout on a node started after it", func() bool { return c.Guard.Locked(src) })
 }

@@ -199,6 +199,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		AuthFailures: cfg.Limits.AuthFailures, AuthWindow: cfg.Limits.AuthWindow, Lockout: cfg.Limits.Lockout, AuthDelay: guard.DefaultAuthDelay,
 		Connections: cfg.Limits.Connections, Transactions: cfg.Limits.Transactions, Dialogs: cfg.Limits.Dialogs, Streams: cfg.Limits.Streams})
 	g.SetTrusted(cfg.TrustedSources())
+	if members != nil {
+		// A guesser locked out on one node is locked out on all.
+		g.SetShared(members)
+		members.OnLockout(g.LockOut)
+	}
 	srv.SetGuard(g)
 	srv.SetConnectionLimit(cfg.Limits.TotalConnections)
 	a.SetGuard(g)

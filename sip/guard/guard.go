@@ -56,6 +56,7 @@ type Guard struct {
 	Conns, Txs, Dialogs, Streams *Slots
 
 	trusted atomic.Pointer[[]netip.Prefix] // exempt sources; replaced by SetTrusted
+	shared  Shared                         // set once, before use; nil: this node alone
 
 	// Counters for metrics.
 	Dropped  atomic.Uint64 // requests dropped from blocked sources
@@ -146,6 +147,39 @@ func (g *Guard) Allow(src netip.Addr) (ok, blocked bool) {
 	return true, false
 }
 
+// Shared spreads failed logins and lockouts across a cluster's nodes, so
+// that a guesser locked out on one node is locked out on all, and cannot
+// spread its guesses over them to stay under the limit.
+type Shared interface {
+	// Failed counts one failed login from src cluster-wide and returns
+	// the count within window; an error leaves this node's count alone.
+	Failed(src netip.Addr, window time.Duration) (int, error)
+	// Lock tells the other nodes that src is locked out for d.
+	Lock(src netip.Addr, d time.Duration)
+}
+
+// SetShared makes failed logins and lockouts cluster-wide; call it
+// before the guard is used.
+func (g *Guard) SetShared(s Shared) { g.shared = s }
+
+// LockOut locks src out until until, as another node decided.
+func (g *Guard) LockOut(src netip.Addr, until time.Time) {
+	if g == nil || g.Trusted(src) {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := "src:" + src.String()
+	f := g.failures[k]
+	if f == nil {
+		f = &failureCount{first: g.now()}
+		g.failures[k] = f
+	}
+	if until.After(f.locked) {
+		f.locked = until
+	}
+}
+
 // Locked reports whether src is locked out after failed logins. Users are
 // never locked out: a stranger could otherwise lock the real user out
 // with a few wrong passwords. See FailureDelay.
@@ -168,11 +202,22 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 	if g == nil || g.cfg.AuthFailures <= 0 {
 		return false
 	}
+	trusted := g.Trusted(src)
+	clusterCount := 0
+	if g.shared != nil && !trusted {
+		// Outside the lock: a round trip to the cluster, on failures only.
+		clusterCount, _ = g.shared.Failed(src, g.cfg.AuthWindow)
+	}
 	now := g.now()
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer func() {
+		g.mu.Unlock()
+		if lockedNow && g.shared != nil {
+			g.shared.Lock(src, g.cfg.Lockout)
+		}
+	}()
 	keys := []string{"user:" + user}
-	if !g.Trusted(src) {
+	if !trusted {
 		keys = append(keys, "src:"+src.String())
 	}
 	for _, k := range keys {
@@ -182,7 +227,7 @@ func (g *Guard) AuthFailed(user string, src netip.Addr) (lockedNow bool) {
 			g.failures[k] = f
 		}
 		f.n++
-		if k[0] == 's' && f.n >= g.cfg.AuthFailures && !now.Before(f.locked) {
+		if k[0] == 's' && max(f.n, clusterCount) >= g.cfg.AuthFailures && !now.Before(f.locked) {
 			f.locked = now.Add(g.cfg.Lockout)
 			g.Lockouts.Add(1)
 			lockedNow = true
