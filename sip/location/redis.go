@@ -278,10 +278,19 @@ func (r *Redis) Watch(ctx context.Context, apply func(aor string, bs []Binding),
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	// Once more a while after each (re)subscription: the other nodes
+	// write back what a restarted Redis lost when they notice, maybe
+	// after this node's reload and before its subscription took.
+	var again <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-again:
+			again = nil
+			if all, err := r.All(); err == nil {
+				reload(all)
+			}
 		case ev, ok := <-events:
 			if !ok {
 				return
@@ -297,6 +306,7 @@ func (r *Redis) Watch(ctx context.Context, apply func(aor string, bs []Binding),
 				if all, err := r.All(); err == nil {
 					reload(all)
 				}
+				again = time.After(3 * time.Second)
 			case *redis.Message:
 				node, aor, _ := strings.Cut(ev.Payload, "\x00")
 				if node == r.node {
@@ -329,6 +339,7 @@ func (r *Redis) Watch(ctx context.Context, apply func(aor string, bs []Binding),
 			if all, err := r.All(); err == nil {
 				reload(all)
 			}
+			again = time.After(3 * time.Second)
 		}
 	}
 }
