@@ -62,6 +62,7 @@ lint: vet fmt-check ## vet and gofmt; go mod tidy must change nothing
 bench: build test-deps ## voxvisor side by side with Kamailio and rtpengine; writes BENCHMARKS.md (~10 min)
 	$(GO) run ./bench/vxbench -mode full -bin $(BIN) -out BENCHMARKS.md
 	$(GO) test -tags $(TAGS) -run '^$$' -bench 'Plan100|Reapply100|Check100' -benchmem ./provisioning/... | tee bench/provision-bench.txt
+	$(GO) test -run '^$$' -bench 'Register|Visibility' -benchtime 2000x ./sip/location/ | tee bench/location-bench.txt
 
 bench-smoke: build test-deps ## the same harness briefly (< 2 min); figures are not asserted
 	$(GO) run ./bench/vxbench -mode smoke -bin $(BIN) -out bench/BENCHMARKS-smoke.md
