@@ -91,7 +91,7 @@ func waitSIP(addr string, d time.Duration) error {
 // voxvisor writes a config and starts the binary.
 func startVoxvisor(dir, bin string, port int, users int, anchor, kernel string, rtpMin, rtpMax int) (*proc, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  listen:\n    - {transport: udp, address: 127.0.0.1:%d}\n", filepath.Join(dir, "vxdata"), port)
+	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  capture: {calls: 0}\n  listen:\n    - {transport: udp, address: 127.0.0.1:%d}\n", filepath.Join(dir, "vxdata"), port)
 	fmt.Fprintf(&b, "admin:\n  listen: \"off\"\nlimits:\n  rate: 0\n  auth_failures: 0\n  connections: 0\n  transactions: 0\n  dialogs: 0\n  streams: 0\nauth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: 127.0.0.1\n  anchor: %s\n  kernel: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", anchor, kernel, rtpMin, rtpMax)
 	fmt.Fprintf(&b, "  - {username: \"1002\", password: bench1002}\n")
 	for i := 0; i < users; i++ {

@@ -94,6 +94,7 @@ type Ring struct {
 	tentative []*call          // guarded by mu; oldest first
 	kept      []*call          // guarded by mu; oldest first
 	bytes     int              // guarded by mu
+	expired   time.Time        // guarded by mu; the last expiry sweep
 }
 
 // New returns a ring bounded by o.
@@ -226,18 +227,25 @@ func (r *Ring) Keep(callID string) {
 func (r *Ring) drop(c *call) {
 	delete(r.calls, c.id)
 	r.bytes -= c.bytes
+	list := &r.tentative
 	if c.kept {
-		r.kept = slices.DeleteFunc(r.kept, func(x *call) bool { return x == c })
-	} else {
-		r.tentative = slices.DeleteFunc(r.tentative, func(x *call) bool { return x == c })
+		list = &r.kept
 	}
-}
-
-// expire forgets the calls past their retention; under mu.
-func (r *Ring) expire(now time.Time) {
-	if r.opts.Retention <= 0 {
+	if len(*list) > 0 && (*list)[0] == c { // the oldest: most drops
+		(*list)[0] = nil
+		*list = (*list)[1:]
 		return
 	}
+	*list = slices.DeleteFunc(*list, func(x *call) bool { return x == c })
+}
+
+// expire forgets the calls past their retention, at most once a second;
+// under mu.
+func (r *Ring) expire(now time.Time) {
+	if r.opts.Retention <= 0 || now.Sub(r.expired) < time.Second {
+		return
+	}
+	r.expired = now
 	for _, list := range [][]*call{r.tentative, r.kept} {
 		for _, c := range slices.Clone(list) {
 			if now.Sub(c.last) > r.opts.Retention {
@@ -309,9 +317,8 @@ var credential = regexp.MustCompile(`(?i)\b(response|cnonce)(\s*=\s*)("[^"]*"?|[
 // cnonce= value left anywhere (a body, a header cut by a read) with
 // "[redacted]".
 func Redact(msg string) string {
-	lower := strings.ToLower(msg)
-	if !strings.Contains(lower, "authorization") && !strings.Contains(lower, "response") && !strings.Contains(lower, "cnonce") {
-		return msg
+	if !hasFold(msg, "authorization") && !hasFold(msg, "response") && !hasFold(msg, "cnonce") {
+		return msg // most messages: no copy, no split
 	}
 	lines := strings.Split(msg, "\r\n")
 	started, inAuth := false, false
@@ -364,6 +371,27 @@ func Redact(msg string) string {
 	}
 	lines = slices.DeleteFunc(lines, func(l string) bool { return l == "\x00" })
 	return credential.ReplaceAllString(strings.Join(lines, "\r\n"), `${1}${2}"[redacted]"`)
+}
+
+// hasFold reports whether s contains sub (lower case ASCII) in any case,
+// without allocating.
+func hasFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for ; j < len(sub); j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != sub[j] {
+				break
+			}
+		}
+		if j == len(sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // splitParams splits a digest parameter list at the commas outside

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,5 +200,18 @@ func TestBounded(t *testing.T) {
 	}
 	if _, _, ok := r.Ladder("accepted"); !ok || r.Len() != 4 {
 		t.Fatalf("after a scan: %d calls kept, accepted kept %v", r.Len(), ok)
+	}
+}
+
+// BenchmarkRecord: one call's message recorded, as sipgo hands it over.
+func BenchmarkRecord(b *testing.B) {
+	r := New(Options{Calls: 1000, Messages: 64, Retention: time.Minute})
+	invite := msg("INVITE sip:1002@example.com SIP/2.0", "", "Max-Forwards: 70", "Contact: <sip:1001@192.0.2.10:5060>")
+	ringing := []byte("SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\nFrom: <sip:1001@example.com>;tag=a\r\nTo: <sip:1002@example.com>;tag=b\r\nCall-ID: %s\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+	b.ReportAllocs()
+	for i := range b.N {
+		id := fmt.Sprintf("bench-%d", i)
+		r.Record(false, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", []byte(strings.Replace(string(invite), "Call-ID: ", "Call-ID: "+id, 1)))
+		r.Record(true, "UDP", "192.0.2.1:5060", "192.0.2.10:5060", []byte(fmt.Sprintf(string(ringing), id)))
 	}
 }
