@@ -249,8 +249,8 @@ func (r *Relay) Collector() prometheus.Collector {
 			return total
 		}
 	}
-	m.Gauge("relay_packets", "RTP packets received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Packets) }))
 	live := sum(func(s LegStats) float64 { return float64(s.Packets) })
+	m.Gauge("relay_packets", "RTP packets received by the relay on live calls.", live)
 	m.Counter("relay_packets_total", "RTP packets received by the relay, on live and ended calls (with the kernel path's).",
 		func() float64 { return float64(r.retired.Load()) + live() })
 	m.Gauge("relay_bytes", "RTP bytes received by the relay on live calls.", sum(func(s LegStats) float64 { return float64(s.Bytes) }))

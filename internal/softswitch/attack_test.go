@@ -8,8 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,50 +123,8 @@ func authorize(t *testing.T, res *siplib.Response, user, password, method, uri s
 	return ""
 }
 
-// carrierSocket is a carrier's signalling address that records every
-// request reaching it.
-type carrierSocket struct {
-	conn     net.PacketConn
-	requests atomic.Int64
-	mu       sync.Mutex
-	first    []string
-}
-
-func newCarrier(t *testing.T) *carrierSocket {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := &carrierSocket{conn: c}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, _, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if bytes.HasPrefix(buf[:n], []byte("SIP/2.0")) {
-				continue
-			}
-			cs.requests.Add(1)
-			cs.mu.Lock()
-			line, _, _ := bytes.Cut(buf[:n], []byte("\r\n"))
-			cs.first = append(cs.first, string(line))
-			cs.mu.Unlock()
-		}
-	}()
-	return cs
-}
-
-func (c *carrierSocket) port() int { return c.conn.LocalAddr().(*net.UDPAddr).Port }
-
-func (c *carrierSocket) seen() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.first...)
-}
+// newCarrier is a carrier that answers nothing and records what reaches it.
+func newCarrier(t *testing.T) *sipPeer { return newSIPPeer(t, nil) }
 
 // TestForgedInDialogNeverReachesCarrier: the toll-fraud trick of issue 12.
 // A stranger — or a carrier, with transit off — claims to be inside a

@@ -157,57 +157,36 @@ func TestClusterTrunkChannels(t *testing.T) {
 	})
 }
 
-// registrarPeer is a carrier's registrar on loopback: it answers every
-// REGISTER 200 with the expiry asked, and records who holds a binding.
+// registrarPeer is a carrier's registrar: it answers every REGISTER 200
+// with the expiry asked, and records who holds a binding.
 type registrarPeer struct {
-	conn *net.UDPConn
+	*sipPeer
 	mu   sync.Mutex
-	from map[string]time.Time // source -> binding expiry (zero: unregistered)
-	regs int
+	from map[string]time.Time // source -> binding expiry
 }
 
 func newRegistrarPeer(t *testing.T) *registrarPeer {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &registrarPeer{conn: c, from: map[string]time.Time{}}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, src, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			msg := string(buf[:n])
-			if !strings.HasPrefix(msg, "REGISTER ") {
-				continue
-			}
-			var hdrs []string
-			expires := 0
-			for _, l := range strings.Split(msg, "\r\n") {
-				name, value, _ := strings.Cut(l, ":")
-				switch strings.ToLower(strings.TrimSpace(name)) {
-				case "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m":
-					hdrs = append(hdrs, l)
-				case "expires":
-					expires, _ = strconv.Atoi(strings.TrimSpace(value))
-				}
-			}
-			p.mu.Lock()
-			p.regs++
-			if expires > 0 {
-				p.from[src.String()] = time.Now().Add(time.Duration(expires) * time.Second)
-			} else {
-				delete(p.from, src.String())
-			}
-			p.mu.Unlock()
-			res := "SIP/2.0 200 OK\r\n" + strings.Join(hdrs, "\r\n") + fmt.Sprintf("\r\nExpires: %d\r\nContent-Length: 0\r\n\r\n", expires)
-			c.WriteToUDP([]byte(res), src)
+	p := &registrarPeer{from: map[string]time.Time{}}
+	p.sipPeer = newSIPPeer(t, func(req string, src *net.UDPAddr) (string, []string) {
+		if sipMethod(req) != "REGISTER" {
+			return "", nil
 		}
-	}()
+		expires := 0
+		for _, l := range strings.Split(req, "\r\n") {
+			if name, value, _ := strings.Cut(l, ":"); strings.EqualFold(strings.TrimSpace(name), "expires") {
+				expires, _ = strconv.Atoi(strings.TrimSpace(value))
+			}
+		}
+		p.mu.Lock()
+		if expires > 0 {
+			p.from[src.String()] = time.Now().Add(time.Duration(expires) * time.Second)
+		} else {
+			delete(p.from, src.String())
+		}
+		p.mu.Unlock()
+		return "200 OK", []string{fmt.Sprintf("Expires: %d", expires)}
+	})
 	return p
 }
 

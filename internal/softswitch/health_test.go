@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,84 +12,29 @@ import (
 	"github.com/voxvisor/voxvisor/internal/config"
 )
 
-// optionsPeer is a carrier peer on loopback that answers OPTIONS with
-// 200 while answering is set, INVITEs with 486 Busy Here, and records the
-// methods it receives.
+// optionsPeer is a carrier peer that answers OPTIONS with 200 while
+// answering is set, and INVITEs with 486 Busy Here.
 type optionsPeer struct {
-	conn      *net.UDPConn
+	*sipPeer
 	answering atomic.Bool
-	mu        sync.Mutex
-	got       []string // request methods, in order
 }
 
 func newOptionsPeer(t *testing.T) *optionsPeer {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &optionsPeer{conn: c}
+	p := &optionsPeer{}
 	p.answering.Store(true)
-	t.Cleanup(func() { c.Close() })
-	go p.serve()
-	return p
-}
-
-func (p *optionsPeer) port() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }
-
-func (p *optionsPeer) serve() {
-	buf := make([]byte, 65535)
-	for {
-		n, src, err := p.conn.ReadFromUDP(buf)
-		if err != nil {
-			return
-		}
-		msg := string(buf[:n])
-		method, _, _ := strings.Cut(msg, " ")
-		if strings.HasPrefix(msg, "SIP/2.0") {
-			continue
-		}
-		p.mu.Lock()
-		p.got = append(p.got, method)
-		p.mu.Unlock()
-		if (method != "OPTIONS" || !p.answering.Load()) && method != "INVITE" {
-			continue
-		}
-		var via, from, to, callID, cseq string
-		for _, l := range strings.Split(msg, "\r\n") {
-			name, _, _ := strings.Cut(l, ":")
-			switch strings.ToLower(strings.TrimSpace(name)) {
-			case "via", "v":
-				via += l + "\r\n"
-			case "from", "f":
-				from = l
-			case "to", "t":
-				to = l
-			case "call-id", "i":
-				callID = l
-			case "cseq":
-				cseq = l
+	p.sipPeer = newSIPPeer(t, func(req string, _ *net.UDPAddr) (string, []string) {
+		switch sipMethod(req) {
+		case "INVITE":
+			return "486 Busy Here", nil
+		case "OPTIONS":
+			if p.answering.Load() {
+				return "200 OK", nil
 			}
 		}
-		status := "200 OK"
-		if method == "INVITE" {
-			status = "486 Busy Here"
-		}
-		res := fmt.Sprintf("SIP/2.0 %s\r\n%s%s\r\n%s;tag=peer\r\n%s\r\n%s\r\nContent-Length: 0\r\n\r\n", status, via, from, to, callID, cseq)
-		p.conn.WriteToUDP([]byte(res), src)
-	}
-}
-
-func (p *optionsPeer) count(method string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, m := range p.got {
-		if m == method {
-			n++
-		}
-	}
-	return n
+		return "", nil
+	})
+	return p
 }
 
 // TestTrunkHealthFailover: a trunk's two peers are pinged with OPTIONS;

@@ -1,14 +1,12 @@
 package location
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/voxvisor/voxvisor/internal/logging"
 	"github.com/voxvisor/voxvisor/internal/testenv"
 )
 
@@ -42,16 +40,7 @@ func BenchmarkRegisterBolt(b *testing.B) {
 
 // BenchmarkRegisterRedis: the same in a cluster (Redis on loopback).
 func BenchmarkRegisterRedis(b *testing.B) {
-	rs := testenv.Redis(b)
-	be, err := OpenRedis(RedisOptions{Addr: rs.Addr(), Node: "a"}, logging.Discard())
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := New(be)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := sharedStore(b, testenv.Redis(b).Addr(), "a")
 	benchRegister(b, s)
 }
 
@@ -60,21 +49,8 @@ func BenchmarkRegisterRedis(b *testing.B) {
 // p99 reported.
 func BenchmarkVisibility(b *testing.B) {
 	rs := testenv.Redis(b)
-	node := func(name string) *Store {
-		be, err := OpenRedis(RedisOptions{Addr: rs.Addr(), Node: name}, logging.Discard())
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := New(be)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go s.Run(ctx, time.Hour)
-		b.Cleanup(func() { cancel(); s.Close() })
-		return s
-	}
-	a, bn := node("a"), node("b")
+	a, _ := sharedStore(b, rs.Addr(), "a")
+	bn, _ := sharedStore(b, rs.Addr(), "b")
 	time.Sleep(200 * time.Millisecond)
 	var lat []time.Duration
 	b.ResetTimer()

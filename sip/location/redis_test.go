@@ -9,7 +9,7 @@ import (
 	"github.com/voxvisor/voxvisor/internal/testenv"
 )
 
-func sharedStore(t *testing.T, addr, node string) (*Store, *Redis) {
+func sharedStore(t testing.TB, addr, node string) (*Store, *Redis) {
 	t.Helper()
 	b, err := OpenRedis(RedisOptions{Addr: addr, Node: node, Prefix: "vxtest:"}, logging.Discard())
 	if err != nil {
