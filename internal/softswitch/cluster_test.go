@@ -122,7 +122,7 @@ func TestClusterTrunkChannels(t *testing.T) {
 	var up []<-chan string
 	for _, via := range []*running{a, b} {
 		up = append(up, sippGo(t, via.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001",
-			"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1)))
+			"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(mediaPorts(t))))
 		waitFor(t, 10*time.Second, "the call through "+via.udp+" up", func() bool { return via.Gateway().Trunk("carrier").Channels() == 1 })
 	}
 	if held, err := c.Members.Held(context.Background(), "carrier"); err != nil || held["a"] != 1 || held["b"] != 1 {

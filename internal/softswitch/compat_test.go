@@ -247,7 +247,7 @@ func compatCallee(t *testing.T, sw *running) *labProc {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return sippIn(t, "", "127.0.0.1", port, freePort(t)&^1, "udp", "", "natlab_uas.xml", "-d", "0")
+	return sippIn(t, "", "127.0.0.1", port, mediaPorts(t), "udp", "", "natlab_uas.xml", "-d", "0")
 }
 
 // compatRegisterWait is how long a softphone gets to register: on
@@ -269,7 +269,7 @@ func registered(sw *running, d time.Duration) bool {
 func compatSIPp(t *testing.T, sw *running, tp string) (register, call compatOutcome) {
 	port := freePort(t)
 	creds := []string{"-key", "user", "1001", "-au", "1001", "-ap", "demo1001", "-m", "1", "-timeout", "15s", "-timeout_error"}
-	reg := sippIn(t, "", "127.0.0.1", port, freePort(t)&^1, tp, sw.addr(tp), "register.xml", append(creds, "-key", "expires", "3600")...)
+	reg := sippIn(t, "", "127.0.0.1", port, mediaPorts(t), tp, sw.addr(tp), "register.xml", append(creds, "-key", "expires", "3600")...)
 	err := reg.wait(30 * time.Second)
 	register = outcome(err == nil, reg.file("msgs.log"), "Authorization", false, sippWhy(reg))
 	if !register.ok {
@@ -277,7 +277,7 @@ func compatSIPp(t *testing.T, sw *running, tp string) (register, call compatOutc
 	}
 	callee := compatCallee(t, sw)
 	w := watchMedia(sw)
-	uac := sippIn(t, "", "127.0.0.1", port, freePort(t)&^1, tp, sw.addr(tp), "natlab_uac.xml", append(creds, "-s", "1002", "-d", "0")...)
+	uac := sippIn(t, "", "127.0.0.1", port, mediaPorts(t), tp, sw.addr(tp), "natlab_uac.xml", append(creds, "-s", "1002", "-d", "0")...)
 	err = uac.wait(40 * time.Second)
 	trace := callee.quit(t)
 	audio, why := w.done()
@@ -332,7 +332,7 @@ reg_expires=600
 username=1001
 passwd=demo1001
 realm=voxvisor.local
-`, udpPort, tcpPort, freePort(t)&^1, sw.addr(tp), tp, sw.addr(tp), tp)), 0o600); err != nil {
+`, udpPort, tcpPort, mediaPorts(t), sw.addr(tp), tp, sw.addr(tp), tp)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	stdin, cmds := io.Pipe()

@@ -31,7 +31,7 @@ func TestLostBYEEndsAtMaxAge(t *testing.T) {
 	})
 	carrier := sippAsync(t, "uas_timeout.xml", up, "udp", "-key", "rtp_port", strconv.Itoa(freePort(t)))
 	caller := sippGo(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001",
-		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(mediaPorts(t)))
 	waitFor(t, 5*time.Second, "the call to take the channel", func() bool { return sw.Gateway().Trunk("up").Channels() == 1 })
 	for who, tr := range map[string]string{"caller": <-caller, "carrier": carrier()} {
 		if !strings.Contains(tr, "BYE sip:") || !strings.Contains(tr, `text="maximum dialog age"`) {
@@ -68,7 +68,7 @@ func TestSessionTimerThroughProxy(t *testing.T) {
 	sw.register(t, "1002", "udp", calleePort)
 	callee := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(freePort(t)))
 	caller := sippGo(t, sw.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
-		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(mediaPorts(t)))
 	callerTrace, calleeTrace := <-caller, callee()
 	if !strings.Contains(calleeTrace, "Session-Expires: 3") {
 		t.Errorf("the INVITE reached the callee without the switch's Session-Expires:\n%s", calleeTrace)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,6 +116,39 @@ func freePort(t *testing.T) int {
 	t.Fatal("no free port")
 	return 0
 }
+
+// mediaPorts returns a base for SIPp's media ports (-mp): SIPp binds the
+// base and the three after it (audio and video, RTP and RTCP), so all
+// four are checked free, and they are taken below the kernel's ephemeral
+// range (32768-60999) and the relays' (20000-29999), where no other
+// socket of the run is given one of them from under SIPp.
+func mediaPorts(t *testing.T) int {
+	t.Helper()
+	for range 1000 {
+		base := 16000 + int(nextMedia.Add(4)%4000)
+	probe:
+		for {
+			var held []net.PacketConn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for i := range 4 {
+				c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", base+i))
+				if err != nil {
+					break probe
+				}
+				held = append(held, c)
+			}
+			return base
+		}
+	}
+	t.Fatal("no four free media ports in 16000-19999")
+	return 0
+}
+
+var nextMedia atomic.Int64
 
 // sipp runs one SIPp scenario to completion and fails the test when SIPp
 // reports a failed call. It returns SIPp's message trace.

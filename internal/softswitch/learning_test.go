@@ -123,7 +123,7 @@ func TestNATedCallerGetsAudioOnDefaults(t *testing.T) {
 		t.Fatalf("default media.learning is %q", sw.Config.Media.Learning)
 	}
 	callee := newRTPSink(t)
-	calleePort, callerPort, callerMedia := freePort(t), freePort(t), freePort(t)&^3
+	calleePort, callerPort, callerMedia := freePort(t), freePort(t), mediaPorts(t)
 	sw.register(t, "1002", "udp", calleePort)
 	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(callee.port()))
 
@@ -281,11 +281,11 @@ var mAudioPort = regexp.MustCompile(`m=audio (\d+) `)
 // a duration.
 func TestRingingLongerThanMediaTimeout(t *testing.T) {
 	sw := start(t, t.TempDir(), func(c *config.Config) { c.Media.Timeout = time.Second })
-	calleePort, calleeMedia := freePort(t), freePort(t)&^3
+	calleePort, calleeMedia := freePort(t), mediaPorts(t)
 	sw.register(t, "1002", "udp", calleePort)
 	wait := sippAsync(t, "uas_slow.xml", calleePort, "udp", "-mi", "127.0.0.1", "-mp", strconv.Itoa(calleeMedia))
 	trace := sipp(t, sw.udp, "uac_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001",
-		"-mi", "127.0.0.1", "-mp", strconv.Itoa(freePort(t)&^3))
+		"-mi", "127.0.0.1", "-mp", strconv.Itoa(mediaPorts(t)))
 	calleeTrace := wait()
 
 	var answer string

@@ -272,7 +272,7 @@ func TestAnonymousCallerCannotExhaustMediaPool(t *testing.T) {
 	sw.register(t, "1002", "udp", legitCallee)
 	wait := sippAsync(t, "uas_timeout.xml", legitCallee, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
 	sipp(t, sw.udp, "uac_pool_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "friend",
-		"-mp", strconv.Itoa(freePort(t)&^1))
+		"-mp", strconv.Itoa(mediaPorts(t)))
 	trace := wait()
 	m := mAudio.FindStringSubmatch(trace)
 	if m == nil {

@@ -108,7 +108,7 @@ func TestMediaThroughRelay(t *testing.T) {
 	const pcapPackets = 236 // /usr/share/sip-tester/g711a.pcap
 	sw := start(t, t.TempDir(), nil)
 	rcv := newReceiver(t)
-	calleePort, callerPort, callerMedia := freePort(t), freePort(t), freePort(t)&^1
+	calleePort, callerPort, callerMedia := freePort(t), freePort(t), mediaPorts(t)
 	sw.register(t, "1002", "udp", calleePort)
 	wait := sippAsync(t, "uas_media.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
 
@@ -232,6 +232,6 @@ func (r *running) callUntilBYE(t *testing.T) (<-chan string, func() string) {
 	r.register(t, "1002", "udp", calleePort)
 	wait := sippAsync(t, "uas_timeout.xml", calleePort, "udp", "-key", "rtp_port", strconv.Itoa(rcv.port()))
 	caller := sippGo(t, r.udp, "uac_timeout.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001",
-		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1))
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(mediaPorts(t)))
 	return caller, wait
 }

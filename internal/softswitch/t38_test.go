@@ -60,7 +60,7 @@ func TestT38ReInviteThroughRelay(t *testing.T) {
 	calleePort, callerPort := freePort(t), freePort(t)
 	sw.register(t, "1002", "udp", calleePort)
 	wait := sippAsync(t, "uas_t38.xml", calleePort, "udp",
-		"-key", "rtp_port", strconv.Itoa(freePort(t)&^1), "-key", "fax_port", strconv.Itoa(portOf(faxB)))
+		"-key", "rtp_port", strconv.Itoa(mediaPorts(t)), "-key", "fax_port", strconv.Itoa(portOf(faxB)))
 
 	// The fax gateways, while the caller pauses after the switch to T.38.
 	type seen struct {
@@ -147,7 +147,7 @@ func TestT38ReInviteThroughRelay(t *testing.T) {
 	}()
 
 	trace := sipp(t, sw.udp, "uac_t38.xml", callerPort, "udp", "-s", "1002", "-key", "user", "1001",
-		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(freePort(t)&^1), "-key", "fax_port", strconv.Itoa(portOf(faxA)))
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(mediaPorts(t)), "-key", "fax_port", strconv.Itoa(portOf(faxA)))
 	calleeTrace := wait()
 	s := <-result
 	for _, p := range s.problems {
