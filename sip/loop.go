@@ -3,6 +3,7 @@ package sip
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -15,12 +16,17 @@ import (
 // with another Request-URI is spiralling (legitimate) and gets another
 // key; one that returns with the same key has looped.
 func LoopKey(r *siplib.Request) string {
-	h := sha256.New()
+	// The fields are appended to one buffer and hashed once (the same
+	// bytes a streaming hash saw): no hasher, no formatted CSeq.
+	var arr [512]byte
+	b := arr[:0]
 	w := func(s string) {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
+		b = append(b, s...)
+		b = append(b, 0)
 	}
-	w(r.Recipient.String())
+	sb := loopBuf{b: b}
+	r.Recipient.StringWrite(&sb)
+	b = append(sb.b, 0)
 	if f := r.From(); f != nil {
 		v, _ := f.Params.Get("tag")
 		w(v)
@@ -30,15 +36,26 @@ func LoopKey(r *siplib.Request) string {
 		w(v)
 	}
 	if c := r.CallID(); c != nil {
-		w(c.Value())
+		w(string(*c))
 	}
 	if c := r.CSeq(); c != nil {
-		w(c.Value())
+		b = strconv.AppendUint(b, uint64(c.SeqNo), 10)
+		b = append(b, ' ')
+		w(string(c.MethodName))
 	}
 	for _, p := range r.GetHeaders("Proxy-Require") {
 		w(p.Value())
 	}
-	return hex.EncodeToString(h.Sum(nil)[:6])
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}
+
+// loopBuf lets a URI write itself into LoopKey's buffer.
+type loopBuf struct{ b []byte }
+
+func (l *loopBuf) WriteString(s string) (int, error) {
+	l.b = append(l.b, s...)
+	return len(s), nil
 }
 
 // Looped reports whether r carries a Via branch this switch wrote into

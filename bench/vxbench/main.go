@@ -77,7 +77,7 @@ type bench struct {
 	bin  string
 	root string
 
-	rate  [2]rateResult // voxvisor, kamailio
+	rate  [2][2]rateResult // by path (plain, registrar), then voxvisor, kamailio
 	reg   [2]regResult
 	media [3][]mediaResult // voxvisor userspace, voxvisor kernel path, rtpengine
 	base  []mediaResult    // the generator alone, per N
@@ -151,14 +151,22 @@ func (b *bench) run() error {
 	return nil
 }
 
+// A call path the rate is measured on.
+const (
+	plainPath     = iota // caller outside the domain, no authentication
+	registrarPath        // caller a subscriber: every INVITE challenged (407) and authenticated
+)
+
+var pathNames = [2]string{"plain relay path", "registrar path"}
+
 func (b *bench) rates() error {
-	log.Printf("call rate: voxvisor")
-	if err := b.callRate(0); err != nil {
-		return fmt.Errorf("voxvisor call rate: %w", err)
-	}
-	log.Printf("call rate: kamailio")
-	if err := b.callRate(1); err != nil {
-		return fmt.Errorf("kamailio call rate: %w", err)
+	for path := range b.rate {
+		for which, name := range []string{"voxvisor", "kamailio"} {
+			log.Printf("call rate, %s: %s", pathNames[path], name)
+			if err := b.callRate(path, which); err != nil {
+				return fmt.Errorf("%s call rate, %s: %w", name, pathNames[path], err)
+			}
+		}
 	}
 	return nil
 }
@@ -169,30 +177,33 @@ const (
 	uacPort   = 15071
 )
 
-func (b *bench) startProxy(which, users int, anchor string) (*proc, error) {
-	return b.startProxyKernel(which, users, anchor, "off")
+func (b *bench) startProxy(which, users int, anchor string, auth bool) (*proc, error) {
+	return b.startProxyKernel(which, users, anchor, "off", auth)
 }
 
 // startProxyKernel starts voxvisor (which 0) with media.kernel set, or
-// Kamailio.
-func (b *bench) startProxyKernel(which, users int, anchor, kernel string) (*proc, error) {
+// Kamailio (authenticating REGISTERs and INVITEs when auth is set;
+// voxvisor always does both for its subscribers).
+func (b *bench) startProxyKernel(which, users int, anchor, kernel string, auth bool) (*proc, error) {
 	if which == 0 {
 		return startVoxvisor(b.dir, b.bin, proxyPort, users, anchor, kernel, 20000, 29999)
 	}
-	return startKamailio(b.dir, filepath.Join(b.root, "bench", "kamailio", "kamailio.cfg"), proxyPort, users)
+	return startKamailio(b.dir, filepath.Join(b.root, "bench", "kamailio", "kamailio.cfg"), proxyPort, users, auth)
 }
 
-// callRate measures CPU per call at a fixed rate, then steps the rate up.
-func (b *bench) callRate(which int) error {
-	px, err := b.startProxy(which, 0, "never")
+// callRate measures CPU per call on a path at a fixed rate, then steps
+// the rate up.
+func (b *bench) callRate(path, which int) error {
+	auth := path == registrarPath
+	px, err := b.startProxy(which, 0, "never", auth)
 	if err != nil {
 		return err
 	}
 	defer px.stop()
 	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
-	// Register the callee.
+	// Register the callee: with digest wherever the proxy asks for it.
 	var reg sippResult
-	if which == 0 {
+	if which == 0 || auth {
 		reg, err = runSIPp(b.dir, "reg1002", 20*time.Second, remote, "-sf", b.sippDir("register_csv.xml"), "-inf", b.csv([]string{"1002;[authentication username=1002 password=bench1002]"}),
 			"-p", fmt.Sprint(uasPort), "-i", "127.0.0.1", "-m", "1")
 	} else {
@@ -202,18 +213,22 @@ func (b *bench) callRate(which int) error {
 	if err != nil || reg.Successful != 1 {
 		return fmt.Errorf("register the callee: %v (%+v)\n%s", err, reg, px.tail())
 	}
+	uac := []string{"-sf", b.sippDir("uac.xml"), "-s", "1002"}
+	if auth {
+		uac = []string{"-sf", b.sippDir("uac_auth.xml"), "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "bench1001"}
+	}
 	uas, err := startUAS(b.dir, b.sippDir("uas.xml"), uasPort)
 	if err != nil {
 		return err
 	}
 	defer uas.stop()
 	time.Sleep(300 * time.Millisecond)
-	r := &b.rate[which]
+	r := &b.rate[path][which]
 	peak := samplePeak(px.pid())
 	calls := int(float64(b.plan.fixedRate) * b.plan.fixedFor.Seconds())
 	c0 := cpu(px.pid())
-	r.fixed, err = runSIPp(b.dir, "fixed", b.plan.fixedFor+60*time.Second, remote, "-sf", b.sippDir("uac.xml"), "-s", "1002",
-		"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.fixedRate), "-m", fmt.Sprint(calls), "-l", "20000", "-max_socket", "60000", "-recv_timeout", "5000")
+	r.fixed, err = runSIPp(b.dir, "fixed", b.plan.fixedFor+60*time.Second, append([]string{remote}, append(uac,
+		"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.fixedRate), "-m", fmt.Sprint(calls), "-l", "20000", "-max_socket", "60000", "-recv_timeout", "5000")...)...)
 	if err != nil {
 		return err
 	}
@@ -223,8 +238,8 @@ func (b *bench) callRate(which int) error {
 	r.fixedFailed = r.fixed.Failed > 0
 	for _, rate := range b.plan.steps {
 		n := int(float64(rate) * b.plan.stepFor.Seconds())
-		res, err := runSIPp(b.dir, fmt.Sprintf("step%d", rate), b.plan.stepFor+60*time.Second, remote, "-sf", b.sippDir("uac.xml"), "-s", "1002",
-			"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(rate), "-m", fmt.Sprint(n), "-l", "30000", "-max_socket", "60000", "-recv_timeout", "5000")
+		res, err := runSIPp(b.dir, fmt.Sprintf("step%d", rate), b.plan.stepFor+60*time.Second, append([]string{remote}, append(uac,
+			"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(rate), "-m", fmt.Sprint(n), "-l", "30000", "-max_socket", "60000", "-recv_timeout", "5000")...)...)
 		if err != nil {
 			return err
 		}
@@ -253,7 +268,7 @@ func (b *bench) csv(lines []string) string {
 // registrations registers every user once with digest at a high rate.
 func (b *bench) registrations(which int) error {
 	n := b.plan.regUsers
-	px, err := b.startProxy(which, n, "never")
+	px, err := b.startProxy(which, n, "never", true)
 	if err != nil {
 		return err
 	}
@@ -319,7 +334,7 @@ func (b *bench) mediaRuns(which int) error {
 		var setup func(sd *sides, i int) (*call, error)
 		var cleanup func()
 		if which < 2 {
-			px, err = b.startProxyKernel(0, 0, "always", []string{"off", "on"}[which])
+			px, err = b.startProxyKernel(0, 0, "always", []string{"off", "on"}[which], false)
 			if err != nil {
 				sd.close()
 				return err

@@ -93,7 +93,7 @@ func startVoxvisor(dir, bin string, port int, users int, anchor, kernel string, 
 	var b strings.Builder
 	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  capture: {calls: 0}\n  listen:\n    - {transport: udp, address: 127.0.0.1:%d}\n", filepath.Join(dir, "vxdata"), port)
 	fmt.Fprintf(&b, "admin:\n  listen: \"off\"\nlimits:\n  rate: 0\n  auth_failures: 0\n  connections: 0\n  transactions: 0\n  dialogs: 0\n  streams: 0\nauth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: 127.0.0.1\n  anchor: %s\n  kernel: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", anchor, kernel, rtpMin, rtpMax)
-	fmt.Fprintf(&b, "  - {username: \"1002\", password: bench1002}\n")
+	fmt.Fprintf(&b, "  - {username: \"1001\", password: bench1001}\n  - {username: \"1002\", password: bench1002}\n")
 	for i := 0; i < users; i++ {
 		fmt.Fprintf(&b, "  - {username: u%d, password: p%d}\n", i, i)
 	}
@@ -113,9 +113,10 @@ func startVoxvisor(dir, bin string, port int, users int, anchor, kernel string, 
 	return p, nil
 }
 
-// kamailio writes the bench config (with auth and a db_text subscriber
-// table when users > 0) and starts it with 256 MB of shared memory.
-func startKamailio(dir, cfgTemplate string, port, users int) (*proc, error) {
+// kamailio writes the bench config and starts it with 256 MB of shared
+// memory. With auth it challenges REGISTERs and INVITEs against a db_text
+// subscriber table: the bench's 1001 and 1002, and users u0… .
+func startKamailio(dir, cfgTemplate string, port, users int, auth bool) (*proc, error) {
 	tpl, err := os.ReadFile(cfgTemplate)
 	if err != nil {
 		return nil, err
@@ -124,12 +125,13 @@ func startKamailio(dir, cfgTemplate string, port, users int) (*proc, error) {
 	os.RemoveAll(db)
 	os.MkdirAll(db, 0o755)
 	cfg := strings.NewReplacer("LISTEN", fmt.Sprintf("127.0.0.1:%d", port), "CHILDREN", "2", "DBDIR", db).Replace(string(tpl))
-	if users > 0 {
+	if auth {
 		cfg = strings.Replace(cfg, "#!KAMAILIO", "#!KAMAILIO\n#!define WITH_AUTH", 1)
 		var sub strings.Builder
 		sub.WriteString("id(int,auto) username(str) domain(str,null) password(str) ha1(str,null) ha1b(str,null)\n")
+		sub.WriteString("1:1001:127.0.0.1:bench1001:::\n2:1002:127.0.0.1:bench1002:::\n")
 		for i := 0; i < users; i++ {
-			fmt.Fprintf(&sub, "%d:u%d:127.0.0.1:p%d:::\n", i+1, i, i)
+			fmt.Fprintf(&sub, "%d:u%d:127.0.0.1:p%d:::\n", i+3, i, i)
 		}
 		os.WriteFile(filepath.Join(db, "subscriber"), []byte(sub.String()), 0o644)
 		os.WriteFile(filepath.Join(db, "version"), []byte("table_name(str) table_version(int)\nsubscriber:7\n"), 0o644)

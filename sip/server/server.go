@@ -70,6 +70,7 @@ type Server struct {
 
 	streams streams  // connections accepted on the tcp and tls listeners
 	acks    ackOrder // keeps UDP requests from overtaking the ACK before them
+	work    *workers // run the pipeline
 
 	handler atomic.Pointer[sip.Handler] // replaced by SetHandler; read per request
 
@@ -151,7 +152,7 @@ type TLS struct {
 
 // New returns a server for cfg. Call Listen, SetHandler, then Serve.
 func New(cfg Options, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, work: newWorkers()}
 	s.Stats.ParseErrors.Match = "failed to parse"
 	return s
 }
@@ -364,9 +365,14 @@ func (s *Server) closeSockets() {
 	}
 }
 
-// onRequest runs one request through the pipeline. sipgo calls it on its
-// own goroutine per message.
+// onRequest hands one request to a worker. sipgo calls it on its own
+// goroutine per message.
 func (s *Server) onRequest(req *siplib.Request, tx *siplib.ServerTx) {
+	s.work.do(func() { s.handle(req, tx) })
+}
+
+// handle runs one request through the pipeline.
+func (s *Server) handle(req *siplib.Request, tx *siplib.ServerTx) {
 	s.Stats.Requests.Add(1)
 	h := *s.handler.Load()
 	r := &sip.Request{Request: req, Transport: lowerTransport(req.Transport())}
