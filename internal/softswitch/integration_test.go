@@ -601,3 +601,68 @@ func TestLargeINVITEToUDPPhone(t *testing.T) {
 		t.Fatalf("callee did not get the whole INVITE over UDP:\n%s", callee)
 	}
 }
+
+// TestLate2xxRetransmissionsReachTheCaller: a callee whose 200 gets no
+// ACK retransmits it for up to 32 s. The switch's client transaction
+// lets go of a 2xx after a second (Timer M, capped to keep memory down);
+// the retransmissions after that arrive without a transaction and must
+// still be forwarded to the caller, statelessly (RFC 3261 §16.7).
+func TestLate2xxRetransmissionsReachTheCaller(t *testing.T) {
+	sw := start(t, t.TempDir(), func(c *config.Config) { c.Media.Anchor = "never" })
+	calleePort := freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	callee, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: calleePort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer callee.Close()
+
+	// The callee answers 200 at once, then again 1.5 and 2.5 s later,
+	// the same response each time, as an unacknowledged UAS does.
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, src, err := callee.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			m, err := siplib.ParseMessage(append([]byte(nil), buf[:n]...))
+			req, ok := m.(*siplib.Request)
+			if err != nil || !ok || req.Method != siplib.INVITE {
+				continue
+			}
+			res := siplib.NewResponseFromRequest(req, 200, "OK", nil)
+			res.To().Params.Add("tag", "callee")
+			res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<sip:1002@127.0.0.1:%d>", calleePort)))
+			raw := []byte(res.String())
+			for _, after := range []time.Duration{0, 1500 * time.Millisecond, time.Second} {
+				time.Sleep(after)
+				callee.WriteToUDP(raw, src)
+			}
+		}
+	}()
+
+	caller := newRawUA(t, "127.0.0.1", sw.udp)
+	inv := caller.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "late-2xx-1")
+	if _, err := caller.conn.WriteToUDP([]byte(inv), caller.to); err != nil {
+		t.Fatal(err)
+	}
+	var oks []time.Duration
+	start := time.Now()
+	buf := make([]byte, 65535)
+	for time.Since(start) < 4*time.Second {
+		caller.conn.SetReadDeadline(start.Add(4 * time.Second))
+		n, err := caller.conn.Read(buf)
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+			oks = append(oks, time.Since(start).Round(10*time.Millisecond))
+		}
+	}
+	// The first 200 and both retransmissions, the last two well past
+	// Timer M.
+	if len(oks) < 3 || oks[len(oks)-1] < 2*time.Second {
+		t.Fatalf("the caller got the 200 at %v, want it three times over 2.5 s", oks)
+	}
+}

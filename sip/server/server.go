@@ -276,7 +276,18 @@ func lingerTimers(d time.Duration) {
 			*t = d
 		}
 	}
+	// A client INVITE transaction that saw a 2xx waits (Timer M) only to
+	// pass the 2xx's retransmissions up. Past it they arrive without a
+	// transaction and the proxy forwards them statelessly all the same
+	// (RFC 3261 §16.7, RFC 6026 §7.2), so a short wait loses nothing and
+	// frees the forwarded INVITE and its 2xx sooner: at 800 calls/s they
+	// were a third of the live heap.
+	siplib.Timer_M = min(siplib.Timer_M, acceptedLinger)
 }
+
+// acceptedLinger is how long a client INVITE transaction stays after its
+// 2xx (Timer M, capped).
+const acceptedLinger = time.Second
 
 // UA is the sipgo user agent, for clients that share the listeners.
 func (s *Server) UA() *sipgo.UserAgent { return s.ua }
