@@ -666,3 +666,48 @@ func TestLate2xxRetransmissionsReachTheCaller(t *testing.T) {
 		t.Fatalf("the caller got the 200 at %v, want it three times over 2.5 s", oks)
 	}
 }
+
+// TestSilentCalleeGets408ToTheCaller: a callee that never answers is
+// given up at the ring timeout, and the caller gets a 408 it can match:
+// one that carries its own Via.
+func TestSilentCalleeGets408ToTheCaller(t *testing.T) {
+	sw := start(t, t.TempDir(), func(c *config.Config) {
+		c.Media.Anchor = "never"
+		c.SIP.RingTimeout = 2 * time.Second
+	})
+	calleePort := freePort(t)
+	sw.register(t, "1002", "udp", calleePort)
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: calleePort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	caller := newRawUA(t, "127.0.0.1", sw.udp)
+	inv := caller.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "silent-callee-1")
+	if _, err := caller.conn.WriteToUDP([]byte(inv), caller.to); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		caller.conn.SetReadDeadline(deadline)
+		n, err := caller.conn.Read(buf)
+		if err != nil {
+			t.Fatal("no final response for the silent callee")
+		}
+		m, err := siplib.ParseMessage(append([]byte(nil), buf[:n]...))
+		res, ok := m.(*siplib.Response)
+		if err != nil || !ok || res.StatusCode < 200 {
+			continue
+		}
+		if res.StatusCode != 408 {
+			t.Fatalf("got %d, want 408", res.StatusCode)
+		}
+		via := res.Via()
+		if via == nil || via.Host != "127.0.0.1" || via.Port != caller.conn.LocalAddr().(*net.UDPAddr).Port {
+			t.Fatalf("the 408 does not carry the caller's Via:\n%s", res)
+		}
+		return
+	}
+}

@@ -284,7 +284,10 @@ func (p *Proxy) forward(ctx context.Context, r *sip.Request, fwd *siplib.Request
 				if errors.Is(ev.err, siplib.ErrTransactionTransport) {
 					code, reason = 503, "Service Unavailable"
 				}
-				finals = append(finals, siplib.NewResponseFromRequest(r.Request, code, reason, nil))
+				// As if from the branch's next hop: built on the request
+				// it was sent, so it carries our Via on top, which
+				// upstream removes like any downstream response's.
+				finals = append(finals, siplib.NewResponseFromRequest(b.req, code, reason, nil))
 				continue
 			}
 			code := ev.res.StatusCode
