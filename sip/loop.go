@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"strconv"
 	"strings"
+	"sync"
 
 	siplib "github.com/emiago/sipgo/sip"
 )
@@ -16,17 +17,17 @@ import (
 // with another Request-URI is spiralling (legitimate) and gets another
 // key; one that returns with the same key has looped.
 func LoopKey(r *siplib.Request) string {
-	// The fields are appended to one buffer and hashed once (the same
-	// bytes a streaming hash saw): no hasher, no formatted CSeq.
-	var arr [512]byte
-	b := arr[:0]
+	// The fields are appended to one pooled buffer and hashed once (the
+	// same bytes a streaming hash saw): no hasher, no formatted CSeq.
+	lb := loopBufs.Get().(*loopBuf)
+	defer loopBufs.Put(lb)
+	lb.b = lb.b[:0]
+	r.Recipient.StringWrite(lb)
+	b := append(lb.b, 0)
 	w := func(s string) {
 		b = append(b, s...)
 		b = append(b, 0)
 	}
-	sb := loopBuf{b: b}
-	r.Recipient.StringWrite(&sb)
-	b = append(sb.b, 0)
 	if f := r.From(); f != nil {
 		v, _ := f.Params.Get("tag")
 		w(v)
@@ -46,12 +47,15 @@ func LoopKey(r *siplib.Request) string {
 	for _, p := range r.GetHeaders("Proxy-Require") {
 		w(p.Value())
 	}
+	lb.b = b
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])
 }
 
-// loopBuf lets a URI write itself into LoopKey's buffer.
+// loopBuf is LoopKey's buffer, which a URI can write itself into.
 type loopBuf struct{ b []byte }
+
+var loopBufs = sync.Pool{New: func() any { return &loopBuf{b: make([]byte, 0, 512)} }}
 
 func (l *loopBuf) WriteString(s string) (int, error) {
 	l.b = append(l.b, s...)

@@ -64,6 +64,7 @@ type Proxy struct {
 	auth   *auth.Authenticator
 	cfg    Config
 	log    *slog.Logger
+	flows  *flowKey // signs our Record-Route flow tokens with cfg.Secret
 
 	hooks   []Hook                  // set once before serving
 	routing atomic.Pointer[Routing] // replaced on reload; nil: local users only
@@ -83,7 +84,7 @@ func New(txl *siplib.TransactionLayer, self *sip.Self, loc *location.Store, a *a
 		cfg.Secret = make([]byte, 32)
 		rand.Read(cfg.Secret)
 	}
-	p := &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log, dialogs: dialog.New(dialog.Options{}, log)}
+	p := &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log, flows: newFlowKey(cfg.Secret), dialogs: dialog.New(dialog.Options{}, log)}
 	if txl != nil {
 		p.client = txlTransactions{txl}
 	}

@@ -183,14 +183,14 @@ func TestFlowTokenRoundTrip(t *testing.T) {
 	key := []byte("k")
 	for _, s := range []string{"198.51.100.3:4001", "[2001:db8::1]:5060"} {
 		f := flowToken{transport: "udp", addr: netip.MustParseAddrPort(s)}
-		g, ok := verifyFlow(key, "c", f.sign(key, "c"))
+		g, ok := verifyFlow(newFlowKey(key), "c", f.sign(newFlowKey(key), "c"))
 		if !ok || *g != f {
 			t.Errorf("%s: round trip gave %+v", s, g)
 		}
-		if _, ok := verifyFlow(key, "d", f.sign(key, "c")); ok {
+		if _, ok := verifyFlow(newFlowKey(key), "d", f.sign(newFlowKey(key), "c")); ok {
 			t.Errorf("%s: token for Call-ID c accepted for d", s)
 		}
-		if _, ok := verifyFlow([]byte("other"), "c", f.sign(key, "c")); ok {
+		if _, ok := verifyFlow(newFlowKey([]byte("other")), "c", f.sign(newFlowKey(key), "c")); ok {
 			t.Errorf("%s: token accepted under another key", s)
 		}
 	}
@@ -273,7 +273,7 @@ func TestSecureRecordRoute(t *testing.T) {
 		t.Fatal("our own sips: Record-Route is not recognised as ours")
 	}
 	v, _ := rr.Address.UriParams.Get(flowParam)
-	got, ok := verifyFlow(p.cfg.Secret, "c", v)
+	got, ok := verifyFlow(p.flows, "c", v)
 	if !ok || *got != flow {
 		t.Fatalf("flow %s parsed as %+v", v, got)
 	}
