@@ -30,14 +30,17 @@ type plan struct {
 	mediaCalls             []int
 	mediaFor               time.Duration
 	callLimit, regLimitDur time.Duration
+	soakFor, soakEvery     time.Duration // the memory soak at fixedRate, sampled every soakEvery
 }
 
 var plans = map[string]plan{
 	"smoke": {fixedRate: 100, fixedFor: 4 * time.Second, stepFor: 3 * time.Second, steps: []int{100, 200},
-		regUsers: 300, regRate: 300, mediaCalls: []int{20}, mediaFor: 3 * time.Second},
+		regUsers: 300, regRate: 300, mediaCalls: []int{20}, mediaFor: 3 * time.Second,
+		soakFor: 6 * time.Second, soakEvery: time.Second},
 	"full": {fixedRate: 800, fixedFor: 20 * time.Second, stepFor: 10 * time.Second,
 		steps:    []int{400, 800, 1200, 1600, 2000, 2500, 3000, 3500},
-		regUsers: 10000, regRate: 2000, mediaCalls: []int{500, 1000, 2000}, mediaFor: 20 * time.Second},
+		regUsers: 10000, regRate: 2000, mediaCalls: []int{500, 1000, 2000}, mediaFor: 20 * time.Second,
+		soakFor: 5 * time.Minute, soakEvery: 10 * time.Second},
 }
 
 func main() {
@@ -45,7 +48,7 @@ func main() {
 	bin := flag.String("bin", "bin/voxvisor", "the voxvisor binary")
 	out := flag.String("out", "BENCHMARKS.md", "where to write the report")
 	root := flag.String("root", ".", "the repository root (for bench/ files)")
-	only := flag.String("only", "rate,reg,media", "which measurements to run")
+	only := flag.String("only", "rate,soak,reg,media", "which measurements to run")
 	flag.Parse()
 	p, ok := plans[*mode]
 	if !ok {
@@ -78,6 +81,7 @@ type bench struct {
 	root string
 
 	rate  [2][2]rateResult // by path (plain, registrar), then voxvisor, kamailio
+	soak  soakResult
 	reg   [2]regResult
 	media [3][]mediaResult // voxvisor userspace, voxvisor kernel path, rtpengine
 	base  []mediaResult    // the generator alone, per N
@@ -101,6 +105,14 @@ type stepResult struct {
 	ok   bool
 }
 
+// soakResult is voxvisor's memory over a long run at the fixed rate.
+type soakResult struct {
+	res        sippResult
+	every      time.Duration
+	pss        []int64 // sampled every `every` from the start of the load
+	cpuPerCall time.Duration
+}
+
 type regResult struct {
 	res        sippResult
 	cpu        time.Duration
@@ -116,6 +128,12 @@ func (b *bench) run() error {
 	if strings.Contains(b.only, "rate") {
 		if err := b.rates(); err != nil {
 			return err
+		}
+	}
+	if strings.Contains(b.only, "soak") {
+		log.Printf("memory soak: voxvisor, %s at %d calls/s", b.plan.soakFor, b.plan.fixedRate)
+		if err := b.soakRun(); err != nil {
+			return fmt.Errorf("memory soak: %w", err)
 		}
 	}
 	if strings.Contains(b.only, "reg") {
@@ -257,6 +275,56 @@ func (b *bench) callRate(path, which int) error {
 	}
 	r.peak = peak.done()
 	return nil
+}
+
+// soakRun keeps voxvisor at the fixed rate on the plain path for soakFor
+// and samples its PSS: memory must stay flat, not creep.
+func (b *bench) soakRun() error {
+	px, err := b.startProxy(0, 0, "never", false)
+	if err != nil {
+		return err
+	}
+	defer px.stop()
+	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
+	reg, err := runSIPp(b.dir, "reg1002", 20*time.Second, remote, "-sf", b.sippDir("register_csv.xml"), "-inf", b.csv([]string{"1002;[authentication username=1002 password=bench1002]"}),
+		"-p", fmt.Sprint(uasPort), "-i", "127.0.0.1", "-m", "1")
+	if err != nil || reg.Successful != 1 {
+		return fmt.Errorf("register the callee: %v (%+v)\n%s", err, reg, px.tail())
+	}
+	uas, err := startUAS(b.dir, b.sippDir("uas.xml"), uasPort)
+	if err != nil {
+		return err
+	}
+	defer uas.stop()
+	time.Sleep(300 * time.Millisecond)
+	s := &b.soak
+	s.every = b.plan.soakEvery
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(s.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.pss = append(s.pss, pss(px.pid()))
+			}
+		}
+	}()
+	calls := int(float64(b.plan.fixedRate) * b.plan.soakFor.Seconds())
+	c0 := cpu(px.pid())
+	s.res, err = runSIPp(b.dir, "soak", b.plan.soakFor+60*time.Second, remote, "-sf", b.sippDir("uac.xml"), "-s", "1002",
+		"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.fixedRate), "-m", fmt.Sprint(calls),
+		"-l", "20000", "-max_socket", "60000", "-recv_timeout", "5000")
+	close(stop)
+	<-sampled
+	if s.res.Successful > 0 {
+		s.cpuPerCall = (cpu(px.pid()) - c0) / time.Duration(s.res.Successful)
+	}
+	return err
 }
 
 func (b *bench) csv(lines []string) string {

@@ -107,6 +107,7 @@ func (b *bench) report(took time.Duration) string {
 		}
 	}
 	p("")
+	b.soakReport(p)
 	rv, rk := b.reg[0], b.reg[1]
 	p("## Registrations with digest authentication")
 	p("")
@@ -213,6 +214,40 @@ func (b *bench) report(took time.Duration) string {
 	p("  relays. The p99 target of 1 ms added latency is not met here even at 500 calls; a")
 	p("  measurement with the generator on other cores, and batching (recvmmsg) per leg, are next.")
 	return w.String()
+}
+
+// soakReport writes the memory soak: peak PSS and whether it stays flat
+// (the last quarter's peak within 10% of the first quarter's).
+func (b *bench) soakReport(p func(string, ...any)) {
+	s := b.soak
+	if len(s.pss) == 0 {
+		return
+	}
+	p("## Memory over a long run")
+	p("")
+	p("voxvisor alone on the plain relay path at %d calls/s for %s (%d calls ok, %d failed), its PSS", b.plan.fixedRate, b.plan.soakFor, s.res.Successful, s.res.Failed)
+	p("sampled every %s.", s.every)
+	p("")
+	q := max(len(s.pss)/4, 1)
+	peak := func(v []int64) (m int64) {
+		for _, x := range v {
+			m = max(m, x)
+		}
+		return m
+	}
+	all, first, last := peak(s.pss), peak(s.pss[:q]), peak(s.pss[len(s.pss)-q:])
+	p("| figure | voxvisor | target |")
+	p("|---|---|---|")
+	p("| peak PSS over the run | %s | ≤ 150 MiB %s |", mib(all), met(all > 0 && all <= 150<<20))
+	p("| peak PSS, first quarter → last quarter | %s → %s | flat (within 10%%) %s |", mib(first), mib(last), met(first > 0 && float64(last) <= 1.1*float64(first)))
+	p("| CPU per call over the run | %s | |", ms(s.cpuPerCall))
+	p("")
+	var pts []string
+	for i, v := range s.pss {
+		pts = append(pts, fmt.Sprintf("%s %.0f", (time.Duration(i+1) * s.every).String(), float64(v)/(1<<20)))
+	}
+	p("PSS in MiB: %s.", strings.Join(pts, ", "))
+	p("")
 }
 
 func perOp(d time.Duration, n int) time.Duration {
