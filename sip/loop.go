@@ -64,9 +64,12 @@ func (l *loopBuf) WriteString(s string) (int, error) {
 
 // Looped reports whether r carries a Via branch this switch wrote into
 // an earlier copy of the same request: it has been here before,
-// unchanged. Branches are matched as text, over every Via value (a
-// header may carry several), so a Via sipgo left unparsed counts too.
-func Looped(r *siplib.Request) bool {
+// unchanged. Only Vias whose sent-by is ours count (ours reports it; RFC
+// 3261 §16.3 step 4): another switch of a cluster computes the same key
+// for the same request, and its Via is a hop, not a loop. Vias are
+// matched as text, over every value (a header may carry several), so a
+// Via sipgo left unparsed counts too.
+func Looped(r *siplib.Request, ours func(host string, port int) bool) bool {
 	key := ""
 	for _, h := range r.GetHeaders("Via") {
 		v := h.Value()
@@ -76,9 +79,26 @@ func Looped(r *siplib.Request) bool {
 		if key == "" {
 			key = BranchPrefix + LoopKey(r) + "."
 		}
-		if strings.Contains(v, key) {
-			return true
+		for one := range strings.SplitSeq(v, ",") {
+			if strings.Contains(one, key) && ours(sentBy(one)) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// sentBy is the host and port of one Via value ("SIP/2.0/UDP h:p;...");
+// port 0 when it names none.
+func sentBy(via string) (string, int) {
+	_, rest, _ := strings.Cut(strings.TrimSpace(via), " ")
+	rest, _, _ = strings.Cut(strings.TrimSpace(rest), ";")
+	rest = strings.TrimSpace(rest)
+	if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.HasSuffix(rest, "]") {
+		port, err := strconv.Atoi(rest[i+1:])
+		if err == nil {
+			return rest[:i], port
+		}
+	}
+	return rest, 0
 }

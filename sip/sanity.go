@@ -25,7 +25,7 @@ func Sanity(self *Self) Middleware {
 					return Status(483, "Too Many Hops")
 				}
 			}
-			if r.Method != siplib.ACK && r.Method != siplib.CANCEL && Looped(r.Request) {
+			if r.Method != siplib.ACK && r.Method != siplib.CANCEL && Looped(r.Request, self.SentByMe) {
 				// It passed here before with the same Request-URI and
 				// dialog identifiers: a loop, not a spiral (§16.3 step 4).
 				return Status(482, "Loop Detected")

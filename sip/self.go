@@ -59,6 +59,12 @@ func (s *Self) IsMe(u siplib.Uri) bool {
 	return s.ports[u.Port]
 }
 
+// SentByMe reports whether a Via's sent-by (host, port; 0 for none)
+// names this server.
+func (s *Self) SentByMe(host string, port int) bool {
+	return s.IsMe(siplib.Uri{Host: host, Port: port})
+}
+
 // Listener returns the listener for transport, preferring the first.
 func (s *Self) Listener(transport string) (Listener, bool) {
 	for _, l := range s.Listeners {

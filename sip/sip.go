@@ -43,6 +43,9 @@ type Request struct {
 	Dialed    string
 	// Codecs is the trunk's codec policy for this call; empty: the global one.
 	Codecs []string
+	// Hop says the request came from another node of the cluster over a
+	// signed internal hop, to a contact whose flow this node holds.
+	Hop bool
 
 	loopKey string // LoopKey, computed once
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	siplib "github.com/emiago/sipgo/sip"
+
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/testenv"
 )
@@ -297,4 +299,80 @@ func TestClusterLockout(t *testing.T) {
 	// A node that starts now has the lockout from its start.
 	c := limited("127.0.0.13", "c")
 	waitFor(t, 2*time.Second, "the lockout on a node started after it", func() bool { return c.Guard.Locked(src) })
+}
+
+// TestClusterCallThroughTheFlowsNode: a phone registered on node A is
+// reached only through A, whose address its NAT router lets in: a call
+// to it placed on B goes B → A → phone (A's hop, signed by A, stored in
+// the binding), and the phone's in-dialog requests go back the same way.
+// B authenticates the caller, anchors and owns the call; A asks nothing
+// again and keeps no dialog of its own.
+func TestClusterCallThroughTheFlowsNode(t *testing.T) {
+	redis := testenv.Redis(t)
+	a := node(t, redis, "127.0.0.11", "a")
+	b := node(t, redis, "127.0.0.12", "b")
+
+	port := freePort(t)
+	a.register(t, "1002", "udp", port)
+	waitFor(t, 2*time.Second, "1002 on node b", func() bool { return len(b.Store.Lookup("1002@voxvisor.local")) == 1 })
+	if bs := b.Store.Lookup("1002@voxvisor.local"); bs[0].Node != "a" || !strings.Contains(bs[0].Hop, "sip:127.0.0.11:") {
+		t.Fatalf("1002's binding as b sees it: %+v, want node a and a hop to a", bs[0])
+	}
+
+	// The phone: answers the INVITE, records where each request came from.
+	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	var mu sync.Mutex
+	from := map[string]string{} // method: source
+	go readRequests(phone, func(req *siplib.Request, src *net.UDPAddr) {
+		mu.Lock()
+		from[string(req.Method)] = src.String()
+		mu.Unlock()
+		var res *siplib.Response
+		switch req.Method {
+		case siplib.INVITE:
+			res = siplib.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"))
+			res.To().Params.Add("tag", "phone")
+			res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<sip:1002@127.0.0.1:%d>", port)))
+			res.AppendHeader(siplib.NewHeader("Content-Type", "application/sdp"))
+		case siplib.BYE:
+			res = siplib.NewResponseFromRequest(req, 200, "OK", nil)
+		default:
+			return
+		}
+		phone.WriteToUDP([]byte(res.String()), src)
+	})
+
+	trace := sipp(t, b.udp, "uac_call.xml", freePort(t), "udp", "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	if !strings.Contains(trace, "SIP/2.0 200 OK") {
+		t.Fatalf("the call placed on b failed:\n%s", trace)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range []string{"INVITE", "ACK", "BYE"} {
+		if from[m] != a.udp {
+			t.Errorf("the phone got its %s from %q, want it from node a (%s); all: %v", m, from[m], a.udp, from)
+		}
+	}
+	// A hop token is no ticket for anyone else: one with a wrong MAC sent
+	// to a by a stranger gets the challenge any caller gets.
+	hop := b.Store.Lookup("1002@voxvisor.local")[0].Hop
+	forged := regexp.MustCompile(`~[A-Za-z0-9_-]+>?$`).ReplaceAllString(strings.Trim(hop, "<>"), "~AAAAAAAAAAAAAAAA")
+	if forged == strings.Trim(hop, "<>") || !strings.Contains(forged, "vxh=") {
+		t.Fatalf("could not forge a token from %q", hop)
+	}
+	stranger := newRawUA(t, "127.0.0.1", a.udp)
+	res := stranger.do(stranger.request("INVITE", fmt.Sprintf("sip:1002@127.0.0.1:%d", port), "sip:1001@voxvisor.local", "", "forged-hop-1",
+		"Route: <"+forged+">"))
+	if code(res) != 407 {
+		t.Errorf("an INVITE with a forged hop token got %d, want 407", code(res))
+	}
+	// One call, owned by b: b wrote its CDR, a none.
+	readCDRs(t, b, 1)
+	if cs, _ := gatewayCDRs(a); len(cs) != 0 {
+		t.Errorf("node a wrote %d CDRs for a call it only passed on", len(cs))
+	}
 }

@@ -619,28 +619,19 @@ func TestLate2xxRetransmissionsReachTheCaller(t *testing.T) {
 
 	// The callee answers 200 at once, then again 1.5 and 2.5 s later,
 	// the same response each time, as an unacknowledged UAS does.
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, src, err := callee.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			m, err := siplib.ParseMessage(append([]byte(nil), buf[:n]...))
-			req, ok := m.(*siplib.Request)
-			if err != nil || !ok || req.Method != siplib.INVITE {
-				continue
-			}
-			res := siplib.NewResponseFromRequest(req, 200, "OK", nil)
-			res.To().Params.Add("tag", "callee")
-			res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<sip:1002@127.0.0.1:%d>", calleePort)))
-			raw := []byte(res.String())
-			for _, after := range []time.Duration{0, 1500 * time.Millisecond, time.Second} {
-				time.Sleep(after)
-				callee.WriteToUDP(raw, src)
-			}
+	go readRequests(callee, func(req *siplib.Request, src *net.UDPAddr) {
+		if req.Method != siplib.INVITE {
+			return
 		}
-	}()
+		res := siplib.NewResponseFromRequest(req, 200, "OK", nil)
+		res.To().Params.Add("tag", "callee")
+		res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<sip:1002@127.0.0.1:%d>", calleePort)))
+		raw := []byte(res.String())
+		for _, after := range []time.Duration{0, 1500 * time.Millisecond, time.Second} {
+			time.Sleep(after)
+			callee.WriteToUDP(raw, src)
+		}
+	})
 
 	caller := newRawUA(t, "127.0.0.1", sw.udp)
 	inv := caller.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "late-2xx-1")

@@ -480,28 +480,16 @@ func TestPathRouting(t *testing.T) {
 	}
 
 	got := make(chan *siplib.Request, 1)
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := edge.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			m, err := siplib.ParseMessage(append([]byte(nil), buf[:n]...))
-			req, ok := m.(*siplib.Request)
-			if err != nil || !ok {
-				continue
-			}
-			if req.Method == siplib.INVITE {
-				res := siplib.NewResponseFromRequest(req, 486, "Busy Here", nil)
-				edge.WriteToUDP([]byte(res.String()), from)
-				select {
-				case got <- req:
-				default:
-				}
+	go readRequests(edge, func(req *siplib.Request, from *net.UDPAddr) {
+		if req.Method == siplib.INVITE {
+			res := siplib.NewResponseFromRequest(req, 486, "Busy Here", nil)
+			edge.WriteToUDP([]byte(res.String()), from)
+			select {
+			case got <- req:
+			default:
 			}
 		}
-	}()
+	})
 	res, _ := caller.invite("1002", "call-via-path")
 	if code(res) != 486 {
 		t.Fatalf("call through the Path hop: %d, want the hop's 486", code(res))

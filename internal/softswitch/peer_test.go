@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	siplib "github.com/emiago/sipgo/sip"
 )
 
 // sipPeer is a SIP peer of the test's on loopback UDP (a carrier, a trunk
@@ -97,4 +99,21 @@ func (p *sipPeer) count(method string) int {
 func sipMethod(req string) string {
 	m, _, _ := strings.Cut(req, " ")
 	return m
+}
+
+// readRequests reads datagrams from c until it is closed and hands each
+// SIP request, with its source, to f (it runs on the caller's
+// goroutine); responses and what does not parse are skipped.
+func readRequests(c *net.UDPConn, f func(req *siplib.Request, from *net.UDPAddr)) {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		m, err := siplib.ParseMessage(append([]byte(nil), buf[:n]...))
+		if req, ok := m.(*siplib.Request); err == nil && ok {
+			f(req, from)
+		}
+	}
 }

@@ -239,7 +239,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	if err != nil {
 		return nil, err
 	}
-	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout, Secret: secret}, log)
+	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout, Secret: secret, Node: clusterNode(cfg)}, log)
+	if members != nil {
+		// Calls reach a contact through the node that holds its flow.
+		sw.Registrar.SetHop(sw.Proxy.HopURI)
+	}
 	if sw.Registrations, err = gateway.NewRegistrations(srv.UA(), self.Listeners, log); err == nil {
 		err = sw.Registrations.CanRegister(gw)
 	}
@@ -272,7 +276,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		sw.options,
 		sw.Registrar.Middleware,
 		sw.drainGate,
-		a.Middleware(self.IsLocal, sw.fromCarrier),
+		a.Middleware(self.IsLocal, func(r *sip.Request) bool { return sw.fromCarrier(r) || sw.Proxy.IsHop(r.Request) }),
 	)(sip.HandlerFunc(sw.route)))
 	return sw, nil
 }

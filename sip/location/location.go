@@ -47,6 +47,10 @@ type Binding struct {
 	// Node is the cluster node that received the REGISTER and so holds
 	// the contact's flow (a shared store sets it); empty on one node.
 	Node string `json:"node,omitempty"`
+	// Hop is that node's way in for the contact: a Route URI of the node
+	// with a token (signed by it) naming the flow. The other nodes send
+	// requests for the contact to it, with Hop on top of the Route set.
+	Hop string `json:"hop,omitempty"`
 }
 
 // Backend persists bindings: bbolt on one node, Redis for a cluster.

@@ -14,6 +14,7 @@ import (
 	siplib "github.com/emiago/sipgo/sip"
 
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/location"
 )
 
 // flowParam is the Record-Route parameter that remembers the flow (the
@@ -30,6 +31,71 @@ const flowParam = "vxf"
 type flowToken struct {
 	transport string
 	addr      netip.AddrPort
+	hop       bool // from a hop token (hopParam), not a Record-Route entry
+}
+
+// hopParam is the Route parameter of a cluster's internal hop: a node
+// that holds a contact's flow writes, into the contact's binding, a URI
+// of its own with a token naming the flow (Binding.Hop); another node
+// calling the contact sends the request there with that URI on top of
+// the Route set, and the holding node sends it down the flow. The token
+// is signed with a key only the holding node has (derived from its
+// secret, apart from the flow tokens' key), over the flow alone: it is
+// never shown to phones (popped before the request goes on) and leads
+// only to that flow.
+const hopParam = "vxh"
+
+// hopSecret derives the hop tokens' key from the node's secret.
+func hopSecret(secret []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("voxvisor cluster hop token"))
+	return m.Sum(nil)
+}
+
+// HopURI is the Route URI other nodes of a cluster reach b's flow
+// through: this node's listener the flow came in on (UDP for UDP flows,
+// the stream's own transport otherwise), with a token naming the flow.
+func (p *Proxy) HopURI(b location.Binding) string {
+	src, err := netip.ParseAddrPort(b.Source)
+	if err != nil {
+		return ""
+	}
+	l, ok := p.self.Listener(b.Transport)
+	if b.Transport == "udp" {
+		if local, err := netip.ParseAddrPort(b.Local); err == nil {
+			if at, found := p.self.ListenerAt("udp", local); found {
+				l, ok = at, true
+			}
+		}
+	}
+	if !ok {
+		return ""
+	}
+	f := flowToken{transport: b.Transport, addr: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
+	plain := f.plain()
+	u := siplib.Uri{Scheme: "sip", Host: l.Host, Port: l.Port, UriParams: siplib.NewParams()}
+	if l.Transport != "udp" {
+		u.UriParams.Add("transport", l.Transport)
+	}
+	u.UriParams.Add("lr", "")
+	u.UriParams.Add(hopParam, plain+"~"+p.hops.mac("", plain))
+	return u.String()
+}
+
+// IsHop reports whether r's top Route is a hop token of ours: a request
+// another node of the cluster routes to a flow this node holds, which
+// that node has authenticated.
+func (p *Proxy) IsHop(r *siplib.Request) bool {
+	h := r.Route()
+	if h == nil || !p.self.IsMe(h.Address) {
+		return false
+	}
+	v, ok := h.Address.UriParams.Get(hopParam)
+	if !ok {
+		return false
+	}
+	_, ok = verifyFlow(p.hops, "", v)
+	return ok
 }
 
 func (f flowToken) plain() string {
@@ -138,6 +204,14 @@ func (p *Proxy) popOwnRoutes(r *siplib.Request) (flow *flowToken, popped, forged
 		}
 		if v, ok := h.Address.UriParams.Get(flowParam); ok {
 			if f, ok := verifyFlow(p.flows, callID, v); ok {
+				flow = f
+			} else {
+				forged = true
+			}
+		}
+		if v, ok := h.Address.UriParams.Get(hopParam); ok {
+			if f, ok := verifyFlow(p.hops, "", v); ok {
+				f.hop = true
 				flow = f
 			} else {
 				forged = true

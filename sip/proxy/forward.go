@@ -534,16 +534,34 @@ func (p *Proxy) relayStateless(r *sip.Request, res *siplib.Response) {
 	}
 }
 
-// upstream turns res into the response sent upstream: without our Via,
+// upstream returns the response sent upstream for res: without our Via,
 // with its body anchored, addressed to where r came from, with r's CSeq
-// (a retry with credentials sent a higher one downstream). It rewrites
-// res itself, not a copy: every response is relayed once (a
-// retransmission is parsed anew), nothing reads its Via or body after,
-// and the copy was a fifth of what a call allocated and a fifth of what
-// lingering transactions held.
+// (a retry with credentials sent a higher one downstream). The copy
+// shares res's header values, which nothing changes in place (a body is
+// set, a header replaced, never edited), except the CSeq it copies: a
+// deep copy of every header was a fifth of what a call allocated and of
+// what lingering transactions held. res itself is left as it is: sipgo
+// still reads it on other goroutines.
 func (p *Proxy) upstream(r *sip.Request, res *siplib.Response) *siplib.Response {
-	out := res
-	out.RemoveHeader("Via")
+	out := siplib.NewResponse(res.StatusCode, res.Reason)
+	out.SipVersion = res.SipVersion
+	topVia := true
+	for _, h := range res.Headers() {
+		if topVia && h.Name() == "Via" { // ours
+			topVia = false
+			continue
+		}
+		switch h := h.(type) {
+		case *siplib.CSeqHeader:
+			cs := *h
+			out.AppendHeader(&cs)
+			continue
+		}
+		out.AppendHeader(h)
+	}
+	out.SetBody(res.Body())
+	out.SetSource(res.Source())
+	out.SetTransport(res.Transport())
 	if cs, rcs := out.CSeq(), r.CSeq(); cs != nil && rcs != nil {
 		cs.SeqNo = rcs.SeqNo
 	}

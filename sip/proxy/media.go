@@ -32,6 +32,9 @@ type Hook interface {
 func (p *Proxy) AddHook(h Hook) { p.hooks = append(p.hooks, h) }
 
 func (p *Proxy) hookRequest(r *sip.Request, out *siplib.Request) error {
+	if r.Hop {
+		return nil // the node the call came from anchors it
+	}
 	for _, h := range p.hooks {
 		if err := h.Request(r, out); err != nil {
 			return err
@@ -41,6 +44,9 @@ func (p *Proxy) hookRequest(r *sip.Request, out *siplib.Request) error {
 }
 
 func (p *Proxy) hookResponse(r *sip.Request, res *siplib.Response) error {
+	if r.Hop {
+		return nil
+	}
 	for _, h := range p.hooks {
 		if err := h.Response(r, res); err != nil {
 			return err
@@ -50,6 +56,9 @@ func (p *Proxy) hookResponse(r *sip.Request, res *siplib.Response) error {
 }
 
 func (p *Proxy) hookDone(r *sip.Request, status int) {
+	if r.Hop {
+		return
+	}
 	for _, h := range p.hooks {
 		h.Done(r, status)
 	}

@@ -37,6 +37,9 @@ type Config struct {
 	// across restarts (and share it in a cluster) or in-dialog requests
 	// of calls set up before are refused. Empty: a random one.
 	Secret []byte
+	// Node is this switch's cluster node name ("" on its own): a binding
+	// another node holds the flow of is reached through that node.
+	Node string
 }
 
 // Transactions starts client transactions: sipgo's transaction layer,
@@ -65,6 +68,7 @@ type Proxy struct {
 	cfg    Config
 	log    *slog.Logger
 	flows  *flowKey // signs our Record-Route flow tokens with cfg.Secret
+	hops   *flowKey // signs the hop tokens other nodes reach our flows with
 
 	hooks   []Hook                  // set once before serving
 	routing atomic.Pointer[Routing] // replaced on reload; nil: local users only
@@ -84,7 +88,7 @@ func New(txl *siplib.TransactionLayer, self *sip.Self, loc *location.Store, a *a
 		cfg.Secret = make([]byte, 32)
 		rand.Read(cfg.Secret)
 	}
-	p := &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log, flows: newFlowKey(cfg.Secret), dialogs: dialog.New(dialog.Options{}, log)}
+	p := &Proxy{txl: txl, self: self, loc: loc, auth: a, cfg: cfg, log: log, flows: newFlowKey(cfg.Secret), hops: newFlowKey(hopSecret(cfg.Secret)), dialogs: dialog.New(dialog.Options{}, log)}
 	if txl != nil {
 		p.client = txlTransactions{txl}
 	}
@@ -169,6 +173,13 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	var targets []target
 	serial := false
 	switch {
+	case flow != nil && flow.hop && !hasToTag(r.Request):
+		// Another node of the cluster sends a call to a contact whose
+		// flow we hold: it goes to the flow, nothing else. That node
+		// authenticated, routed, anchored and owns the call (dialog,
+		// CDR); we only record-route, so in-dialog requests pass here.
+		r.Hop = true
+		targets = []target{{dest: flow.addr.String(), transport: flow.transport, flow: true}}
 	case hasToTag(r.Request):
 		t, err := p.routeInDialog(r, flow, forged)
 		if err != nil {
@@ -388,8 +399,14 @@ func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 		if secure && b.Transport != "tls" {
 			continue
 		}
-		if len(b.Path) > 0 {
-			t, ok := pathTarget(b.Path)
+		path := b.Path
+		if b.Hop != "" && b.Node != "" && b.Node != p.cfg.Node {
+			// Its flow (NAT pinhole, connection) is another node's:
+			// through that node, the only one the phone's router lets in.
+			path = append([]string{b.Hop}, b.Path...)
+		}
+		if len(path) > 0 {
+			t, ok := pathTarget(path)
 			if !ok || (secure && t.transport != "tls") {
 				continue
 			}

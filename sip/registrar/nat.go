@@ -9,6 +9,7 @@ import (
 	siplib "github.com/emiago/sipgo/sip"
 
 	"github.com/voxvisor/voxvisor/sip"
+	"github.com/voxvisor/voxvisor/sip/location"
 )
 
 // NAT is how the registrar treats contacts behind NAT.
@@ -28,6 +29,13 @@ func (g *Registrar) SetNAT(n NAT) { g.nat.Store(&n) }
 // serving; without it bindings name no socket.
 func (g *Registrar) SetLocalAddr(f func(transport string, source netip.AddrPort) string) {
 	g.localAddr = f
+}
+
+// SetHop sets how a binding gets its cluster hop (Binding.Hop), the way
+// other nodes reach the flow this node holds. Set once before serving;
+// unset on a switch of its own.
+func (g *Registrar) SetHop(f func(location.Binding) string) {
+	g.hop = f
 }
 
 // privateNets are the addresses a router keeps behind it: RFC 1918,

@@ -46,6 +46,7 @@ type Registrar struct {
 	now     func() time.Time
 
 	localAddr func(transport string, source netip.AddrPort) string // set once before serving; may be nil
+	hop       func(location.Binding) string                        // set once before serving; nil off a cluster
 
 	rules  atomic.Pointer[Rules]
 	policy atomic.Pointer[ContactPolicy]
@@ -243,6 +244,9 @@ func (g *Registrar) ServeSIP(ctx context.Context, r *sip.Request) error {
 				Expires: now.Add(time.Duration(ch.expires) * time.Second),
 				CallID:  callID, CSeq: cseq, UserAgent: ua, Q: ch.q,
 				NAT: ch.nat, Local: local, Path: path, Outbound: ch.ob,
+			}
+			if g.hop != nil {
+				b.Hop = g.hop(b)
 			}
 			if idx >= 0 {
 				next[idx] = b
