@@ -48,7 +48,7 @@ func main() {
 	bin := flag.String("bin", "bin/voxvisor", "the voxvisor binary")
 	out := flag.String("out", "BENCHMARKS.md", "where to write the report")
 	root := flag.String("root", ".", "the repository root (for bench/ files)")
-	only := flag.String("only", "rate,soak,reg,media", "which measurements to run")
+	only := flag.String("only", "rate,soak,reg,cluster,media", "which measurements to run")
 	flag.Parse()
 	p, ok := plans[*mode]
 	if !ok {
@@ -80,11 +80,17 @@ type bench struct {
 	bin  string
 	root string
 
-	rate  [2][2]rateResult // by path (plain, registrar), then voxvisor, kamailio
-	soak  soakResult
-	reg   [2]regResult
-	media [3][]mediaResult // voxvisor userspace, voxvisor kernel path, rtpengine
-	base  []mediaResult    // the generator alone, per N
+	rate [2][2]rateResult // by path (plain, registrar), then voxvisor, kamailio
+	soak soakResult
+	// One voxvisor with its location in Redis (a cluster of one): the
+	// same registrations and fixed-rate calls; redis is the server while
+	// they run (its CPU counts with voxvisor's).
+	regRedis  regResult
+	rateRedis rateResult
+	redis     *proc
+	reg       [2]regResult
+	media     [3][]mediaResult // voxvisor userspace, voxvisor kernel path, rtpengine
+	base      []mediaResult    // the generator alone, per N
 	// pinned: the media generator ran on core 1, the relays on core 0.
 	pinned bool
 	notes  []string
@@ -139,9 +145,14 @@ func (b *bench) run() error {
 	if strings.Contains(b.only, "reg") {
 		for i := range b.reg {
 			log.Printf("registrations: %s", []string{"voxvisor", "kamailio"}[i])
-			if err := b.registrations(i); err != nil {
+			if err := b.registrations(i, &b.reg[i]); err != nil {
 				return fmt.Errorf("registrations: %w", err)
 			}
+		}
+	}
+	if strings.Contains(b.only, "cluster") {
+		if err := b.clusterRuns(); err != nil {
+			return fmt.Errorf("cluster: %w", err)
 		}
 	}
 	if !strings.Contains(b.only, "media") {
@@ -181,7 +192,7 @@ func (b *bench) rates() error {
 	for path := range b.rate {
 		for which, name := range []string{"voxvisor", "kamailio"} {
 			log.Printf("call rate, %s: %s", pathNames[path], name)
-			if err := b.callRate(path, which); err != nil {
+			if err := b.callRate(path, which, &b.rate[path][which], b.plan.steps); err != nil {
 				return fmt.Errorf("%s call rate, %s: %w", name, pathNames[path], err)
 			}
 		}
@@ -193,6 +204,7 @@ const (
 	proxyPort = 15060
 	uasPort   = 15072
 	uacPort   = 15071
+	redisPort = 16379
 )
 
 func (b *bench) startProxy(which, users int, anchor string, auth bool) (*proc, error) {
@@ -204,14 +216,18 @@ func (b *bench) startProxy(which, users int, anchor string, auth bool) (*proc, e
 // voxvisor always does both for its subscribers).
 func (b *bench) startProxyKernel(which, users int, anchor, kernel string, auth bool) (*proc, error) {
 	if which == 0 {
-		return startVoxvisor(b.dir, b.bin, proxyPort, users, anchor, kernel, 20000, 29999)
+		redis := ""
+		if b.redis != nil {
+			redis = fmt.Sprintf("127.0.0.1:%d", redisPort)
+		}
+		return startVoxvisor(b.dir, b.bin, proxyPort, users, anchor, kernel, 20000, 29999, redis)
 	}
 	return startKamailio(b.dir, filepath.Join(b.root, "bench", "kamailio", "kamailio.cfg"), proxyPort, users, auth)
 }
 
 // callRate measures CPU per call on a path at a fixed rate, then steps
 // the rate up.
-func (b *bench) callRate(path, which int) error {
+func (b *bench) callRate(path, which int, r *rateResult, steps []int) error {
 	auth := path == registrarPath
 	px, err := b.startProxy(which, 0, "never", auth)
 	if err != nil {
@@ -241,20 +257,19 @@ func (b *bench) callRate(path, which int) error {
 	}
 	defer uas.stop()
 	time.Sleep(300 * time.Millisecond)
-	r := &b.rate[path][which]
 	peak := samplePeak(px.pid())
 	calls := int(float64(b.plan.fixedRate) * b.plan.fixedFor.Seconds())
-	c0 := cpu(px.pid())
+	c0 := b.cpuOf(px)
 	r.fixed, err = runSIPp(b.dir, "fixed", b.plan.fixedFor+60*time.Second, append([]string{remote}, append(uac,
 		"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.fixedRate), "-m", fmt.Sprint(calls), "-l", "20000", "-max_socket", "60000", "-recv_timeout", "5000")...)...)
 	if err != nil {
 		return err
 	}
 	if r.fixed.Successful > 0 {
-		r.cpuPerCall = (cpu(px.pid()) - c0) / time.Duration(r.fixed.Successful)
+		r.cpuPerCall = (b.cpuOf(px) - c0) / time.Duration(r.fixed.Successful)
 	}
 	r.fixedFailed = r.fixed.Failed > 0
-	for _, rate := range b.plan.steps {
+	for _, rate := range steps {
 		n := int(float64(rate) * b.plan.stepFor.Seconds())
 		res, err := runSIPp(b.dir, fmt.Sprintf("step%d", rate), b.plan.stepFor+60*time.Second, append([]string{remote}, append(uac,
 			"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(rate), "-m", fmt.Sprint(n), "-l", "30000", "-max_socket", "60000", "-recv_timeout", "5000")...)...)
@@ -327,6 +342,34 @@ func (b *bench) soakRun() error {
 	return err
 }
 
+// clusterRuns measures voxvisor as a cluster of one, its location in a
+// redis-server started here: registrations and calls at the fixed rate,
+// to set beside the figures on its bbolt file.
+func (b *bench) clusterRuns() error {
+	rp, err := startRedis(b.dir, redisPort)
+	if err != nil {
+		return err
+	}
+	defer rp.stop()
+	b.redis = rp
+	defer func() { b.redis = nil }()
+	log.Printf("cluster of one: registrations")
+	if err := b.registrations(0, &b.regRedis); err != nil {
+		return fmt.Errorf("registrations: %w", err)
+	}
+	log.Printf("cluster of one: call rate")
+	return b.callRate(plainPath, 0, &b.rateRedis, nil)
+}
+
+// cpuOf is px's CPU time, with the Redis server's when one serves it.
+func (b *bench) cpuOf(px *proc) time.Duration {
+	c := cpu(px.pid())
+	if b.redis != nil {
+		c += cpu(b.redis.pid())
+	}
+	return c
+}
+
 func (b *bench) csv(lines []string) string {
 	path := filepath.Join(b.dir, fmt.Sprintf("users-%d.csv", time.Now().UnixNano()))
 	os.WriteFile(path, []byte("SEQUENTIAL\n"+strings.Join(lines, "\n")+"\n"), 0o644)
@@ -334,7 +377,7 @@ func (b *bench) csv(lines []string) string {
 }
 
 // registrations registers every user once with digest at a high rate.
-func (b *bench) registrations(which int) error {
+func (b *bench) registrations(which int, r *regResult) error {
 	n := b.plan.regUsers
 	px, err := b.startProxy(which, n, "never", true)
 	if err != nil {
@@ -347,15 +390,14 @@ func (b *bench) registrations(which int) error {
 	}
 	time.Sleep(500 * time.Millisecond)
 	m0 := pss(px.pid())
-	c0 := cpu(px.pid())
+	c0 := b.cpuOf(px)
 	res, err := runSIPp(b.dir, "register", 5*time.Minute, fmt.Sprintf("127.0.0.1:%d", proxyPort), "-sf", b.sippDir("register_csv.xml"),
 		"-inf", b.csv(lines), "-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.regRate), "-m", fmt.Sprint(n), "-l", "5000")
 	if err != nil {
 		return err
 	}
-	r := &b.reg[which]
 	r.res = res
-	r.cpu = cpu(px.pid()) - c0
+	r.cpu = b.cpuOf(px) - c0
 	time.Sleep(300 * time.Millisecond)
 	if res.Successful > 0 {
 		r.memPerReg = float64(pss(px.pid())-m0) / float64(res.Successful)

@@ -89,9 +89,13 @@ func waitSIP(addr string, d time.Duration) error {
 }
 
 // voxvisor writes a config and starts the binary.
-func startVoxvisor(dir, bin string, port int, users int, anchor, kernel string, rtpMin, rtpMax int) (*proc, error) {
+// With redis set, its location is in that Redis (a cluster of one).
+func startVoxvisor(dir, bin string, port int, users int, anchor, kernel string, rtpMin, rtpMax int, redis string) (*proc, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  capture: {calls: 0}\n  listen:\n    - {transport: udp, address: 127.0.0.1:%d}\n", filepath.Join(dir, "vxdata"), port)
+	if redis != "" {
+		fmt.Fprintf(&b, "cluster:\n  node: bench\n  redis: {address: %q, prefix: \"vxbench:\"}\n", redis)
+	}
 	fmt.Fprintf(&b, "admin:\n  listen: \"off\"\nlimits:\n  rate: 0\n  auth_failures: 0\n  connections: 0\n  transactions: 0\n  dialogs: 0\n  streams: 0\nauth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: 127.0.0.1\n  anchor: %s\n  kernel: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", anchor, kernel, rtpMin, rtpMax)
 	fmt.Fprintf(&b, "  - {username: \"1001\", password: bench1001}\n  - {username: \"1002\", password: bench1002}\n")
 	for i := 0; i < users; i++ {
@@ -151,6 +155,25 @@ func startKamailio(dir, cfgTemplate string, port, users int, auth bool) (*proc, 
 		return nil, fmt.Errorf("kamailio: %w\n%s", err, p.tail())
 	}
 	return p, nil
+}
+
+// startRedis starts Debian's redis-server on port, in memory only.
+func startRedis(dir string, port int) (*proc, error) {
+	p, err := startProc(dir, "redis", "redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return p, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.stop()
+	return nil, fmt.Errorf("redis-server did not listen on %d\n%s", port, p.tail())
 }
 
 // rtpengine starts rtpengine 10.5 in userspace with an ng control port.

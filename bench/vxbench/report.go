@@ -123,6 +123,7 @@ func (b *bench) report(took time.Duration) string {
 	p("| registered (ok / failed) | %d / %d | %d / %d | | |", rv.res.Successful, rv.res.Failed, rk.res.Successful, rk.res.Failed)
 	p("| memory per registration | %.0f B | %.0f B | | |", rv.memPerReg, rk.memPerReg)
 	p("")
+	b.clusterReport(p)
 	p("## Anchored media")
 	p("")
 	p("N calls, RTP at 50 packets/s in each direction (2N streams), through the relay for %s.", b.plan.mediaFor)
@@ -192,17 +193,21 @@ func (b *bench) report(took time.Duration) string {
 	p("`go tool pprof bin/voxvisor cpu.prof`; `VOXVISOR_MEMPROFILE=mem.prof` and")
 	p("`-sample_index=alloc_space` for what a run allocates):")
 	p("")
-	p("- **Call rate.** About a quarter of the CPU is `sendto`/`recvfrom` system calls, which")
-	p("  Kamailio pays too. The rest that Kamailio does not pay is sipgo's model: a new goroutine")
-	p("  for every message, several `time.AfterFunc` timers per transaction, and the garbage of")
-	p("  parsing and cloning every message — together the Go scheduler (`findRunnable`, ~15%%),")
-	p("  the garbage collector (~15%%) and goroutine stack growth (~5%%). Fixed so far: one")
-	p("  request clone per forward instead of two; finished transactions linger 5 s (Kamailio's")
-	p("  tm wait timer) instead of RFC 3261's 32 s, which took the peak memory at 800 calls/s from")
-	p("  960 MB to under 200 MB in the first runs; CDRs encoded without reflection (writing them")
-	p("  had taken ~6%% of the CPU, half of it in encoding/json). A higher GOGC was tried and")
-	p("  bought nothing. About 36 KB is allocated per call, a fifth of it cloning headers.")
-	p("  Next: a transaction layer with pooled messages and one timer wheel, in place of sipgo's.")
+	p("- **Call rate.** About a fifth of the CPU is `sendto`/`recvfrom` system calls, which")
+	p("  Kamailio pays too. The rest that Kamailio does not pay is sipgo's model: a goroutine and")
+	p("  a `context.WithTimeout` per message, several `time.AfterFunc` timers per transaction, and")
+	p("  the garbage of parsing every message and cloning every forwarded request — together the")
+	p("  garbage collector (a quarter of the CPU), the Go scheduler (~10%%) and goroutine stack")
+	p("  growth (~6%%). Fixed so far: the pipeline runs on workers that keep their grown stacks")
+	p("  (stack growth was 13%%); a relayed response shares its header values instead of a deep")
+	p("  copy; flow tokens signed with pooled HMAC states and the loop key hashed from one pooled")
+	p("  buffer (no fmt); a client INVITE transaction lets its 2xx go after 1 s (Timer M) and the")
+	p("  later retransmissions are forwarded statelessly; finished transactions linger 5 s")
+	p("  (Kamailio's tm wait timer) instead of RFC 3261's 32 s; CDRs encoded without reflection.")
+	p("  Together these took CPU per call at 800 calls/s from about 1.05 to 0.84 ms and the peak")
+	p("  RSS from 220 to 170 MB. A higher GOGC buys CPU only with memory (GOGC 400: -12%% CPU,")
+	p("  +130%% memory). Next: a transaction layer of our own on sipgo's messages, with one timer")
+	p("  wheel, no goroutine per message and the finished transactions kept as bytes.")
 	p("- **Registrations.** Every binding is written through to bbolt; writes are group-committed")
 	p("  outside the store's lock (one fsync per batch), which took the achieved rate from 81/s to")
 	p("  the 2,000/s asked. Kamailio keeps usrloc in memory only (`db_mode 0`).")
@@ -214,6 +219,34 @@ func (b *bench) report(took time.Duration) string {
 	p("  relays. The p99 target of 1 ms added latency is not met here even at 500 calls; a")
 	p("  measurement with the generator on other cores, and batching (recvmmsg) per leg, are next.")
 	return w.String()
+}
+
+// clusterReport sets voxvisor with its location in Redis (a cluster of
+// one) beside the same runs on its bbolt file.
+func (b *bench) clusterReport(p func(string, ...any)) {
+	rr, cr := b.regRedis, b.rateRedis
+	if rr.registered == 0 && cr.fixed.Successful == 0 {
+		return
+	}
+	rb, cb := b.reg[0], b.rate[plainPath][0]
+	p("## A cluster of one: the location in Redis")
+	p("")
+	p("The same voxvisor with `cluster.redis` set (a redis-server 7 on loopback, in memory): every")
+	p("REGISTER written to Redis and announced to the cluster, every lookup from memory. CPU is")
+	p("voxvisor's and redis-server's together.")
+	p("")
+	p("| figure | bbolt file | Redis | Redis / bbolt | target |")
+	p("|---|---|---|---|---|")
+	p("| registrations per CPU second | %.0f | %.0f | %s | |", rb.perCPUSec, rr.perCPUSec, ratio(rr.perCPUSec, rb.perCPUSec))
+	p("| registered (ok / failed) | %d / %d | %d / %d | | |", rb.res.Successful, rb.res.Failed, rr.res.Successful, rr.res.Failed)
+	p("| CPU per call at %d calls/s, plain relay path | %s | %s | %s | ≤ 1.2× %s |", b.plan.fixedRate, ms(cb.cpuPerCall), ms(cr.cpuPerCall),
+		ratio(float64(cr.cpuPerCall), float64(cb.cpuPerCall)), met(cr.cpuPerCall > 0 && float64(cr.cpuPerCall) <= 1.2*float64(cb.cpuPerCall)))
+	p("| calls at the fixed rate (ok / failed) | %d / %d | %d / %d | | |", cb.fixed.Successful, cb.fixed.Failed, cr.fixed.Successful, cr.fixed.Failed)
+	p("")
+	p("How soon a REGISTER on one node is seen on another is in `bench/location-bench.txt` (below).")
+	p("Three nodes are not measured for call rate here: on %d cores three switches, Redis and the", runtime.NumCPU())
+	p("load generators would measure the scheduler, not the cluster.")
+	p("")
 }
 
 // soakReport writes the memory soak: peak PSS and whether it stays flat
@@ -244,7 +277,7 @@ func (b *bench) soakReport(p func(string, ...any)) {
 	p("")
 	var pts []string
 	for i, v := range s.pss {
-		pts = append(pts, fmt.Sprintf("%s %.0f", (time.Duration(i+1) * s.every).String(), float64(v)/(1<<20)))
+		pts = append(pts, fmt.Sprintf("%s %.0f", (time.Duration(i+1)*s.every).String(), float64(v)/(1<<20)))
 	}
 	p("PSS in MiB: %s.", strings.Join(pts, ", "))
 	p("")
