@@ -59,7 +59,7 @@ fmt-check: ## fail when a file is not gofmt-clean
 lint: vet fmt-check ## vet and gofmt; go mod tidy must change nothing
 	$(GO) mod tidy -diff
 
-bench: build test-deps ## voxvisor side by side with Kamailio and rtpengine; writes BENCHMARKS.md (~10 min)
+bench: build test-deps ## voxvisor side by side with Kamailio and rtpengine; writes BENCHMARKS.md (~25 min)
 	$(GO) run ./bench/vxbench -mode full -bin $(BIN) -out BENCHMARKS.md
 	$(GO) test -tags $(TAGS) -run '^$$' -bench 'Plan100|Reapply100|Check100' -benchmem ./provisioning/... | tee bench/provision-bench.txt
 	$(GO) test -run '^$$' -bench 'Register|Visibility' -benchtime 2000x ./sip/location/ | tee bench/location-bench.txt

@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/voxvisor/voxvisor/sip/dialog"
 	"github.com/voxvisor/voxvisor/sip/location"
 )
 
@@ -48,6 +49,10 @@ type Members struct {
 	leases leases
 
 	onLockout func(src netip.Addr, until time.Time) // set once, before Run
+
+	dialogs     *dialog.Table    // set once, before Run; nil: calls are not shared
+	writes      chan dialogWrite // to writeDialogs
+	DialogStats DialogStats
 }
 
 // Options say where the cluster is and who this node is.
@@ -78,6 +83,13 @@ func (m *Members) SetSIP(sip []string) { m.self.SIP = sip }
 func (m *Members) Run(ctx context.Context) {
 	watched := make(chan struct{})
 	go func() { defer close(watched); m.watchLockouts(ctx) }()
+	written := make(chan struct{})
+	if m.dialogs != nil {
+		m.reapDialogs(ctx, true) // before this run's own calls are written
+		go func() { defer close(written); m.writeDialogs(ctx) }()
+	} else {
+		close(written)
+	}
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
 	for {
@@ -85,13 +97,18 @@ func (m *Members) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			<-watched
+			<-written
 			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			m.releaseLeases(dctx)
+			// The calls were ended here (the drain): nothing to take
+			// over. Gone before the heartbeat, so no one tries.
+			m.c.Del(dctx, m.dialogsKey(m.self.Name))
 			m.c.Del(dctx, m.key(m.self.Name))
 			cancel()
 			m.c.Close()
 			return
 		case <-t.C:
+			m.reapDialogs(ctx, false)
 		}
 	}
 }

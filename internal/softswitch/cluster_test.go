@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +19,8 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
+	"github.com/voxvisor/voxvisor/configs"
+	"github.com/voxvisor/voxvisor/internal/cluster"
 	"github.com/voxvisor/voxvisor/internal/config"
 	"github.com/voxvisor/voxvisor/internal/testenv"
 )
@@ -374,5 +379,122 @@ func TestClusterCallThroughTheFlowsNode(t *testing.T) {
 	readCDRs(t, b, 1)
 	if cs, _ := gatewayCDRs(a); len(cs) != 0 {
 		t.Errorf("node a wrote %d CDRs for a call it only passed on", len(cs))
+	}
+}
+
+// TestClusterCallsOfADeadNode: node a (a real process) owns an answered
+// call when it is killed with SIGKILL. Node b notices a's heartbeat gone,
+// takes the call over from Redis and ends it: both sides get a BYE from
+// b, b writes its CDR (hung up by the system, node a lost), and counts it.
+func TestClusterCallsOfADeadNode(t *testing.T) {
+	redis := testenv.Redis(t)
+	b := node(t, redis, "127.0.0.12", "b")
+
+	// Node a, as a process of its own.
+	dir := t.TempDir()
+	aPort := freePort(t)
+	cfg := string(configs.Default)
+	for _, r := range [][2]string{
+		{"address: 127.0.0.1:5060", fmt.Sprintf("address: 127.0.0.11:%d", aPort)},
+		{"data_dir: ./data", "data_dir: " + filepath.Join(dir, "data")},
+		{"listen: 127.0.0.1:8060", `listen: "off"`},
+		{"anchor: always", "anchor: never"},
+	} {
+		if !strings.Contains(cfg, r[0]) {
+			t.Fatalf("configs/voxvisor.yaml has no %q", r[0])
+		}
+		cfg = strings.ReplaceAll(cfg, r[0], r[1])
+	}
+	cfg += fmt.Sprintf("\ncluster:\n  node: a\n  redis: {address: %q, prefix: \"voxvisor:\"}\n", redis.Addr())
+	cfgPath := filepath.Join(dir, "voxvisor.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	aLog := &syncBuf{}
+	a := exec.Command(buildVoxvisor(t), "serve", "-c", cfgPath)
+	a.Stdout, a.Stderr = aLog, aLog
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			a.Process.Kill()
+			a.Wait()
+		}
+	})
+	aAddr := fmt.Sprintf("127.0.0.11:%d", aPort)
+	waitFor(t, 10*time.Second, "node a in the membership", func() bool {
+		_, body := b.api(t, "GET", "/api/v1/cluster")
+		return strings.Contains(body, `"name": "a"`)
+	})
+
+	// The callee registers on a; both sides are sockets of the test's
+	// that answer and note the BYEs they get, and where from.
+	port := freePort(t)
+	sipp(t, aAddr, "register.xml", port, "udp", "-key", "user", "1002", "-key", "expires", "3600", "-au", "1002", "-ap", "demo1002")
+	callee, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer callee.Close()
+	caller := newRawUA(t, "127.0.0.1", aAddr)
+	byes := make(chan string, 4) // "callee|caller from ip:port"
+	answer := func(who string, c *net.UDPConn) func(*siplib.Request, *net.UDPAddr) {
+		return func(req *siplib.Request, src *net.UDPAddr) {
+			var res *siplib.Response
+			switch req.Method {
+			case siplib.INVITE:
+				res = siplib.NewResponseFromRequest(req, 200, "OK", nil)
+				res.To().Params.Add("tag", "callee")
+				res.AppendHeader(siplib.NewHeader("Contact", fmt.Sprintf("<sip:1002@127.0.0.1:%d>", port)))
+			case siplib.BYE:
+				res = siplib.NewResponseFromRequest(req, 200, "OK", nil)
+				byes <- who + " from " + src.String()
+			default:
+				return
+			}
+			c.WriteToUDP([]byte(res.String()), src)
+		}
+	}
+	go readRequests(callee, answer("callee", callee))
+	inv := caller.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "dead-node-call-1")
+	if res := caller.do(inv); code(res) != 200 {
+		t.Fatalf("the call through node a: %d, want 200\n%s", code(res), aLog.String())
+	}
+	caller.conn.SetReadDeadline(time.Time{}) // do's
+	go readRequests(caller.conn, answer("caller", caller.conn))
+	waitFor(t, 3*time.Second, "the call's record in Redis", func() bool {
+		return redis.CLI("hlen", "voxvisor:dialogs:a") == "1"
+	})
+
+	// SIGKILL: no drain, no goodbye; the heartbeat lapses.
+	killed = true
+	a.Process.Kill()
+	a.Wait()
+	got := map[string]bool{}
+	deadline := time.After(cluster.Dead + 3*cluster.HeartbeatEvery + 2*time.Second)
+	for len(got) < 2 {
+		select {
+		case s := <-byes:
+			got[s] = true
+		case <-deadline:
+			t.Fatalf("BYEs after node a died: %v, want one to each side from b", got)
+		}
+	}
+	for _, who := range []string{"callee", "caller"} {
+		if !got[who+" from "+b.udp] {
+			t.Errorf("BYEs %v: want the %s's from b (%s)", got, who, b.udp)
+		}
+	}
+	cdrs := readCDRs(t, b, 1)
+	if c := cdrs[0]; c.HangupBy != "system" || c.EndReason != "node a lost" || c.Status != 200 {
+		t.Errorf("b's CDR for a's call: %+v", c)
+	}
+	if _, m := b.api(t, "GET", "/metrics"); metric(m, "voxvisor_cluster_calls_taken_over_total") != 1 {
+		t.Errorf("cluster metrics:\n%s", grepLines(m, "cluster"))
+	}
+	if n := redis.CLI("exists", "voxvisor:dialogs:a"); n != "0" {
+		t.Errorf("node a's calls still in Redis after the takeover (exists = %s)", n)
 	}
 }

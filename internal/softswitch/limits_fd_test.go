@@ -70,14 +70,8 @@ func tcpOptions(c net.Conn, r *bufio.Reader, id string) (string, error) {
 // ones have timed out. SIGTERM then stops it cleanly.
 func TestIdleConnectionsUnderLowFDLimit(t *testing.T) {
 	prlimit := need(t, "prlimit")
-	goBin := need(t, "go")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "voxvisor")
-	build := exec.Command(goBin, "build", "-tags", "libvirt_dlopen", "-o", bin, "./cmd/voxvisor")
-	build.Dir = mustAbs(t, "../..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildVoxvisor(t)
 
 	const idle = 4 * time.Second
 	port := freePort(t)

@@ -32,6 +32,9 @@ func (sw *Switch) metrics() *prometheus.Registry {
 	if r, ok := sw.locationBackend.(*location.Redis); ok {
 		reg.MustRegister(r.Collector())
 	}
+	if sw.Members != nil {
+		reg.MustRegister(sw.Members.Collector())
+	}
 	if f := sw.firewall; f != nil {
 		reg.MustRegister(firewall.Collector(f.fw, f.rules, sw.log))
 	}

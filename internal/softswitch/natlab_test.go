@@ -108,12 +108,7 @@ func newNATLab(t *testing.T) *natLab {
 		need(t, tool)
 	}
 	l := &natLab{phones: map[string]*labPhone{}, voxLog: &syncBuf{}}
-	l.bin = filepath.Join(t.TempDir(), "voxvisor")
-	build := exec.Command(need(t, "go"), "build", "-tags", "libvirt_dlopen", "-o", l.bin, "./cmd/voxvisor")
-	build.Dir = mustAbs(t, "../..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	l.bin = buildVoxvisor(t)
 
 	sweepStaleLabs(t)
 	id := strconv.Itoa(os.Getpid())

@@ -3,6 +3,8 @@ package softswitch_test
 import (
 	"fmt"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,4 +118,18 @@ func readRequests(c *net.UDPConn, f func(req *siplib.Request, from *net.UDPAddr)
 			f(req, from)
 		}
 	}
+}
+
+// buildVoxvisor builds the real binary into a directory of the test's,
+// for tests that run the switch as a process (to limit it, put it in a
+// network namespace, or kill it).
+func buildVoxvisor(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "voxvisor")
+	build := exec.Command(need(t, "go"), "build", "-tags", "libvirt_dlopen", "-o", bin, "./cmd/voxvisor")
+	build.Dir = mustAbs(t, "../..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }

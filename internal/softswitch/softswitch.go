@@ -212,6 +212,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	dialogs.Subscribe(cdrs) // first: it reads the media statistics
 	dialogs.Subscribe(an)   // then the media goes
 	dialogs.Subscribe(captureKeeper{ring})
+	if members != nil {
+		// Answered calls in Redis, so a survivor ends them if this node dies.
+		members.SetDialogs(dialogs)
+		dialogs.Subscribe(members)
+	}
 	an.PerSource = g.Streams
 	self, err := srv.Listen()
 	if err != nil {

@@ -2,6 +2,7 @@ package dialog
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -445,5 +446,55 @@ func TestBYECSeqStaysValid(t *testing.T) {
 		if n := b.CSeq().SeqNo; n > maxCSeq {
 			t.Errorf("BYE with CSeq %d", n)
 		}
+	}
+}
+
+// TestAdoptEndsAnotherSwitchsCall: a dialog's record, as another switch
+// of the cluster wrote it, is adopted here and hung up: a BYE to each
+// side with the tags, Call-ID and addresses of the call, a CSeq past
+// any the side may have used since the record, and the observers told.
+func TestAdoptEndsAnotherSwitchsCall(t *testing.T) {
+	owner, _ := newTable(t, Options{})
+	r := invite(t, "adopt", "127.0.0.5:5060")
+	d, _, _ := owner.Begin(r)
+	d.Answered(ok200(r, "127.0.0.9:5070"), time.Now())
+	rec := d.Record()
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	survivor, seen := newTable(t, Options{})
+	var back Record
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := survivor.Adopt(back); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := survivor.Adopt(back); err == nil {
+		t.Error("the same call adopted twice")
+	}
+	survivor.Hangup("adopt", Ending{By: "system", Reason: "node a lost", Cause: 503})
+	survivor.WaitByes(5 * time.Second)
+	if e, ok := seen.ended["adopt"]; !ok || e.Reason != "node a lost" {
+		t.Fatalf("observers told %+v", seen.ended)
+	}
+	if len(seen.byes) != 2 {
+		t.Fatalf("%d BYEs, want one to each side", len(seen.byes))
+	}
+	want := map[string]string{"udp:127.0.0.5:5060": "b-adopt>a-adopt", "udp:127.0.0.9:5070": "a-adopt>b-adopt"}
+	for i, b := range seen.byes {
+		from, _ := b.From().Params.Get("tag")
+		to, _ := b.To().Params.Get("tag")
+		if want[seen.dests[i]] != from+">"+to || b.CallID().Value() != "adopt" {
+			t.Errorf("BYE to %s: From tag %s, To tag %s, Call-ID %s", seen.dests[i], from, to, b.CallID().Value())
+		}
+		if b.CSeq().SeqNo <= 7 {
+			t.Errorf("BYE to %s with CSeq %d, not past the sides' own", seen.dests[i], b.CSeq().SeqNo)
+		}
+	}
+	if _, err := survivor.Adopt(Record{ID: "ringing"}); err == nil {
+		t.Error("an unanswered dialog adopted")
 	}
 }

@@ -1,0 +1,179 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/voxvisor/voxvisor/internal/metrics"
+	"github.com/voxvisor/voxvisor/sip/dialog"
+)
+
+// Calls outlive their node's death, not its clean-up: each node keeps its
+// answered calls in Redis (a hash per node, field Call-ID, value the
+// dialog's Record), written when a call is answered or refreshed and
+// deleted when it ends. At every heartbeat each node looks for the hash
+// of a node without a heartbeat (dead for Dead); the first to claim it
+// adopts its calls into its own dialog table and hangs each up: a BYE to
+// both sides (to the addresses they used; one behind the dead node's NAT
+// pinhole may not hear it), the CDR with the reason, written here. What
+// the dead node held in the cluster (trunk channels, registration lease)
+// lapses with its heartbeat. A node that restarts before anyone reaped it
+// hangs up what its previous run left.
+
+// DialogStats counts the shared calls' writes and takeovers.
+type DialogStats struct {
+	Adopted       atomic.Uint64 // calls of dead nodes ended here
+	WriteFailures atomic.Uint64 // records not written or deleted (Redis down, queue full)
+}
+
+// dialogWrite is one change to this node's hash: a record, or a deletion.
+type dialogWrite struct {
+	id  string
+	rec []byte // nil: delete
+}
+
+func (m *Members) dialogsKey(node string) string { return m.prefix + "dialogs:" + node }
+func (m *Members) reapKey(node string) string    { return m.prefix + "reap:" + node }
+
+// SetDialogs shares table's answered calls and makes this node one that
+// takes over the calls of dead nodes. Call before Run; subscribe m to
+// table as well.
+func (m *Members) SetDialogs(table *dialog.Table) {
+	m.dialogs = table
+	m.writes = make(chan dialogWrite, 4096)
+}
+
+// DialogAnswered writes the call's record.
+func (m *Members) DialogAnswered(d *dialog.Dialog) { m.putDialog(d) }
+
+// DialogRefreshed writes it again: the sides' CSeqs have moved on.
+func (m *Members) DialogRefreshed(d *dialog.Dialog) { m.putDialog(d) }
+
+// DialogEnded deletes the call's record.
+func (m *Members) DialogEnded(d *dialog.Dialog, _ dialog.Ending) {
+	if d.IsAnswered() {
+		m.queue(dialogWrite{id: d.ID})
+	}
+}
+
+func (m *Members) putDialog(d *dialog.Dialog) {
+	rec, err := json.Marshal(d.Record())
+	if err == nil {
+		m.queue(dialogWrite{id: d.ID, rec: rec})
+	}
+}
+
+// queue hands a write to the writer without ever holding up a call.
+func (m *Members) queue(w dialogWrite) {
+	if m.writes == nil {
+		return
+	}
+	select {
+	case m.writes <- w:
+	default:
+		m.DialogStats.WriteFailures.Add(1)
+	}
+}
+
+// writeDialogs applies the queued writes in order until ctx ends.
+func (m *Members) writeDialogs(ctx context.Context) {
+	key := m.dialogsKey(m.self.Name)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case w := <-m.writes:
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			var err error
+			if w.rec == nil {
+				err = m.c.HDel(wctx, key, w.id).Err()
+			} else {
+				err = m.c.HSet(wctx, key, w.id, w.rec).Err()
+			}
+			cancel()
+			if err != nil {
+				m.DialogStats.WriteFailures.Add(1)
+			}
+		}
+	}
+}
+
+// reapDialogs takes over the calls of every node whose heartbeat is gone
+// (self: what this node's previous run left, once, at start).
+func (m *Members) reapDialogs(ctx context.Context, self bool) {
+	if m.dialogs == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if self {
+		m.reap(ctx, m.self.Name)
+		return
+	}
+	prefix := m.dialogsKey("")
+	iter := m.c.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	var nodes []string
+	for iter.Next(ctx) {
+		if node := strings.TrimPrefix(iter.Val(), prefix); node != m.self.Name {
+			nodes = append(nodes, node)
+		}
+	}
+	for _, node := range nodes {
+		if n, err := m.c.Exists(ctx, m.key(node)).Result(); err != nil || n > 0 {
+			continue // alive, or Redis cannot tell
+		}
+		m.reap(ctx, node)
+	}
+}
+
+// reap claims node's calls (one node does) and hangs them up here.
+func (m *Members) reap(ctx context.Context, node string) {
+	ok, err := m.c.SetNX(ctx, m.reapKey(node), m.self.Name, time.Minute).Result()
+	if err != nil || !ok {
+		return
+	}
+	defer m.c.Del(context.WithoutCancel(ctx), m.reapKey(node))
+	recs, err := m.c.HGetAll(ctx, m.dialogsKey(node)).Result()
+	if err != nil && err != redis.Nil {
+		m.log.Warn("cluster: reading a dead node's calls", "node", node, "error", err)
+		return
+	}
+	m.c.Del(ctx, m.dialogsKey(node))
+	if len(recs) == 0 {
+		return
+	}
+	why := "node " + node + " lost"
+	if node == m.self.Name {
+		why = "node restarted"
+	}
+	m.log.Warn("cluster: ending the calls of a node that is gone", "node", node, "calls", len(recs))
+	for id, v := range recs {
+		var r dialog.Record
+		if err := json.Unmarshal([]byte(v), &r); err != nil {
+			m.log.Warn("cluster: a dead node's call record does not read", "node", node, "call", id, "error", err)
+			continue
+		}
+		if _, err := m.dialogs.Adopt(r); err != nil {
+			m.log.Warn("cluster: a dead node's call not taken over", "node", node, "call", id, "error", err)
+			continue
+		}
+		m.DialogStats.Adopted.Add(1)
+		m.dialogs.Hangup(r.ID, dialog.Ending{By: "system", Reason: why, Cause: 503})
+	}
+}
+
+// Collector exports the shared calls' counters.
+func (m *Members) Collector() prometheus.Collector {
+	var s metrics.Set
+	s.Counter("cluster_calls_taken_over_total", "Calls of dead cluster nodes (or of this node's previous run) ended here: a BYE each way and their CDR.",
+		func() float64 { return float64(m.DialogStats.Adopted.Load()) })
+	s.Counter("cluster_call_write_failures_total", "Call records not written to or deleted from Redis (Redis unreachable, or the queue full).",
+		func() float64 { return float64(m.DialogStats.WriteFailures.Load()) })
+	return &s
+}
