@@ -223,6 +223,10 @@ type Leases interface {
 	Hold(ctx context.Context, name string) (bool, error)
 }
 
+// TrunkLease prefixes the name of a trunk's registration lease: the
+// lease "trunkreg:carrier" is the right to register trunk carrier.
+const TrunkLease = "trunkreg:"
+
 // byAnother is the registration state of a trunk another node registers.
 const byAnother = "registered by another node of the cluster"
 
@@ -240,7 +244,7 @@ func (rg *Registrations) run(ctx context.Context, t *Trunk, st *atomic.Pointer[R
 		if rg.Leases != nil {
 			// Exactly one node registers a trunk: the lease's holder. When
 			// the cluster cannot be asked, each node keeps doing what it did.
-			held, err := rg.Leases.Hold(ctx, "trunkreg:"+t.Name)
+			held, err := rg.Leases.Hold(ctx, TrunkLease+t.Name)
 			switch {
 			case err != nil:
 			case held && !holder:

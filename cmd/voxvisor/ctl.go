@@ -167,7 +167,7 @@ func newCtl(stdout io.Writer) *cobra.Command {
 	})
 	ctl.AddCommand(&cobra.Command{
 		Use:   "cluster",
-		Short: "List the cluster's live nodes: heartbeats, addresses, the registrations and calls each holds",
+		Short: "List the cluster's live nodes: heartbeats, addresses, the trunks each keeps registered, the registrations and calls each holds",
 		RunE: func(*cobra.Command, []string) error {
 			var nodes []cluster.Node
 			if err := call("GET", "/api/v1/cluster", &nodes); err != nil {
@@ -179,10 +179,14 @@ func newCtl(stdout io.Writer) *cobra.Command {
 				if n.Self {
 					name += " (this)"
 				}
+				trunks := strings.Join(n.Registrations, ",")
+				if trunks == "" {
+					trunks = "-"
+				}
 				rows = append(rows, []string{name, strings.Join(n.SIP, " "), time.Since(n.Heartbeat).Round(100*time.Millisecond).String() + " ago",
-					time.Since(n.Started).Round(time.Second).String(), fmt.Sprint(n.Bindings), fmt.Sprint(n.Calls)})
+					time.Since(n.Started).Round(time.Second).String(), trunks, fmt.Sprint(n.Bindings), fmt.Sprint(n.Calls)})
 			}
-			table("NODE\tSIP\tHEARTBEAT\tUP\tREGISTRATIONS\tCALLS", rows)
+			table("NODE\tSIP\tHEARTBEAT\tUP\tTRUNK REGISTRATIONS\tREGISTRATIONS\tCALLS", rows)
 			return nil
 		},
 	})

@@ -29,7 +29,10 @@ type Node struct {
 	Heartbeat time.Time `json:"heartbeat"`
 	Bindings  int       `json:"bindings"` // registrations whose flow it holds
 	Calls     int       `json:"calls"`    // dialogs it follows
-	Self      bool      `json:"self,omitempty"`
+	// Registrations are the trunks this node keeps registered at their
+	// carriers (it holds their leases).
+	Registrations []string `json:"trunk_registrations,omitempty"`
+	Self          bool     `json:"self,omitempty"`
 }
 
 // Heartbeat and Dead are the membership's timing: a node writes its
@@ -119,6 +122,7 @@ func (m *Members) beat(ctx context.Context) {
 	if m.counts != nil {
 		n.Bindings, n.Calls = m.counts()
 	}
+	n.Registrations = m.heldTrunks()
 	v, _ := json.Marshal(n)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

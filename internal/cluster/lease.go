@@ -2,10 +2,14 @@ package cluster
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/voxvisor/voxvisor/gateway"
 )
 
 // Leases: a named right one node holds at a time (a trunk's registration
@@ -69,6 +73,20 @@ func (m *Members) Holder(ctx context.Context, name string) (string, error) {
 		return "", nil
 	}
 	return v, err
+}
+
+// heldTrunks lists the trunks whose registration lease this node holds.
+func (m *Members) heldTrunks() []string {
+	m.leases.mu.Lock()
+	defer m.leases.mu.Unlock()
+	var out []string
+	for name, held := range m.leases.held {
+		if t, ok := strings.CutPrefix(name, gateway.TrunkLease); ok && held {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // releaseLeases gives up every lease this node holds (a clean stop).

@@ -257,6 +257,25 @@ func TestClusterOneRegistrationPerTrunk(t *testing.T) {
 		t.Fatalf("the carrier sees %v, want only %s", b, holder)
 	}
 	ip, _, _ := strings.Cut(holder, ":")
+	// The membership says who holds it.
+	waitFor(t, 5*time.Second, "the holder named in the membership", func() bool {
+		_, body := nodes[ip].api(t, "GET", "/api/v1/cluster")
+		var ns []struct {
+			Self   bool     `json:"self"`
+			Trunks []string `json:"trunk_registrations"`
+		}
+		json.Unmarshal([]byte(body), &ns)
+		held := 0
+		for _, n := range ns {
+			if len(n.Trunks) == 1 && n.Trunks[0] == "carrier" {
+				held++
+				if !n.Self {
+					return false
+				}
+			}
+		}
+		return held == 1
+	})
 	began := time.Now()
 	nodes[ip].stop()
 	var next string
