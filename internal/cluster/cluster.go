@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,6 +53,8 @@ type Members struct {
 	leases leases
 
 	onLockout func(src netip.Addr, until time.Time) // set once, before Run
+
+	live atomic.Pointer[map[string]bool] // the live nodes at the last heartbeat; nil: not known yet
 
 	dialogs     *dialog.Table    // set once, before Run; nil: calls are not shared
 	writes      chan dialogWrite // to writeDialogs
@@ -113,6 +116,7 @@ func (m *Members) Run(ctx context.Context) {
 		case <-t.C:
 			m.reapDialogs(ctx, false)
 		}
+		m.refreshLive(ctx)
 	}
 }
 
@@ -127,6 +131,28 @@ func (m *Members) beat(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	m.c.Set(ctx, m.key(n.Name), v, Dead) // an error is the location store's to report
+}
+
+// Alive reports whether node had a heartbeat at this node's last one.
+// While that is not known (Redis unreachable from the start) every node
+// counts as alive.
+func (m *Members) Alive(node string) bool {
+	live := m.live.Load()
+	return live == nil || (*live)[node]
+}
+
+// refreshLive notes the live nodes for Alive; when Redis cannot say, the
+// last answer stands.
+func (m *Members) refreshLive(ctx context.Context) {
+	nodes, err := m.List(ctx)
+	if err != nil {
+		return
+	}
+	live := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		live[n.Name] = true
+	}
+	m.live.Store(&live)
 }
 
 // List returns the live nodes, this one first, then by name.

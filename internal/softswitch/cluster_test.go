@@ -516,4 +516,11 @@ func TestClusterCallsOfADeadNode(t *testing.T) {
 	if n := redis.CLI("exists", "voxvisor:dialogs:a"); n != "0" {
 		t.Errorf("node a's calls still in Redis after the takeover (exists = %s)", n)
 	}
+
+	// The callee's binding still names a, now dead: b calls it directly
+	// rather than through a hop that leads nowhere.
+	again := newRawUA(t, "127.0.0.1", b.udp)
+	if res := again.do(again.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "dead-node-call-2")); code(res) != 200 {
+		t.Errorf("a call on b to a phone registered on the dead node a: %d, want 200 (straight to the phone)", code(res))
+	}
 }

@@ -244,7 +244,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	if err != nil {
 		return nil, err
 	}
-	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, proxy.Config{RingTimeout: cfg.SIP.RingTimeout, Secret: secret, Node: clusterNode(cfg)}, log)
+	pcfg := proxy.Config{RingTimeout: cfg.SIP.RingTimeout, Secret: secret, Node: clusterNode(cfg)}
+	if members != nil {
+		pcfg.NodeAlive = members.Alive
+	}
+	sw.Proxy = proxy.New(srv.TransactionLayer(), self, store, a, pcfg, log)
 	if members != nil {
 		// Calls reach a contact through the node that holds its flow.
 		sw.Registrar.SetHop(sw.Proxy.HopURI)

@@ -40,6 +40,10 @@ type Config struct {
 	// Node is this switch's cluster node name ("" on its own): a binding
 	// another node holds the flow of is reached through that node.
 	Node string
+	// NodeAlive says whether a node of the cluster is alive; a binding
+	// whose node is not is tried directly (its phone may be reachable,
+	// and will register on a live node soon). Nil: all are.
+	NodeAlive func(node string) bool
 }
 
 // Transactions starts client transactions: sipgo's transaction layer,
@@ -400,7 +404,7 @@ func (p *Proxy) locate(user string, secure bool) ([]target, error) {
 			continue
 		}
 		path := b.Path
-		if b.Hop != "" && b.Node != "" && b.Node != p.cfg.Node {
+		if b.Hop != "" && b.Node != "" && b.Node != p.cfg.Node && (p.cfg.NodeAlive == nil || p.cfg.NodeAlive(b.Node)) {
 			// Its flow (NAT pinhole, connection) is another node's:
 			// through that node, the only one the phone's router lets in.
 			path = append([]string{b.Hop}, b.Path...)
