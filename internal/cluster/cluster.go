@@ -54,7 +54,8 @@ type Members struct {
 
 	onLockout func(src netip.Addr, until time.Time) // set once, before Run
 
-	live atomic.Pointer[map[string]bool] // the live nodes at the last heartbeat; nil: not known yet
+	live  atomic.Pointer[map[string]bool] // the live nodes at the last heartbeat; nil: not known yet
+	beats int                             // heartbeats written in a row; Run's goroutine only
 
 	dialogs     *dialog.Table    // set once, before Run; nil: calls are not shared
 	writes      chan dialogWrite // to writeDialogs
@@ -130,7 +131,13 @@ func (m *Members) beat(ctx context.Context) {
 	v, _ := json.Marshal(n)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m.c.Set(ctx, m.key(n.Name), v, Dead) // an error is the location store's to report
+	// An error is the location store's to report; here it restarts the
+	// count of beats written in a row (see reapDialogs).
+	if m.c.Set(ctx, m.key(n.Name), v, Dead).Err() != nil {
+		m.beats = 0
+	} else {
+		m.beats++
+	}
 }
 
 // Alive reports whether node had a heartbeat at this node's last one.

@@ -39,7 +39,6 @@ type dialogWrite struct {
 }
 
 func (m *Members) dialogsKey(node string) string { return m.prefix + "dialogs:" + node }
-func (m *Members) reapKey(node string) string    { return m.prefix + "reap:" + node }
 
 // SetDialogs shares table's answered calls and makes this node one that
 // takes over the calls of dead nodes. Call before Run; subscribe m to
@@ -63,6 +62,9 @@ func (m *Members) DialogEnded(d *dialog.Dialog, _ dialog.Ending) {
 }
 
 func (m *Members) putDialog(d *dialog.Dialog) {
+	if d.Ended() {
+		return // a refresh that crossed the BYE: its deletion is queued
+	}
 	rec, err := json.Marshal(d.Record())
 	if err == nil {
 		m.queue(dialogWrite{id: d.ID, rec: rec})
@@ -121,6 +123,7 @@ func (m *Members) writeDialogs(ctx context.Context) {
 		}
 		pipe := m.c.Pipeline()
 		n := 0
+		var dels []dialogWrite
 		for id, w := range last {
 			switch {
 			case w.rec != nil:
@@ -129,6 +132,7 @@ func (m *Members) writeDialogs(ctx context.Context) {
 			case stored[id]:
 				pipe.HDel(ctx, key, id)
 				delete(stored, id)
+				dels = append(dels, w)
 			default:
 				continue
 			}
@@ -140,10 +144,22 @@ func (m *Members) writeDialogs(ctx context.Context) {
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if _, err := pipe.Exec(wctx); err != nil {
 			m.DialogStats.WriteFailures.Add(uint64(n))
+			// The deletions are tried again with the next batch: a record
+			// left behind would be a call a survivor ends (and bills) again.
+			for _, w := range dels {
+				stored[w.id] = true
+				m.queue(w)
+			}
 		}
 		cancel()
 	}
 }
+
+// reapAfterBeats is how many heartbeats in a row this node must have
+// written before it judges another node dead: one lifetime of a
+// heartbeat (Dead) and one more beat, so that after a Redis outage or
+// restart every live node has beaten again.
+var reapAfterBeats = int(Dead/HeartbeatEvery) + 1
 
 // reapDialogs takes over the calls of every node whose heartbeat is gone
 // (self: what this node's previous run left, once, at start).
@@ -155,6 +171,12 @@ func (m *Members) reapDialogs(ctx context.Context, self bool) {
 	defer cancel()
 	if self {
 		m.reap(ctx, m.self.Name)
+		return
+	}
+	if m.beats < reapAfterBeats {
+		// Just started, or just back from a Redis outage: the others may
+		// not have written their heartbeats again yet, and a missing one
+		// is no death.
 		return
 	}
 	prefix := m.dialogsKey("")
@@ -173,19 +195,20 @@ func (m *Members) reapDialogs(ctx context.Context, self bool) {
 	}
 }
 
-// reap claims node's calls (one node does) and hangs them up here.
+// reap claims node's calls (one node does: the hash is renamed, in one
+// step, to a key of this node's) and hangs them up here.
 func (m *Members) reap(ctx context.Context, node string) {
-	ok, err := m.c.SetNX(ctx, m.reapKey(node), m.self.Name, time.Minute).Result()
-	if err != nil || !ok {
-		return
+	claimed := m.prefix + "reaping:" + node + ":" + m.self.Name
+	if err := m.c.Rename(ctx, m.dialogsKey(node), claimed).Err(); err != nil {
+		return // gone already (another node claimed it), or Redis cannot say
 	}
-	defer m.c.Del(context.WithoutCancel(ctx), m.reapKey(node))
-	recs, err := m.c.HGetAll(ctx, m.dialogsKey(node)).Result()
+	m.c.Expire(ctx, claimed, time.Hour) // should this node die now
+	defer m.c.Del(context.WithoutCancel(ctx), claimed)
+	recs, err := m.c.HGetAll(ctx, claimed).Result()
 	if err != nil && err != redis.Nil {
 		m.log.Warn("cluster: reading a dead node's calls", "node", node, "error", err)
 		return
 	}
-	m.c.Del(ctx, m.dialogsKey(node))
 	if len(recs) == 0 {
 		return
 	}

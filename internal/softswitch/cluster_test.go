@@ -351,10 +351,14 @@ func TestClusterCallThroughTheFlowsNode(t *testing.T) {
 	defer phone.Close()
 	var mu sync.Mutex
 	from := map[string]string{} // method: source
+	byes := make(chan string, 4)
 	go readRequests(phone, func(req *siplib.Request, src *net.UDPAddr) {
 		mu.Lock()
 		from[string(req.Method)] = src.String()
 		mu.Unlock()
+		if req.Method == siplib.BYE {
+			byes <- req.CallID().Value() + " from " + src.String()
+		}
 		var res *siplib.Response
 		switch req.Method {
 		case siplib.INVITE:
@@ -375,11 +379,31 @@ func TestClusterCallThroughTheFlowsNode(t *testing.T) {
 		t.Fatalf("the call placed on b failed:\n%s", trace)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	for _, m := range []string{"INVITE", "ACK", "BYE"} {
 		if from[m] != a.udp {
 			t.Errorf("the phone got its %s from %q, want it from node a (%s); all: %v", m, from[m], a.udp, from)
 		}
+	}
+	mu.Unlock()
+	<-byes // the caller's
+
+	// b ends a call itself (an operator here; a session timer, a drain
+	// or a takeover alike): its BYE to the phone goes through a too, on
+	// the route set of the 2xx, or a refuses it and the phone rings on.
+	caller := newRawUA(t, "127.0.0.1", b.udp)
+	if res := caller.do(caller.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "hop-hangup-1")); code(res) != 200 {
+		t.Fatalf("second call through b and a: %d", code(res))
+	}
+	if code, body := b.api(t, "DELETE", "/api/v1/calls/hop-hangup-1"); code != 200 {
+		t.Fatalf("hangup on b: %d %s", code, body)
+	}
+	select {
+	case got := <-byes:
+		if got != "hop-hangup-1 from "+a.udp {
+			t.Errorf("the phone got %q, want b's BYE through a (%s)", got, a.udp)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the phone never got the BYE of a call b ended")
 	}
 	// A hop token is no ticket for anyone else: one with a wrong MAC sent
 	// to a by a stranger gets the challenge any caller gets.

@@ -21,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -114,6 +115,17 @@ type Party struct {
 	Transport string // udp, tcp, tls
 	CSeq      uint32 // the highest CSeq it has sent
 	NameAddr  string // its From/To value without the tag
+	// Route is the route set towards it past this switch, first hop
+	// first (proxies that record-routed on its side, another node's hop):
+	// a BYE of the switch's goes to the first hop with it as Route.
+	Route []siplib.Uri
+}
+
+// SetRoute sets the route set towards side s (see Party.Route).
+func (d *Dialog) SetRoute(s Side, route []siplib.Uri) {
+	d.mu.Lock()
+	d.parties[s].Route = route
+	d.mu.Unlock()
 }
 
 // Ending says how a call ended.
@@ -267,6 +279,13 @@ func (d *Dialog) IsAnswered() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return !d.answered.IsZero()
+}
+
+// Ended reports whether d has ended.
+func (d *Dialog) Ended() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ended
 }
 
 // Request notes an in-dialog request r from its sender s (see Match):
@@ -607,6 +626,9 @@ func (d *Dialog) byes(e Ending) ([2]*siplib.Request, [2]Party) {
 			continue
 		}
 		req := siplib.NewRequest(siplib.BYE, *dst.Contact.Clone())
+		for _, u := range dst.Route {
+			req.AppendHeader(&siplib.RouteHeader{Address: *u.Clone()})
+		}
 		req.AppendHeader(siplib.NewHeader("From", src.NameAddr+";tag="+src.Tag))
 		req.AppendHeader(siplib.NewHeader("To", dst.NameAddr+";tag="+dst.Tag))
 		cid := siplib.CallIDHeader(d.ID)
@@ -623,7 +645,23 @@ func (d *Dialog) byes(e Ending) ([2]*siplib.Request, [2]Party) {
 		req.SetBody(nil)
 		out[to] = req
 	}
-	return out, d.parties
+	dests := d.parties
+	for i, p := range dests {
+		if len(p.Route) > 0 {
+			// Through the first hop: the side's address is behind it.
+			u := p.Route[0]
+			port := u.Port
+			if port == 0 {
+				port = 5060
+			}
+			dests[i].Addr = net.JoinHostPort(u.Host, strconv.Itoa(port))
+			dests[i].Transport = "udp"
+			if tp, ok := u.UriParams.Get("transport"); ok && tp != "" {
+				dests[i].Transport = strings.ToLower(tp)
+			}
+		}
+	}
+	return out, dests
 }
 
 // maxCSeq is the largest CSeq RFC 3261 allows (§8.1.1.5: below 2^31).

@@ -458,6 +458,9 @@ func TestAdoptEndsAnotherSwitchsCall(t *testing.T) {
 	r := invite(t, "adopt", "127.0.0.5:5060")
 	d, _, _ := owner.Begin(r)
 	d.Answered(ok200(r, "127.0.0.9:5070"), time.Now())
+	var hop siplib.Uri
+	siplib.ParseUri("sip:127.0.0.11:5070;lr;vxh=x", &hop)
+	d.SetRoute(Callee, []siplib.Uri{hop}) // the callee is behind another node's hop
 	rec := d.Record()
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -483,12 +486,15 @@ func TestAdoptEndsAnotherSwitchsCall(t *testing.T) {
 	if len(seen.byes) != 2 {
 		t.Fatalf("%d BYEs, want one to each side", len(seen.byes))
 	}
-	want := map[string]string{"udp:127.0.0.5:5060": "b-adopt>a-adopt", "udp:127.0.0.9:5070": "a-adopt>b-adopt"}
+	want := map[string]string{"udp:127.0.0.5:5060": "b-adopt>a-adopt", "udp:127.0.0.11:5070": "a-adopt>b-adopt"}
 	for i, b := range seen.byes {
 		from, _ := b.From().Params.Get("tag")
 		to, _ := b.To().Params.Get("tag")
 		if want[seen.dests[i]] != from+">"+to || b.CallID().Value() != "adopt" {
 			t.Errorf("BYE to %s: From tag %s, To tag %s, Call-ID %s", seen.dests[i], from, to, b.CallID().Value())
+		}
+		if rt := b.GetHeader("Route"); (seen.dests[i] == "udp:127.0.0.11:5070") != (rt != nil && strings.Contains(rt.Value(), "vxh=x")) {
+			t.Errorf("BYE to %s: Route %v", seen.dests[i], rt)
 		}
 		if b.CSeq().SeqNo <= 7 {
 			t.Errorf("BYE to %s with CSeq %d, not past the sides' own", seen.dests[i], b.CSeq().SeqNo)

@@ -24,12 +24,13 @@ type Record struct {
 
 // PartyState is a Party in a Record.
 type PartyState struct {
-	Tag       string `json:"tag"`
-	Contact   string `json:"contact,omitempty"`
-	Addr      string `json:"addr"`
-	Transport string `json:"transport"`
-	CSeq      uint32 `json:"cseq"`
-	NameAddr  string `json:"name_addr"`
+	Tag       string   `json:"tag"`
+	Contact   string   `json:"contact,omitempty"`
+	Addr      string   `json:"addr"`
+	Transport string   `json:"transport"`
+	CSeq      uint32   `json:"cseq"`
+	NameAddr  string   `json:"name_addr"`
+	Route     []string `json:"route,omitempty"`
 }
 
 // Record returns d's record.
@@ -42,6 +43,9 @@ func (d *Dialog) Record() Record {
 		r.Parties[i] = PartyState{Tag: p.Tag, Addr: p.Addr, Transport: p.Transport, CSeq: p.CSeq, NameAddr: p.NameAddr}
 		if p.Contact != nil {
 			r.Parties[i].Contact = p.Contact.String()
+		}
+		for _, u := range p.Route {
+			r.Parties[i].Route = append(r.Parties[i].Route, u.String())
 		}
 	}
 	return r
@@ -72,6 +76,13 @@ func (t *Table) Adopt(r Record) (*Dialog, error) {
 				return nil, fmt.Errorf("dialog record %q: %s's contact %q: %w", r.ID, Side(i), p.Contact, err)
 			}
 			d.parties[i].Contact = &u
+		}
+		for _, s := range p.Route {
+			var u siplib.Uri
+			if err := siplib.ParseUri(s, &u); err != nil {
+				return nil, fmt.Errorf("dialog record %q: %s's route %q: %w", r.ID, Side(i), s, err)
+			}
+			d.parties[i].Route = append(d.parties[i].Route, u)
 		}
 	}
 	t.mu.Lock()

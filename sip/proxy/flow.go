@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"hash"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
 
@@ -72,7 +74,8 @@ func (p *Proxy) HopURI(b location.Binding) string {
 		return ""
 	}
 	f := flowToken{transport: b.Transport, addr: netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
-	plain := f.plain()
+	// Valid while the binding is: a refresh writes a new one.
+	plain := f.plain() + "~" + strconv.FormatInt(b.Expires.Unix(), 10)
 	u := siplib.Uri{Scheme: "sip", Host: l.Host, Port: l.Port, UriParams: siplib.NewParams()}
 	if l.Transport != "udp" {
 		u.UriParams.Add("transport", l.Transport)
@@ -82,20 +85,60 @@ func (p *Proxy) HopURI(b location.Binding) string {
 	return u.String()
 }
 
+// verifyHop checks a hop token (flow~expiry~mac) and returns its flow;
+// ok is false for a forged, malformed or expired one.
+func verifyHop(key *flowKey, s string, now time.Time) (*flowToken, bool) {
+	i := strings.LastIndex(s, "~")
+	if i < 0 {
+		return nil, false
+	}
+	plain, mac := s[:i], s[i+1:]
+	if subtle.ConstantTimeCompare([]byte(mac), []byte(key.mac("", plain))) != 1 {
+		return nil, false
+	}
+	j := strings.LastIndex(plain, "~")
+	if j < 0 {
+		return nil, false
+	}
+	exp, err := strconv.ParseInt(plain[j+1:], 10, 64)
+	if err != nil || now.Unix() >= exp {
+		return nil, false
+	}
+	f, ok := parseFlow(plain[:j])
+	if ok {
+		f.hop = true
+	}
+	return f, ok
+}
+
 // IsHop reports whether r's top Route is a hop token of ours: a request
 // another node of the cluster routes to a flow this node holds, which
 // that node has authenticated.
+//
+// It must agree with what routing does with the request: the hop entry
+// is the only Route entry of ours, so it is the one routing follows.
 func (p *Proxy) IsHop(r *siplib.Request) bool {
-	h := r.Route()
-	if h == nil || !p.self.IsMe(h.Address) {
+	hs := r.GetHeaders("Route")
+	if len(hs) == 0 {
+		return false
+	}
+	h, ok := hs[0].(*siplib.RouteHeader)
+	if !ok || !p.self.IsMe(h.Address) {
 		return false
 	}
 	v, ok := h.Address.UriParams.Get(hopParam)
 	if !ok {
 		return false
 	}
-	_, ok = verifyFlow(p.hops, "", v)
-	return ok
+	if _, ok := verifyHop(p.hops, v, time.Now()); !ok {
+		return false
+	}
+	if len(hs) > 1 {
+		if next, ok := hs[1].(*siplib.RouteHeader); !ok || p.self.IsMe(next.Address) {
+			return false
+		}
+	}
+	return true
 }
 
 func (f flowToken) plain() string {
@@ -197,10 +240,14 @@ func (p *Proxy) popOwnRoutes(r *siplib.Request) (flow *flowToken, popped, forged
 	if h := r.CallID(); h != nil {
 		callID = h.Value()
 	}
+	hop := false
 	for {
 		h := r.Route()
 		if h == nil || !p.self.IsMe(h.Address) {
 			return flow, popped, forged
+		}
+		if hop {
+			forged = true // a hop is the only entry of ours (see IsHop)
 		}
 		if v, ok := h.Address.UriParams.Get(flowParam); ok {
 			if f, ok := verifyFlow(p.flows, callID, v); ok {
@@ -210,9 +257,8 @@ func (p *Proxy) popOwnRoutes(r *siplib.Request) (flow *flowToken, popped, forged
 			}
 		}
 		if v, ok := h.Address.UriParams.Get(hopParam); ok {
-			if f, ok := verifyFlow(p.hops, "", v); ok {
-				f.hop = true
-				flow = f
+			if f, ok := verifyHop(p.hops, v, time.Now()); ok && !popped {
+				flow, hop = f, true
 			} else {
 				forged = true
 			}

@@ -349,6 +349,9 @@ func (p *Proxy) answered(r *sip.Request, b *branch, res *siplib.Response, c *cal
 	switch {
 	case c.dlg != nil && r.Method == siplib.INVITE:
 		dialog.AnswerTimer(b.req, res) // before it goes upstream
+		if route := p.calleeRoute(res); len(route) > 0 {
+			c.dlg.SetRoute(dialog.Callee, route)
+		}
 		if c.dlg.Answered(res, time.Now()) {
 			c.dlg.Shift.Store(b.req.CSeq().SeqNo - r.CSeq().SeqNo)
 		}
@@ -357,6 +360,25 @@ func (p *Proxy) answered(r *sip.Request, b *branch, res *siplib.Response, c *cal
 			d.Refreshed(res, time.Now())
 		}
 	}
+}
+
+// calleeRoute is the route set from this switch towards the callee of a
+// 2xx: its Record-Route entries in reverse order (RFC 3261 §12.1.2),
+// past ours: the proxies on the callee's side, another node's hop.
+func (p *Proxy) calleeRoute(res *siplib.Response) []siplib.Uri {
+	hs := res.GetHeaders("Record-Route")
+	var route []siplib.Uri
+	for i := len(hs) - 1; i >= 0; i-- {
+		rr, ok := hs[i].(*siplib.RecordRouteHeader)
+		if !ok {
+			return nil // one we cannot read: no route set rather than a wrong one
+		}
+		if len(route) == 0 && p.self.IsMe(rr.Address) {
+			continue
+		}
+		route = append(route, *rr.Address.Clone())
+	}
+	return route
 }
 
 // forwardSerial tries targets one after another (trunk failover): on 408,

@@ -177,7 +177,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 	var targets []target
 	serial := false
 	switch {
-	case flow != nil && flow.hop && !hasToTag(r.Request):
+	case flow != nil && flow.hop && !forged && !hasToTag(r.Request):
 		// Another node of the cluster sends a call to a contact whose
 		// flow we hold: it goes to the flow, nothing else. That node
 		// authenticated, routed, anchored and owns the call (dialog,
@@ -258,6 +258,17 @@ func (p *Proxy) begin(r *sip.Request, fwd *siplib.Request, c *call) error {
 		return nil // a spiral or a racing INVITE: the first one owns the dialog
 	}
 	c.dlg = d
+	// The proxies on the caller's side that record-routed: the route set
+	// towards the caller, in order (RFC 3261 §12.1.1).
+	var route []siplib.Uri
+	for _, h := range r.GetHeaders("Record-Route") {
+		if rr, ok := h.(*siplib.RecordRouteHeader); ok {
+			route = append(route, *rr.Address.Clone())
+		}
+	}
+	if len(route) > 0 {
+		d.SetRoute(dialog.Caller, route)
+	}
 	for _, f := range c.holds {
 		d.Hold(f)
 	}

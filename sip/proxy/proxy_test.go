@@ -309,3 +309,53 @@ func TestBranchMaxForwards(t *testing.T) {
 		}
 	}
 }
+
+// TestHopTokens: a hop token leads to its flow while its binding lasts,
+// only as the one Route entry of ours on the request (what lets the
+// request past authentication is what routes it), and not once expired
+// or altered.
+func TestHopTokens(t *testing.T) {
+	p := testProxy(t)
+	b := location.Binding{AOR: "1002@voxvisor.local", Source: "198.51.100.2:4000", Transport: "udp", Local: "127.0.0.1:5060",
+		Expires: time.Now().Add(time.Hour)}
+	hop := p.HopURI(b)
+	if !strings.HasPrefix(hop, "sip:127.0.0.1:5060;lr;vxh=udp~198.51.100.2~4000~") {
+		t.Fatalf("hop %s", hop)
+	}
+	req := func(routes ...string) *siplib.Request {
+		var hs []string
+		for _, rt := range routes {
+			hs = append(hs, "Route: <"+rt+">")
+		}
+		r, _, err := siptest.Request(invite("sip:1002@10.0.0.2:5062", "sip:1001@voxvisor.local", hs...), "127.0.0.2:5060", "udp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Request
+	}
+	good := req(hop, "sip:edge.example.net;lr")
+	if !p.IsHop(good) {
+		t.Fatal("a valid hop, a foreign entry after it: not a hop")
+	}
+	if f, _, forged := p.popOwnRoutes(good); forged || f == nil || !f.hop || f.addr.String() != "198.51.100.2:4000" {
+		t.Fatalf("routing follows %+v (forged %v)", f, forged)
+	}
+	// Our own flow token behind the hop: authentication would be skipped
+	// for the hop while routing followed the other entry.
+	rr := p.recordRoute(sip.Listener{Transport: "udp", Host: "127.0.0.1", Port: 5060},
+		flowToken{transport: "udp", addr: netip.MustParseAddrPort("203.0.113.7:5060")}, "c1", false)
+	mixed := req(hop, rr.Address.String())
+	if p.IsHop(mixed) {
+		t.Error("a hop followed by another entry of ours passed as a hop")
+	}
+	if _, _, forged := p.popOwnRoutes(mixed); !forged {
+		t.Error("a hop followed by another entry of ours not refused in routing")
+	}
+	b.Expires = time.Now().Add(-time.Second)
+	if p.IsHop(req(p.HopURI(b))) {
+		t.Error("an expired hop accepted")
+	}
+	if p.IsHop(req(strings.Replace(hop, "198.51.100.2", "198.51.100.9", 1))) {
+		t.Error("a hop to another address (MAC unchanged) accepted")
+	}
+}
