@@ -234,29 +234,17 @@ func (b *bench) callRate(path, which int, r *rateResult, steps []int) error {
 		return err
 	}
 	defer px.stop()
-	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
-	// Register the callee: with digest wherever the proxy asks for it.
-	var reg sippResult
-	if which == 0 || auth {
-		reg, err = runSIPp(b.dir, "reg1002", 20*time.Second, remote, "-sf", b.sippDir("register_csv.xml"), "-inf", b.csv([]string{"1002;[authentication username=1002 password=bench1002]"}),
-			"-p", fmt.Sprint(uasPort), "-i", "127.0.0.1", "-m", "1")
-	} else {
-		reg, err = runSIPp(b.dir, "reg1002", 20*time.Second, remote, "-sf", b.sippDir("register_noauth.xml"), "-s", "1002",
-			"-p", fmt.Sprint(uasPort), "-i", "127.0.0.1", "-m", "1")
-	}
-	if err != nil || reg.Successful != 1 {
-		return fmt.Errorf("register the callee: %v (%+v)\n%s", err, reg, px.tail())
-	}
-	uac := []string{"-sf", b.sippDir("uac.xml"), "-s", "1002"}
-	if auth {
-		uac = []string{"-sf", b.sippDir("uac_auth.xml"), "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "bench1001"}
-	}
-	uas, err := startUAS(b.dir, b.sippDir("uas.xml"), uasPort)
+	// The callee registers with digest wherever the proxy asks for it.
+	uas, err := b.callee(px, which == 0 || auth)
 	if err != nil {
 		return err
 	}
 	defer uas.stop()
-	time.Sleep(300 * time.Millisecond)
+	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
+	uac := []string{"-sf", b.sippDir("uac.xml"), "-s", "1002"}
+	if auth {
+		uac = []string{"-sf", b.sippDir("uac_auth.xml"), "-s", "1002", "-key", "user", "1001", "-au", "1001", "-ap", "bench1001"}
+	}
 	peak := samplePeak(px.pid())
 	calls := int(float64(b.plan.fixedRate) * b.plan.fixedFor.Seconds())
 	c0 := b.cpuOf(px)
@@ -292,6 +280,26 @@ func (b *bench) callRate(path, which int, r *rateResult, steps []int) error {
 	return nil
 }
 
+// callee registers 1002 at the proxy px (with digest when digest is
+// set) from uasPort and starts the SIPp UAS that answers its calls there.
+func (b *bench) callee(px *proc, digest bool) (*proc, error) {
+	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
+	reg := []string{remote, "-sf", b.sippDir("register_noauth.xml"), "-s", "1002"}
+	if digest {
+		reg = []string{remote, "-sf", b.sippDir("register_csv.xml"), "-inf", b.csv([]string{"1002;[authentication username=1002 password=bench1002]"})}
+	}
+	res, err := runSIPp(b.dir, "reg1002", 20*time.Second, append(reg, "-p", fmt.Sprint(uasPort), "-i", "127.0.0.1", "-m", "1")...)
+	if err != nil || res.Successful != 1 {
+		return nil, fmt.Errorf("register the callee: %v (%+v)\n%s", err, res, px.tail())
+	}
+	uas, err := startUAS(b.dir, b.sippDir("uas.xml"), uasPort)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(300 * time.Millisecond)
+	return uas, nil
+}
+
 // soakRun keeps voxvisor at the fixed rate on the plain path for soakFor
 // and samples its PSS: memory must stay flat, not creep.
 func (b *bench) soakRun() error {
@@ -300,18 +308,12 @@ func (b *bench) soakRun() error {
 		return err
 	}
 	defer px.stop()
-	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
-	reg, err := runSIPp(b.dir, "reg1002", 20*time.Second, remote, "-sf", b.sippDir("register_csv.xml"), "-inf", b.csv([]string{"1002;[authentication username=1002 password=bench1002]"}),
-		"-p", fmt.Sprint(uasPort), "-i", "127.0.0.1", "-m", "1")
-	if err != nil || reg.Successful != 1 {
-		return fmt.Errorf("register the callee: %v (%+v)\n%s", err, reg, px.tail())
-	}
-	uas, err := startUAS(b.dir, b.sippDir("uas.xml"), uasPort)
+	uas, err := b.callee(px, true)
 	if err != nil {
 		return err
 	}
 	defer uas.stop()
-	time.Sleep(300 * time.Millisecond)
+	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
 	s := &b.soak
 	s.every = b.plan.soakEvery
 	stop := make(chan struct{})

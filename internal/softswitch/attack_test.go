@@ -72,11 +72,17 @@ func (u *rawUA) request(method, ruri, from, toTag, callID string, extra ...strin
 // do sends msg and returns the final response (nil after 3 s without one).
 func (u *rawUA) do(msg string) *siplib.Response {
 	u.t.Helper()
+	return u.doWithin(msg, 3*time.Second)
+}
+
+// doWithin is do with a wait of d.
+func (u *rawUA) doWithin(msg string, d time.Duration) *siplib.Response {
+	u.t.Helper()
 	if _, err := u.conn.WriteToUDP([]byte(msg), u.to); err != nil {
 		u.t.Fatal(err)
 	}
 	buf := make([]byte, 65535)
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(d)
 	for {
 		u.conn.SetReadDeadline(deadline)
 		n, err := u.conn.Read(buf)

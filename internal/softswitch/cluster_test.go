@@ -336,19 +336,13 @@ func TestClusterCallThroughTheFlowsNode(t *testing.T) {
 	a := node(t, redis, "127.0.0.11", "a")
 	b := node(t, redis, "127.0.0.12", "b")
 
-	port := freePort(t)
-	a.register(t, "1002", "udp", port)
+	phone, port := phoneOn(t, a.udp, "1002")
 	waitFor(t, 2*time.Second, "1002 on node b", func() bool { return len(b.Store.Lookup("1002@voxvisor.local")) == 1 })
 	if bs := b.Store.Lookup("1002@voxvisor.local"); bs[0].Node != "a" || !strings.Contains(bs[0].Hop, "sip:127.0.0.11:") {
 		t.Fatalf("1002's binding as b sees it: %+v, want node a and a hop to a", bs[0])
 	}
 
 	// The phone: answers the INVITE, records where each request came from.
-	phone, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer phone.Close()
 	var mu sync.Mutex
 	from := map[string]string{} // method: source
 	byes := make(chan string, 4)
@@ -474,13 +468,7 @@ func TestClusterCallsOfADeadNode(t *testing.T) {
 
 	// The callee registers on a; both sides are sockets of the test's
 	// that answer and note the BYEs they get, and where from.
-	port := freePort(t)
-	sipp(t, aAddr, "register.xml", port, "udp", "-key", "user", "1002", "-key", "expires", "3600", "-au", "1002", "-ap", "demo1002")
-	callee, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer callee.Close()
+	callee, port := phoneOn(t, aAddr, "1002")
 	caller := newRawUA(t, "127.0.0.1", aAddr)
 	byes := make(chan string, 4) // "callee|caller from ip:port"
 	answer := func(who string, c *net.UDPConn) func(*siplib.Request, *net.UDPAddr) {

@@ -609,13 +609,7 @@ func TestLargeINVITEToUDPPhone(t *testing.T) {
 // still be forwarded to the caller, statelessly (RFC 3261 §16.7).
 func TestLate2xxRetransmissionsReachTheCaller(t *testing.T) {
 	sw := start(t, t.TempDir(), func(c *config.Config) { c.Media.Anchor = "never" })
-	calleePort := freePort(t)
-	sw.register(t, "1002", "udp", calleePort)
-	callee, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: calleePort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer callee.Close()
+	callee, calleePort := phoneOn(t, sw.udp, "1002")
 
 	// The callee answers 200 at once, then again 1.5 and 2.5 s later,
 	// the same response each time, as an unacknowledged UAS does.
@@ -666,39 +660,19 @@ func TestSilentCalleeGets408ToTheCaller(t *testing.T) {
 		c.Media.Anchor = "never"
 		c.SIP.RingTimeout = 2 * time.Second
 	})
-	calleePort := freePort(t)
-	sw.register(t, "1002", "udp", calleePort)
-	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: calleePort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
+	phoneOn(t, sw.udp, "1002") // never answers
 
 	caller := newRawUA(t, "127.0.0.1", sw.udp)
 	inv := caller.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "silent-callee-1")
-	if _, err := caller.conn.WriteToUDP([]byte(inv), caller.to); err != nil {
-		t.Fatal(err)
+	res := caller.doWithin(inv, 8*time.Second)
+	if res == nil {
+		t.Fatal("no final response for the silent callee")
 	}
-	buf := make([]byte, 65535)
-	deadline := time.Now().Add(8 * time.Second)
-	for {
-		caller.conn.SetReadDeadline(deadline)
-		n, err := caller.conn.Read(buf)
-		if err != nil {
-			t.Fatal("no final response for the silent callee")
-		}
-		m, err := siplib.ParseMessage(append([]byte(nil), buf[:n]...))
-		res, ok := m.(*siplib.Response)
-		if err != nil || !ok || res.StatusCode < 200 {
-			continue
-		}
-		if res.StatusCode != 408 {
-			t.Fatalf("got %d, want 408", res.StatusCode)
-		}
-		via := res.Via()
-		if via == nil || via.Host != "127.0.0.1" || via.Port != caller.conn.LocalAddr().(*net.UDPAddr).Port {
-			t.Fatalf("the 408 does not carry the caller's Via:\n%s", res)
-		}
-		return
+	if res.StatusCode != 408 {
+		t.Fatalf("got %d, want 408", res.StatusCode)
+	}
+	via := res.Via()
+	if via == nil || via.Host != "127.0.0.1" || via.Port != caller.conn.LocalAddr().(*net.UDPAddr).Port {
+		t.Fatalf("the 408 does not carry the caller's Via:\n%s", res)
 	}
 }

@@ -133,3 +133,18 @@ func buildVoxvisor(t *testing.T) string {
 	}
 	return bin
 }
+
+// phoneOn registers user at the switch on addr over UDP (SIPp, with
+// the demo password) and returns a socket of the test's on the port it
+// registered from: the phone the switch now sends the user's calls to.
+func phoneOn(t *testing.T, addr, user string) (*net.UDPConn, int) {
+	t.Helper()
+	port := freePort(t)
+	sipp(t, addr, "register.xml", port, "udp", "-key", "user", user, "-key", "expires", "3600", "-au", user, "-ap", "demo"+user)
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, port
+}

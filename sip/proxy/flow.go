@@ -88,16 +88,9 @@ func (p *Proxy) HopURI(b location.Binding) string {
 // verifyHop checks a hop token (flow~expiry~mac) and returns its flow;
 // ok is false for a forged, malformed or expired one.
 func verifyHop(key *flowKey, s string, now time.Time) (*flowToken, bool) {
-	i := strings.LastIndex(s, "~")
-	if i < 0 {
-		return nil, false
-	}
-	plain, mac := s[:i], s[i+1:]
-	if subtle.ConstantTimeCompare([]byte(mac), []byte(key.mac("", plain))) != 1 {
-		return nil, false
-	}
+	plain, ok := key.open("", s)
 	j := strings.LastIndex(plain, "~")
-	if j < 0 {
+	if !ok || j < 0 {
 		return nil, false
 	}
 	exp, err := strconv.ParseInt(plain[j+1:], 10, 64)
@@ -178,15 +171,22 @@ func (k *flowKey) mac(callID, plain string) string {
 	return base64.RawURLEncoding.EncodeToString(m.sum[:12])
 }
 
+// open returns the plain part of a token signed for callID (plain~mac);
+// ok is false when the MAC is not ours.
+func (k *flowKey) open(callID, s string) (string, bool) {
+	i := strings.LastIndex(s, "~")
+	if i < 0 {
+		return "", false
+	}
+	plain, mac := s[:i], s[i+1:]
+	return plain, subtle.ConstantTimeCompare([]byte(mac), []byte(k.mac(callID, plain))) == 1
+}
+
 // verifyFlow parses a signed token and checks its MAC for callID. ok is
 // false for anything forged, copied from another dialog or malformed.
 func verifyFlow(key *flowKey, callID, s string) (*flowToken, bool) {
-	i := strings.LastIndex(s, "~")
-	if i < 0 {
-		return nil, false
-	}
-	plain, mac := s[:i], s[i+1:]
-	if subtle.ConstantTimeCompare([]byte(mac), []byte(key.mac(callID, plain))) != 1 {
+	plain, ok := key.open(callID, s)
+	if !ok {
 		return nil, false
 	}
 	return parseFlow(plain)
