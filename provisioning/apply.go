@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"time"
 
@@ -23,12 +22,22 @@ type run struct {
 	ctx   context.Context
 	p     *Provisioner
 	trunk string
+	label string // the trunk, and its host with provision.hosts
 	out   io.Writer
 	done  []step
 }
 
 func (r *run) say(res, format string, args ...any) {
-	fmt.Fprintf(r.out, "%s: %s: %s\n", r.trunk, res, fmt.Sprintf(format, args...))
+	fmt.Fprintf(r.out, "%s: %s: %s\n", r.label, res, fmt.Sprintf(format, args...))
+}
+
+// label names a trunk in apply's and destroy's output: with its host
+// (hv1/trunk) under provision.hosts.
+func (p *Provisioner) label(trunk string) string {
+	if p.Host == "" {
+		return trunk
+	}
+	return p.Host + "/" + trunk
 }
 
 // did records a completed step and how to undo it.
@@ -69,14 +78,20 @@ func (p *Provisioner) Apply(ctx context.Context, out io.Writer) (*Plan, error) {
 		fmt.Fprintln(out, "No changes: the infrastructure matches the configuration.")
 		return pl, nil
 	}
+	return pl, p.apply(ctx, pl, out)
+}
+
+// apply makes the changes of pl, this host's plan.
+func (p *Provisioner) apply(ctx context.Context, pl *Plan, out io.Writer) error {
 	var errs []error
+	var err error
 	for _, name := range pl.trunks() {
 		if pl.refused(name) {
-			fmt.Fprintf(out, "%s: refused: nothing changed (plan errors)\n", name)
+			fmt.Fprintf(out, "%s: refused: nothing changed (plan errors)\n", p.label(name))
 			errs = append(errs, pl.trunkErr(name, nil))
 			continue
 		}
-		r := &run{ctx: ctx, p: p, trunk: name, out: out}
+		r := &run{ctx: ctx, p: p, trunk: name, label: p.label(name), out: out}
 		if t := pl.desired[name]; t != nil {
 			err = r.apply(pl, t, pl.actual[name])
 		} else {
@@ -86,7 +101,7 @@ func (p *Provisioner) Apply(ctx context.Context, out io.Writer) (*Plan, error) {
 			errs = append(errs, err)
 		}
 	}
-	return pl, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
@@ -128,13 +143,21 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 	}
 
 	// 2. The cloud-init seed, content-hashed beside the volumes.
-	path, wrote, err := t.Seed.Write(p.SeedDir, t.Resource)
+	path, wrote, err := p.Seeds.Put(t.Resource, t.Seed)
 	if err != nil {
 		return r.fail(Domain, err)
 	}
 	if wrote {
-		r.did("remove seed "+path, func() error { return os.Remove(path) })
+		r.did("remove seed "+path, func() error { return p.Seeds.Remove(path) })
 		r.say(Domain, "seed %s written", path)
+	}
+
+	// A firewall the guest's definition names (nwfilter) is there before
+	// the guest starts.
+	if _, ok := p.Firewall.(firewall.Referenced); ok {
+		if err := r.firewall(pl, t); err != nil {
+			return err
+		}
 	}
 
 	// 3. The guest.
@@ -232,19 +255,36 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 
 	// 4. The firewall: one atomic change (nftables), last, so that a
 	// failure leaves no rules for a guest that is not there.
-	if c := pl.change(t.Name, Firewall); c != nil && c.Action != Nothing {
-		if err := p.Firewall.Add(ctx, t.Firewall); err != nil {
-			return r.fail(Firewall, err)
+	if _, ok := p.Firewall.(firewall.Referenced); !ok {
+		if err := r.firewall(pl, t); err != nil {
+			return err
 		}
-		r.say(Firewall, "%s rules for %d peer(s) to %s", p.Firewall.Name(), len(t.Firewall.Peers), t.Firewall.Dest)
 	}
 
 	// Seeds of older configurations of this guest are no longer used.
-	for _, f := range seedFiles(p.SeedDir, t.Resource) {
+	old, _ := p.Seeds.List(t.Resource)
+	for _, f := range old {
 		if f != spec.SeedPath {
-			os.Remove(f)
+			p.Seeds.Remove(f)
 		}
 	}
+	return nil
+}
+
+// firewall puts the trunk's rules in as the plan says.
+func (r *run) firewall(pl *Plan, t *Trunk) error {
+	p := r.p
+	c := pl.change(t.Name, Firewall)
+	if c == nil || c.Action == Nothing {
+		return nil
+	}
+	if err := p.Firewall.Add(r.ctx, t.Firewall); err != nil {
+		return r.fail(Firewall, err)
+	}
+	if c.Action == Create {
+		r.did("remove firewall rules of "+t.Name, func() error { return p.Firewall.Del(r.ctx, t.Name) })
+	}
+	r.say(Firewall, "%s rules for %d peer(s) to %s", p.Firewall.Name(), len(t.Firewall.Peers), t.Firewall.Dest)
 	return nil
 }
 
@@ -254,12 +294,19 @@ func (r *run) apply(pl *Plan, t *Trunk, a *actual) error {
 func (r *run) remove(a *actual, t *Trunk) error {
 	p := r.p
 	var errs []error
-	if a.firewall != nil && a.firewall.Action != firewall.Missing && p.Firewall != nil {
-		if err := p.Firewall.Del(r.ctx, r.trunk); err != nil {
-			errs = append(errs, fmt.Errorf("trunk %s: firewall: %w", r.trunk, err))
-		} else {
-			r.say(Firewall, "rules removed")
+	delFirewall := func() {
+		if a.firewall != nil && a.firewall.Action != firewall.Missing && p.Firewall != nil {
+			if err := p.Firewall.Del(r.ctx, r.trunk); err != nil {
+				errs = append(errs, fmt.Errorf("trunk %s: firewall: %w", r.trunk, err))
+			} else {
+				r.say(Firewall, "rules removed")
+			}
 		}
+	}
+	// Rules the guest's definition names (nwfilter) go after the guest.
+	_, referenced := p.Firewall.(firewall.Referenced)
+	if !referenced {
+		delFirewall()
 	}
 	name := Prefix + r.trunk
 	if a.domain != nil {
@@ -283,8 +330,15 @@ func (r *run) remove(a *actual, t *Trunk) error {
 			r.say(Domain, "%s shut down and undefined", name)
 		}
 	}
-	for _, f := range seedFiles(p.SeedDir, name) {
-		if err := os.Remove(f); err != nil {
+	if referenced && len(errs) == 0 {
+		delFirewall()
+	}
+	seeds, err := p.Seeds.List(name)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("trunk %s: seed: %w", r.trunk, err))
+	}
+	for _, f := range seeds {
+		if err := p.Seeds.Remove(f); err != nil {
 			errs = append(errs, fmt.Errorf("trunk %s: seed: %w", r.trunk, err))
 		}
 	}
@@ -307,6 +361,20 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 	if err != nil {
 		return err
 	}
+	n, found, err := p.destroy(ctx, pl, trunk, out)
+	if trunk != "" && !found {
+		return fmt.Errorf("trunk %q: no such trunk in the configuration or on this host", trunk)
+	}
+	if n == 0 && err == nil {
+		fmt.Fprintln(out, "Nothing to destroy.")
+	}
+	return err
+}
+
+// destroy removes what pl shows of trunk (all, when ""), and of all also
+// the firewall's leftovers. It returns how many trunks it removed things
+// of, and whether trunk is known on this host.
+func (p *Provisioner) destroy(ctx context.Context, pl *Plan, trunk string, out io.Writer) (n int, found bool, err error) {
 	var names []string
 	for n := range pl.actual {
 		if trunk == "" || n == trunk {
@@ -314,17 +382,16 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 		}
 	}
 	if trunk != "" && len(names) == 0 {
-		return fmt.Errorf("trunk %q: no such trunk in the configuration or on this host", trunk)
+		return 0, false, nil
 	}
 	sort.Strings(names)
 	var errs []error
-	n := 0
 	for _, name := range names {
 		// A trunk with a resource that is not voxvisor's, or whose state
 		// could not be read, is left whole; a preflight error (what a new
 		// guest would need) does not stop its removal.
 		if err := pl.trunkErr(name, ErrPreflight); err != nil {
-			fmt.Fprintf(out, "%s: refused: nothing removed\n", name)
+			fmt.Fprintf(out, "%s: refused: nothing removed\n", p.label(name))
 			errs = append(errs, err)
 			continue
 		}
@@ -333,7 +400,7 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 			continue
 		}
 		n++
-		r := &run{ctx: ctx, p: p, trunk: name, out: out}
+		r := &run{ctx: ctx, p: p, trunk: name, label: p.label(name), out: out}
 		if err := r.remove(a, pl.desired[name]); err != nil {
 			errs = append(errs, err)
 		}
@@ -349,8 +416,5 @@ func (p *Provisioner) Destroy(ctx context.Context, trunk string, out io.Writer) 
 			fmt.Fprintf(out, "firewall: %s removed\n", what)
 		}
 	}
-	if n == 0 && len(errs) == 0 {
-		fmt.Fprintln(out, "Nothing to destroy.")
-	}
-	return errors.Join(errs...)
+	return n, true, errors.Join(errs...)
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 
 	"github.com/voxvisor/voxvisor/internal/config"
@@ -39,17 +38,20 @@ type Trunk struct {
 	Firewall    *firewall.Rules // nil with firewall backend none
 }
 
-// Desired reads the trunks with an endpoint from the configuration.
+// Desired reads the trunks with an endpoint from the configuration, those
+// that here says are placed on this host (all, when here is nil), with
+// their firewall rules when the host has a firewall backend.
 // Warnings are things an operator should know that do not stop apply.
-// The volumes live in vols, which gives the disks their type and path.
-func Desired(cfg *config.Config, vols volume.Store) ([]*Trunk, []string, error) {
+// The volumes live in vols and the seeds in seeds, which give the disks
+// and seeds their paths.
+func Desired(cfg *config.Config, vols volume.Store, seeds Seeds, firewalled bool, here func(trunk string) bool) ([]*Trunk, []string, error) {
 	var out []*Trunk
 	var warn []string
 	udp, tcp := ports(cfg)
 	for i := range cfg.Trunks {
 		t := &cfg.Trunks[i]
 		e := t.Endpoint
-		if e == nil {
+		if e == nil || (here != nil && !here(t.Name)) {
 			continue
 		}
 		name := Prefix + t.Name
@@ -82,12 +84,12 @@ func Desired(cfg *config.Config, vols volume.Store) ([]*Trunk, []string, error) 
 				Name: name, Trunk: t.Name, Type: cfg.Provision.DomainType,
 				VCPUs: e.VCPUs, MemoryKiB: uint64(e.MemoryBytes >> 10),
 				DiskType: vols.DiskType(), DiskPath: vols.Path(name),
-				SeedPath: filepath.Join(cfg.Provision.Storage.Dir, s.FileName(name)),
+				SeedPath: seeds.Path(name, s),
 				MAC:      mac, Bridge: e.Network.Bridge, Network: e.Network.Network,
 				Address: addr.Addr(), Autostart: *e.Autostart,
 			},
 		}
-		if cfg.Provision.Firewall.Backend != "none" {
+		if firewalled {
 			r, w := trunkRules(cfg, t, addr.Addr(), udp, tcp)
 			tr.Firewall, warn = r, append(warn, w...)
 		}
@@ -97,10 +99,11 @@ func Desired(cfg *config.Config, vols volume.Store) ([]*Trunk, []string, error) 
 }
 
 // FirewallRules are the firewall rules of the trunks with an endpoint, as
-// apply puts them in (none with provision.firewall.backend: none): what
-// serve reads the counters of.
+// apply puts them into this host's kernel (none with
+// provision.firewall.backend: none, nor with provision.hosts, whose rules
+// are on the hypervisors): what serve reads the counters of.
 func FirewallRules(cfg *config.Config) []*firewall.Rules {
-	if cfg.Provision.Firewall.Backend == "none" {
+	if cfg.Provision.Firewall.Backend == "none" || len(cfg.Provision.Hosts) > 0 {
 		return nil
 	}
 	udp, tcp := ports(cfg)

@@ -24,7 +24,7 @@ func TestExampleConfigFirewall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trunks, _, err := Desired(cfg, &volume.LVM{VG: cfg.Provision.Storage.VolumeGroup})
+	trunks, _, err := Desired(cfg, &volume.LVM{VG: cfg.Provision.Storage.VolumeGroup}, dirSeeds(cfg.Provision.Storage.Dir), true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

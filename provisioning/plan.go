@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -43,6 +41,7 @@ const (
 
 // Change is the plan for one resource of one trunk.
 type Change struct {
+	Host     string // with provision.hosts: the host it is on
 	Trunk    string
 	Resource string
 	Action   Action
@@ -62,6 +61,7 @@ type Plan struct {
 
 	desired map[string]*Trunk
 	actual  map[string]*actual
+	hosts   bool // spans provision.hosts: the tables have a HOST column
 }
 
 // Pending reports whether apply would change anything: a change of a
@@ -163,7 +163,7 @@ func (p *Plan) Write(w io.Writer) {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TRUNK\tRESOURCE\tACTION\tWHY")
+	fmt.Fprintln(tw, p.hostColumn("HOST")+"TRUNK\tRESOURCE\tACTION\tWHY")
 	n := 0
 	for _, c := range p.Changes {
 		action, why := c.Action.String(), c.Why
@@ -175,7 +175,7 @@ func (p *Plan) Write(w io.Writer) {
 		case c.Action != Nothing:
 			n++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, action, cmp.Or(why, "-"))
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", p.hostColumn(cmp.Or(c.Host, "-")), c.Trunk, c.Resource, action, cmp.Or(why, "-"))
 	}
 	tw.Flush()
 	switch {
@@ -195,6 +195,14 @@ func (p *Plan) writeRefused(w io.Writer) {
 	}
 }
 
+// hostColumn is v and a tab when the plan spans provision.hosts, else "".
+func (p *Plan) hostColumn(v string) string {
+	if !p.hosts {
+		return ""
+	}
+	return v + "\t"
+}
+
 // oneLine joins a multi-line error (errors.Join) with "; " for a table.
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
@@ -204,7 +212,7 @@ func (p *Plan) WriteStatus(w io.Writer) {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TRUNK\tRESOURCE\tSTATE\tDRIFT")
+	fmt.Fprintln(tw, p.hostColumn("HOST")+"TRUNK\tRESOURCE\tSTATE\tDRIFT")
 	for _, c := range p.Changes {
 		drift := "none"
 		if c.Action != Nothing {
@@ -216,7 +224,7 @@ func (p *Plan) WriteStatus(w io.Writer) {
 		if c.Err != nil {
 			drift = "error: " + oneLine(c.Err)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Trunk, c.Resource, cmp.Or(c.State, "-"), drift)
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", p.hostColumn(cmp.Or(c.Host, "-")), c.Trunk, c.Resource, cmp.Or(c.State, "-"), drift)
 	}
 	tw.Flush()
 	p.writeRefused(w)
@@ -233,7 +241,7 @@ type actual struct {
 
 // Plan compares the configuration with the host. It changes nothing.
 func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
-	pl := &Plan{Warnings: p.warnings, desired: map[string]*Trunk{}, actual: map[string]*actual{}}
+	pl := &Plan{Warnings: p.warnings, desired: map[string]*Trunk{}, actual: map[string]*actual{}, hosts: p.Host != ""}
 	vols, err := p.Volumes.List(ctx)
 	if err != nil {
 		return nil, err
@@ -273,8 +281,7 @@ func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
 		if a.domain == nil {
 			_, domErr = p.Domains.Get(t.Resource) // a domain that is not ours
 		}
-		_, serr := os.Stat(t.Domain.SeedPath)
-		a.seedOK = serr == nil
+		a.seedOK, _ = p.Seeds.Has(t.Domain.SeedPath)
 		a.dhcpOK = true
 		if t.Domain.Network != "" && a.domain != nil {
 			a.dhcpOK, domErr = p.Domains.HasDHCPHost(t.Domain.Network, &t.Domain)
@@ -364,7 +371,14 @@ func (p *Provisioner) Plan(ctx context.Context) (*Plan, error) {
 	sort.Strings(names)
 	for _, n := range names {
 		pl.actual[n] = gone[n]
-		pl.Changes = append(pl.Changes, deletes(n, gone[n])...)
+		// A trunk that could not be placed keeps what it has (destroy
+		// still removes it).
+		if !p.unplaced[n] {
+			pl.Changes = append(pl.Changes, deletes(n, gone[n])...)
+		}
+	}
+	for i := range pl.Changes {
+		pl.Changes[i].Host = p.Host
 	}
 	return pl, nil
 }
@@ -505,10 +519,4 @@ func planFirewall(t *Trunk, a *actual) Change {
 		c.State = fmt.Sprintf("in sync, accepted %d, dropped %d", st.Accepted, st.Dropped)
 	}
 	return c
-}
-
-// seedFiles lists a domain's seed files in the seed directory.
-func seedFiles(dir, name string) []string {
-	m, _ := filepath.Glob(filepath.Join(dir, name+"-seed-*.iso"))
-	return m
 }

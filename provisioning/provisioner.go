@@ -32,12 +32,17 @@ type Domains interface {
 	Preflight(s *domain.Spec) error
 }
 
-// Provisioner plans and applies one configuration's infrastructure.
+// Provisioner plans and applies one host's part of a configuration's
+// infrastructure: all of it without provision.hosts, else the trunks
+// placed on its host (see Fleet).
 type Provisioner struct {
+	// Host is the provision.hosts entry; "" for the one host of
+	// libvirt_uri.
+	Host     string
 	Volumes  volume.Store
+	Seeds    Seeds
 	Domains  Domains
 	Firewall firewall.Backend // nil: firewall backend none
-	SeedDir  string
 	// ShutdownTimeout bounds the wait for a guest's ACPI shutdown.
 	ShutdownTimeout time.Duration
 	// ForceStop powers a guest off at once (virsh destroy) where a change
@@ -49,23 +54,37 @@ type Provisioner struct {
 
 	desired  []*Trunk
 	warnings []string
+	// unplaced are the configuration's trunks that could not be placed on
+	// a host (Fleet): no host makes or removes anything of theirs.
+	unplaced map[string]bool
 }
 
-// New builds a provisioner for cfg from the given backends.
+// New builds a provisioner for cfg's trunks on one host from the given
+// backends, its seeds in the directory provision.storage.dir.
 func New(cfg *config.Config, vols volume.Store, doms Domains, fw firewall.Backend, log *slog.Logger) (*Provisioner, error) {
+	return forHost(cfg, "", vols, dirSeeds(cfg.Provision.Storage.Dir), doms, fw, nil, log)
+}
+
+// forHost builds the provisioner of host (the one host when ""), for
+// cfg's trunks that here says are placed on it (all, when nil).
+func forHost(cfg *config.Config, host string, vols volume.Store, seeds Seeds, doms Domains, fw firewall.Backend, here func(trunk string) bool, log *slog.Logger) (*Provisioner, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Provisioner{
-		Volumes: vols, Domains: doms, Firewall: fw,
-		SeedDir:         cfg.Provision.Storage.Dir,
+		Host: host, Volumes: vols, Seeds: seeds, Domains: doms, Firewall: fw,
 		ShutdownTimeout: cfg.Provision.ShutdownTimeout,
 		Log:             log,
 	}
 	var err error
-	p.desired, p.warnings, err = Desired(cfg, vols)
+	p.desired, p.warnings, err = Desired(cfg, vols, seeds, fw != nil, here)
 	if err != nil {
 		return nil, err
+	}
+	if ref, ok := fw.(firewall.Referenced); ok {
+		for _, t := range p.desired {
+			t.Domain.Filter = ref.FilterRef(t.Name)
+		}
 	}
 	return p, nil
 }
@@ -76,6 +95,9 @@ func New(cfg *config.Config, vols volume.Store, doms Domains, fw firewall.Backen
 func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *Provisioner, close func(), err error) {
 	if !cfg.HasEndpoints() {
 		return nil, nil, fmt.Errorf("%s: no trunk has an endpoint block: nothing to provision (to remove what an earlier configuration made, run provision destroy -c with that configuration)", cfg.Source)
+	}
+	if len(cfg.Provision.Hosts) > 0 {
+		return nil, nil, fmt.Errorf("%s: provision.hosts is set: open the hosts with OpenFleet", cfg.Source)
 	}
 	var vols volume.Store
 	switch st := cfg.Provision.Storage; st.Backend {

@@ -51,7 +51,7 @@ is left as it is, the others are applied or destroyed, and the command
 exits 1.`,
 	}
 	var forceStop bool
-	with := func(f func(ctx context.Context, p *provisioning.Provisioner, args []string) error) func(*cobra.Command, []string) error {
+	with := func(f func(ctx context.Context, p provisioning.Infra, args []string) error) func(*cobra.Command, []string) error {
 		return func(c *cobra.Command, args []string) error {
 			cfg, err := load()
 			if err != nil {
@@ -63,12 +63,12 @@ exits 1.`,
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			p, closeConn, err := provisioning.Open(ctx, cfg, log)
+			p, closeConn, err := provisioning.Connect(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
 			defer closeConn()
-			p.ForceStop = forceStop
+			p.SetForceStop(forceStop)
 			return f(ctx, p, args)
 		}
 	}
@@ -80,7 +80,7 @@ exits 1.`,
 			Short: short,
 			Long:  long + "\n" + exitCodesHelp,
 			Args:  cobra.NoArgs,
-			RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
+			RunE: with(func(ctx context.Context, p provisioning.Infra, _ []string) error {
 				pl, err := p.Plan(ctx)
 				if err != nil {
 					return err
@@ -119,7 +119,7 @@ asked to shut down (ACPI) and given provision.shutdown_timeout (default 60s)
 before it is powered off. --force-stop powers it off at once instead, for
 guests that ignore ACPI; plan --force-stop shows the downtime it expects.`,
 		Args: cobra.NoArgs,
-		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, _ []string) error {
+		RunE: with(func(ctx context.Context, p provisioning.Infra, _ []string) error {
 			_, err := p.Apply(ctx, stdout)
 			return err
 		}),
@@ -135,7 +135,7 @@ volume of its name that voxvisor did not create is left whole, and destroy
 exits 1. --force-stop powers guests off at once instead of asking them to
 shut down.`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: with(func(ctx context.Context, p *provisioning.Provisioner, args []string) error {
+		RunE: with(func(ctx context.Context, p provisioning.Infra, args []string) error {
 			trunk := ""
 			if len(args) == 1 {
 				trunk = args[0]

@@ -54,6 +54,7 @@ type Backend interface {
 
 // ProvisionRow is one trunk resource's state and drift.
 type ProvisionRow struct {
+	Host            string // with provision.hosts, the hypervisor
 	Trunk, Resource string
 	State           string // as it is
 	Drift           string // what apply would do, "" when nothing

@@ -236,6 +236,30 @@ type Provision struct {
 	Storage         Storage        `yaml:"storage"`
 	Firewall        FirewallConfig `yaml:"firewall"`
 	ShutdownTimeout time.Duration  `yaml:"shutdown_timeout"` // ACPI shutdown, then destroy
+	// Hosts are hypervisors reached through libvirt only (qemu+ssh://,
+	// qemu+tls://): each trunk's endpoint is placed on one of them, its
+	// disk and seed in the host's storage pool, its firewall a libvirt
+	// nwfilter. Without hosts, the endpoints live on libvirt_uri with the
+	// storage and firewall settings above.
+	Hosts []ProvisionHost `yaml:"hosts"`
+}
+
+// ProvisionHost is one hypervisor of provision.hosts.
+type ProvisionHost struct {
+	Name string `yaml:"name"` // what endpoint.host names
+	URI  string `yaml:"uri"`  // libvirt URI, e.g. qemu+ssh://root@hv1/system
+	// StoragePool is the libvirt directory pool (dir, fs or netfs) that
+	// holds the guests' disks and seeds; default voxvisor.
+	StoragePool string `yaml:"storage_pool"`
+	// Firewall is nwfilter (default: a libvirt network filter per trunk
+	// on the guest's interface) or none.
+	Firewall string `yaml:"firewall"`
+	// VCPUs and Memory are the host's capacity for voxvisor's guests:
+	// placement never puts more on it.
+	VCPUs  int    `yaml:"vcpus"`
+	Memory string `yaml:"memory"`
+
+	MemoryBytes int64 `yaml:"-"` // parsed Memory, set by validation
 }
 
 // Storage is where the guests' disks live.
@@ -266,6 +290,10 @@ type Endpoint struct {
 	Network   EndpointNetwork `yaml:"network"`
 	UserData  string          `yaml:"user_data"` // cloud-init user-data file, optional
 	Autostart *bool           `yaml:"autostart"` // default true
+	// Host names the provision.hosts entry the guest runs on; empty: the
+	// host with the most free memory that has room, and where it is once
+	// made.
+	Host string `yaml:"host"`
 
 	MemoryBytes int64 `yaml:"-"` // parsed Memory, set by validation
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"regexp"
 	"slices"
@@ -511,7 +512,7 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 	}
 	switch p.Storage.Backend {
 	case "lvm":
-		if p.Storage.VolumeGroup == "" && c.HasEndpoints() {
+		if p.Storage.VolumeGroup == "" && c.HasEndpoints() && len(p.Hosts) == 0 {
 			bad("provision.storage.volume_group", "the lvm backend needs a volume group (or set backend: dir)")
 		}
 		if vg := p.Storage.VolumeGroup; vg != "" {
@@ -554,6 +555,7 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 	if p.ShutdownTimeout < time.Second {
 		bad("provision.shutdown_timeout", "must be at least 1s; got %s", p.ShutdownTimeout)
 	}
+	hosts := c.validateHosts(bad)
 	macs := map[string]string{}
 	addrs := map[netip.Addr]string{}
 	for i := range c.Trunks {
@@ -572,6 +574,7 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 		} else if e.MemoryBytes < 64<<20 {
 			bad(key+".memory", "must be at least 64M; got %s", e.Memory)
 		}
+		c.placeExplicit(bad, hosts, key, e)
 		if e.Disk.SizeBytes, err = ParseSize(e.Disk.Size); err != nil {
 			bad(key+".disk.size", "%v", err)
 		} else if e.Disk.SizeBytes < 1<<20 || e.Disk.SizeBytes%512 != 0 {
@@ -622,6 +625,88 @@ func (c *Config) validateProvision(bad func(key, format string, args ...any)) {
 			}
 		}
 	}
+}
+
+// hostNameRE: a host's name is for people and for endpoint.host.
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// validateHosts checks provision.hosts and returns each host's room
+// (capacity, for placeExplicit to count down) by name.
+func (c *Config) validateHosts(bad func(key, format string, args ...any)) map[string]*ProvisionHost {
+	room := map[string]*ProvisionHost{}
+	for i := range c.Provision.Hosts {
+		h := &c.Provision.Hosts[i]
+		key := fmt.Sprintf("provision.hosts[%d]", i)
+		if !hostNameRE.MatchString(h.Name) {
+			bad(key+".name", "must be 1-64 letters, digits or _.-, starting with a letter or digit; got %q", h.Name)
+		} else if room[h.Name] != nil {
+			bad(key+".name", "%q is listed twice", h.Name)
+		}
+		if u, err := url.Parse(h.URI); err != nil || u.Scheme == "" || !strings.HasPrefix(u.Scheme, "qemu") {
+			bad(key+".uri", "must be a libvirt QEMU URI such as qemu+ssh://root@hv1/system; got %q", h.URI)
+		}
+		for j, o := range c.Provision.Hosts[:i] {
+			if o.URI == h.URI && h.URI != "" {
+				bad(key+".uri", "is also provision.hosts[%d]'s (%s): one libvirtd is one host", j, o.Name)
+			}
+		}
+		if h.StoragePool == "" {
+			h.StoragePool = "voxvisor"
+		} else if !isIfName(h.StoragePool) && !trunkNameRE.MatchString(h.StoragePool) {
+			bad(key+".storage_pool", "must be a libvirt storage pool name of letters, digits or _.-; got %q", h.StoragePool)
+		}
+		switch h.Firewall {
+		case "":
+			h.Firewall = "nwfilter"
+		case "nwfilter", "none":
+		default:
+			bad(key+".firewall", "must be nwfilter or none; got %q", h.Firewall)
+		}
+		if h.VCPUs < 1 || h.VCPUs > 4096 {
+			bad(key+".vcpus", "must be the vCPUs voxvisor's guests may use there, 1-4096; got %d", h.VCPUs)
+		}
+		var err error
+		if h.MemoryBytes, err = ParseSize(h.Memory); err != nil {
+			bad(key+".memory", "%v (the memory voxvisor's guests may use there)", err)
+		}
+		r := *h
+		room[h.Name] = &r
+	}
+	return room
+}
+
+// placeExplicit counts an endpoint's guest against the room of the host
+// it names.
+func (c *Config) placeExplicit(bad func(key, format string, args ...any), room map[string]*ProvisionHost, key string, e *Endpoint) {
+	if e.Host == "" {
+		return
+	}
+	h := room[e.Host]
+	if h == nil {
+		if len(c.Provision.Hosts) == 0 {
+			bad(key+".host", "needs provision.hosts: list the hypervisors (name, uri, vcpus, memory) there; got %q", e.Host)
+		} else {
+			bad(key+".host", "names no host of provision.hosts (%s); got %q", hostNames(c.Provision.Hosts), e.Host)
+		}
+		return
+	}
+	h.VCPUs -= e.VCPUs
+	h.MemoryBytes -= e.MemoryBytes
+	if h.VCPUs < 0 || h.MemoryBytes < 0 {
+		for _, o := range c.Provision.Hosts {
+			if o.Name == e.Host {
+				bad(key+".host", "host %s has no room for this guest: with the guests placed on it before, they need more than its vcpus %d and memory %s (provision.hosts)", e.Host, o.VCPUs, o.Memory)
+			}
+		}
+	}
+}
+
+func hostNames(hs []ProvisionHost) string {
+	n := make([]string, len(hs))
+	for i, h := range hs {
+		n[i] = h.Name
+	}
+	return strings.Join(n, ", ")
 }
 
 // HasEndpoints reports whether any trunk has an endpoint to provision.

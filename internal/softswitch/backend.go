@@ -88,7 +88,7 @@ func (b backend) Provisioning(ctx context.Context) ([]admin.ProvisionRow, error)
 	if !b.sw.Config.HasEndpoints() {
 		return nil, errors.New("no trunk has an endpoint block: nothing is provisioned from this configuration")
 	}
-	p, closeP, err := provisioning.Open(ctx, b.sw.Config, b.sw.log)
+	p, closeP, err := provisioning.Connect(ctx, b.sw.Config, b.sw.log)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +99,7 @@ func (b backend) Provisioning(ctx context.Context) ([]admin.ProvisionRow, error)
 	}
 	rows := make([]admin.ProvisionRow, 0, len(pl.Changes))
 	for _, c := range pl.Changes {
-		row := admin.ProvisionRow{Trunk: c.Trunk, Resource: c.Resource, State: c.State}
+		row := admin.ProvisionRow{Host: c.Host, Trunk: c.Trunk, Resource: c.Resource, State: c.State}
 		if c.Action != provisioning.Nothing {
 			row.Drift = c.Action.String()
 			if c.Why != "" {

@@ -54,6 +54,10 @@ func Open(uri string) (*Conn, error) {
 	return &Conn{c: c, uri: uri, host: hostOf(uri)}, nil
 }
 
+// Libvirt is the connection itself, for the storage pool (volume.OpenPool)
+// and the network filters (firewall.NWFilter) of the same host.
+func (c *Conn) Libvirt() *libvirt.Connect { return c.c }
+
 // Close drops the connection.
 func (c *Conn) Close() error {
 	_, err := c.c.Close()

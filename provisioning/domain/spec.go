@@ -32,6 +32,9 @@ type Spec struct {
 	Bridge    string // exactly one of Bridge and Network
 	Network   string
 	Address   netip.Addr // for the libvirt network's DHCP host entry
+	// Filter is the libvirt network filter on the interface (the
+	// trunk's firewall on hosts of provision.hosts), or "".
+	Filter    string
 	Autostart bool
 }
 
@@ -41,6 +44,9 @@ func (s *Spec) Hash() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%s|%s|%d|%d|%s|%s|%s|%s|%s|%s|%s", s.Name, s.Trunk, s.Type, s.VCPUs, s.MemoryKiB,
 		s.DiskType, s.DiskPath, s.SeedPath, strings.ToLower(s.MAC), s.Bridge, s.Network, s.Address)
+	if s.Filter != "" { // so that the hashes of guests without one stay
+		fmt.Fprintf(h, "|%s", s.Filter)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -101,6 +107,9 @@ func (s *Spec) xml(uuid string) (string, error) {
 		nic.Source = &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: s.Bridge}}
 	} else {
 		nic.Source = &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: s.Network}}
+	}
+	if s.Filter != "" {
+		nic.FilterRef = &libvirtxml.DomainInterfaceFilterRef{Filter: s.Filter}
 	}
 	port := uint(0)
 	d := &libvirtxml.Domain{
@@ -187,6 +196,9 @@ func fromXML(x string) (Spec, error) {
 			}
 			if nic.Source != nil && nic.Source.Network != nil {
 				s.Network = nic.Source.Network.Network
+			}
+			if nic.FilterRef != nil {
+				s.Filter = nic.FilterRef.Filter
 			}
 		}
 	}

@@ -89,22 +89,16 @@ func (s Seed) Write(dir, domain string) (path string, wrote bool, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", false, fmt.Errorf("seed directory: %w", err)
 	}
-	w, err := iso9660.NewWriter()
+	img, err := s.Image()
 	if err != nil {
-		return "", false, fmt.Errorf("cloud-init seed: %w", err)
-	}
-	defer w.Cleanup()
-	for name, b := range map[string][]byte{"meta-data": s.MetaData, "network-config": s.NetworkConfig, "user-data": s.UserData} {
-		if err := w.AddFile(bytes.NewReader(b), name); err != nil {
-			return "", false, fmt.Errorf("cloud-init seed: add %s: %w", name, err)
-		}
+		return "", false, err
 	}
 	tmp, err := os.CreateTemp(dir, ".seed-*")
 	if err != nil {
 		return "", false, fmt.Errorf("cloud-init seed: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := w.WriteTo(tmp, "cidata"); err != nil {
+	if _, err := tmp.Write(img); err != nil {
 		tmp.Close()
 		return "", false, fmt.Errorf("cloud-init seed: write %s: %w", path, err)
 	}
@@ -119,6 +113,25 @@ func (s Seed) Write(dir, domain string) (path string, wrote bool, err error) {
 		return "", false, fmt.Errorf("cloud-init seed: %w", err)
 	}
 	return path, true, nil
+}
+
+// Image is the seed as an ISO 9660 image labelled cidata.
+func (s Seed) Image() ([]byte, error) {
+	w, err := iso9660.NewWriter()
+	if err != nil {
+		return nil, fmt.Errorf("cloud-init seed: %w", err)
+	}
+	defer w.Cleanup()
+	for name, b := range map[string][]byte{"meta-data": s.MetaData, "network-config": s.NetworkConfig, "user-data": s.UserData} {
+		if err := w.AddFile(bytes.NewReader(b), name); err != nil {
+			return nil, fmt.Errorf("cloud-init seed: add %s: %w", name, err)
+		}
+	}
+	var b bytes.Buffer
+	if err := w.WriteTo(&b, "cidata"); err != nil {
+		return nil, fmt.Errorf("cloud-init seed: %w", err)
+	}
+	return b.Bytes(), nil
 }
 
 // Read returns the files of a seed image, keyed by name as a Linux guest
