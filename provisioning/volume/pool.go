@@ -187,6 +187,14 @@ func (p *Pool) Create(ctx context.Context, name string, size int64, image string
 		if err := p.upload(v, tmp.Name()); err != nil {
 			return undo(fmt.Errorf("upload base image %s: %w", image, err))
 		}
+		// A file upload ends the file where the data ends.
+		if info, err := v.GetInfo(); err != nil {
+			return undo(fmt.Errorf("storage pool %s: volume %s: %w", p.name, file, err))
+		} else if int64(info.Capacity) < size {
+			if err := v.Resize(uint64(size), 0); err != nil {
+				return undo(fmt.Errorf("storage pool %s: resize %s to %d bytes after the upload: %w", p.name, file, size, err))
+			}
+		}
 	}
 	return p.Get(ctx, name)
 }
