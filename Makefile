@@ -8,7 +8,7 @@ BIN      := bin/voxvisor
 TEST_DEBS := sip-tester baresip-core linphone-cli kamailio rtpengine-daemon socat sipvicious tshark chromium redis-server
 # ... and those of the provisioning tests (libvirt-daemon-system creates the
 # libvirt-qemu user the QEMU driver needs), installed without recommends.
-PROV_DEBS := lvm2 nftables iptables iproute2 e2fsprogs libvirt0 libvirt-daemon libvirt-daemon-driver-qemu \
+PROV_DEBS := lvm2 nftables iptables ebtables iproute2 e2fsprogs libvirt0 libvirt-daemon libvirt-daemon-driver-qemu \
 	libvirt-daemon-system qemu-system-x86 qemu-utils
 
 .PHONY: help build run test test-deps lint vet fmt-check bench bench-smoke gobench bpf clean

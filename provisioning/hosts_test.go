@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -45,6 +47,7 @@ trunks:
 		for i, e := range eps {
 			fmt.Fprintf(&b, `  - name: %s
     peers: [{host: 10.98.0.2}]
+    inbound: {cidrs: ["2001:db8:5::/48"]}
     endpoint:
       host: %q
       vcpus: 1
@@ -66,13 +69,13 @@ trunks:
 				err = lerr
 				return
 			}
-			fl, closeAll, oerr := OpenFleet(ctx, cfg, nil)
+			infra, closeAll, oerr := Connect(ctx, cfg, nil) // as the CLI opens it
 			if oerr != nil {
 				err = oerr
 				return
 			}
 			defer closeAll()
-			err = f(fl)
+			err = f(infra.(*Fleet))
 		})
 		return err
 	}
@@ -122,7 +125,7 @@ trunks:
 	if f := virsh(uriA, "nwfilter-list"); !strings.Contains(f, "vox-auto1") || !strings.Contains(f, "vox-auto2") {
 		t.Fatalf("hv1's filters:\n%s", f)
 	}
-	if x := virsh(uriA, "nwfilter-dumpxml", "vox-auto1"); !strings.Contains(x, "srcipaddr='10.98.0.2'") || !strings.Contains(x, "action='drop'") {
+	if x := virsh(uriA, "nwfilter-dumpxml", "vox-auto1"); !strings.Contains(x, "srcipaddr='10.98.0.2'") || !strings.Contains(x, "<udp-ipv6 srcipaddr='2001:db8:5::' srcipmask='48'") || !strings.Contains(x, "action='drop'") {
 		t.Fatalf("vox-auto1's filter:\n%s", x)
 	}
 	if x := virsh(uriA, "dumpxml", "vox-auto1"); !strings.Contains(x, "<filterref filter='vox-auto1'") {
@@ -131,6 +134,45 @@ trunks:
 	// libvirtd on hv1 made kernel rules of it, in hv1's namespace.
 	if r, err := testenv.Try("ip", "netns", "exec", nsA, "iptables-save"); err != nil || !strings.Contains(r, "10.98.0.2/32") || !strings.Contains(r, "5060") {
 		t.Fatalf("hv1's kernel rules (%v):\n%s", err, r)
+	}
+
+	// The filter works on the wire: UDP to the guest's SIP port from the
+	// peer passes hv1's kernel, from a stranger on the same bridge it is
+	// dropped (as the rules' packet counters see it: the guest runs no OS
+	// to receive).
+	counted := func(verdict string) uint64 {
+		t.Helper()
+		var n uint64
+		for _, l := range strings.Split(testenv.Run(t, "ip", "netns", "exec", nsA, "iptables-save", "-c"), "\n") {
+			if strings.Contains(l, "voxvisor auto1 ") && strings.Contains(l, "--dport 5060") && strings.HasSuffix(l, "-j "+verdict) {
+				var p, b uint64
+				fmt.Sscanf(l, "[%d:%d]", &p, &b)
+				n += p
+			}
+		}
+		return n
+	}
+	send := func(from string) {
+		t.Helper()
+		for range 5 {
+			testenv.Run(t, "ip", "netns", "exec", from, "bash", "-c", "echo OPTIONS > /dev/udp/10.98.0.21/5060")
+		}
+	}
+	mac := strings.ToLower(macOf(t, virsh(uriA, "dumpxml", "vox-auto1")))
+	peerNS, strangerNS := onBridge(t, nsA, "vxp", "10.98.0.2", mac), onBridge(t, nsA, "vxs", "10.98.0.3", mac)
+	send(peerNS)
+	if a, d := counted("ACCEPT"), counted("DROP"); a != 5 || d != 0 {
+		t.Errorf("the peer's 5 packets: %d accepted, %d dropped", a, d)
+	}
+	send(strangerNS)
+	if a, d := counted("ACCEPT"), counted("DROP"); a != 5 || d != 5 {
+		t.Errorf("a stranger's 5 packets: %d accepted, %d dropped (want 0 more accepted, 5 dropped)", a-5, d)
+	}
+	// libvirt mirrors each rule for the other way: the guest's SIP and
+	// media ports talk to its peers only, and to them whoever starts
+	// (no state match: the guest may register at its carrier first).
+	if r := testenv.Run(t, "ip", "netns", "exec", nsA, "iptables-save"); !regexp.MustCompile(`-A FI-vnet\d+ -d 10\.98\.0\.2/32 -p udp -m udp --sport 5060 -m comment --comment "voxvisor auto1 \w+" -j RETURN`).MatchString(r) {
+		t.Errorf("the guest cannot start a SIP exchange with its peer:\n%s", r)
 	}
 
 	// Without big, nothing is left to do, and status shows the hosts.
@@ -214,4 +256,30 @@ func storagePool(t *testing.T, uri, dir string) string {
 	testenv.Run(t, "virsh", "-c", uri, "pool-build", "voxvisor")
 	testenv.Run(t, "virsh", "-c", uri, "pool-start", "voxvisor")
 	return target
+}
+
+// onBridge puts a namespace with address addr on the bridge vxbr0 of ns
+// (a veth pair named from name), with the guest's address 10.98.0.21
+// resolved to mac (the guest runs no OS to answer ARP).
+func onBridge(t *testing.T, ns, name, addr, mac string) string {
+	t.Helper()
+	peer := testenv.Netns(t, fmt.Sprintf("%s-%d", name, os.Getpid()))
+	testenv.Run(t, "ip", "-n", ns, "link", "add", name+"0", "type", "veth", "peer", "name", name+"1", "netns", peer)
+	testenv.Run(t, "ip", "-n", ns, "link", "set", name+"0", "master", "vxbr0", "up")
+	testenv.Run(t, "ip", "-n", peer, "addr", "add", addr+"/24", "dev", name+"1")
+	testenv.Run(t, "ip", "-n", peer, "link", "set", name+"1", "up")
+	testenv.Run(t, "ip", "-n", peer, "neigh", "add", "10.98.0.21", "lladdr", mac, "dev", name+"1", "nud", "permanent")
+	return peer
+}
+
+var macRE = regexp.MustCompile(`<mac address='([0-9a-f:]+)'`)
+
+// macOf is the first interface's MAC address in a domain's XML.
+func macOf(t *testing.T, x string) string {
+	t.Helper()
+	m := macRE.FindStringSubmatch(x)
+	if m == nil {
+		t.Fatalf("no MAC address in:\n%s", x)
+	}
+	return m[1]
 }

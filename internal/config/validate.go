@@ -669,8 +669,10 @@ func (c *Config) validateHosts(bad func(key, format string, args ...any)) map[st
 		if h.MemoryBytes, err = ParseSize(h.Memory); err != nil {
 			bad(key+".memory", "%v (the memory voxvisor's guests may use there)", err)
 		}
-		r := *h
-		room[h.Name] = &r
+		if room[h.Name] == nil {
+			r := *h
+			room[h.Name] = &r
+		}
 	}
 	return room
 }
@@ -693,11 +695,9 @@ func (c *Config) placeExplicit(bad func(key, format string, args ...any), room m
 	h.VCPUs -= e.VCPUs
 	h.MemoryBytes -= e.MemoryBytes
 	if h.VCPUs < 0 || h.MemoryBytes < 0 {
-		for _, o := range c.Provision.Hosts {
-			if o.Name == e.Host {
-				bad(key+".host", "host %s has no room for this guest: with the guests placed on it before, they need more than its vcpus %d and memory %s (provision.hosts)", e.Host, o.VCPUs, o.Memory)
-			}
-		}
+		i := slices.IndexFunc(c.Provision.Hosts, func(o ProvisionHost) bool { return o.Name == e.Host })
+		o := c.Provision.Hosts[i]
+		bad(key+".host", "host %s has no room for this guest: with the guests placed on it before, they need more than its vcpus %d and memory %s (provision.hosts)", e.Host, o.VCPUs, o.Memory)
 	}
 }
 

@@ -63,7 +63,7 @@ func (r *Rules) nwfilterXML() (xmlText string, rules int) {
 				el += "-ipv6"
 			}
 			for _, ports := range pr.ports {
-				fmt.Fprintf(&b, "  <rule action='accept' direction='in' priority='100'><%s srcipaddr='%s' srcipmask='%d' dstportstart='%d' dstportend='%d' comment='%s'/></rule>\n",
+				fmt.Fprintf(&b, "  <rule action='accept' direction='in' priority='100' statematch='false'><%s srcipaddr='%s' srcipmask='%d' dstportstart='%d' dstportend='%d' comment='%s'/></rule>\n",
 					el, p.Addr(), p.Bits(), ports.Lo, ports.Hi, comment)
 				rules++
 			}
@@ -72,7 +72,7 @@ func (r *Rules) nwfilterXML() (xmlText string, rules int) {
 	for _, pr := range protos {
 		for _, el := range []string{pr.name, pr.name + "-ipv6"} {
 			for _, ports := range pr.ports {
-				fmt.Fprintf(&b, "  <rule action='drop' direction='in' priority='500'><%s dstportstart='%d' dstportend='%d' comment='%s'/></rule>\n",
+				fmt.Fprintf(&b, "  <rule action='drop' direction='in' priority='500' statematch='false'><%s dstportstart='%d' dstportend='%d' comment='%s'/></rule>\n",
 					el, ports.Lo, ports.Hi, comment)
 				rules++
 			}
