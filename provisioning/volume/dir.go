@@ -41,10 +41,19 @@ func (d *Dir) List(ctx context.Context) ([]State, error) {
 	if err != nil {
 		return nil, err
 	}
+	names := make([]string, len(marks))
+	for i, m := range marks {
+		names[i] = strings.TrimSuffix(filepath.Base(m), ".raw."+Mark)
+	}
+	return getAll(ctx, names, d.Get)
+}
+
+// getAll gets the volumes of the marked names; a mark without its volume
+// is skipped.
+func getAll(ctx context.Context, names []string, get func(context.Context, string) (*State, error)) ([]State, error) {
 	var out []State
-	for _, m := range marks {
-		name := strings.TrimSuffix(filepath.Base(m), ".raw."+Mark)
-		s, err := d.Get(ctx, name)
+	for _, n := range names {
+		s, err := get(ctx, n)
 		if err != nil {
 			return nil, err
 		}

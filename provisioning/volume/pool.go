@@ -120,17 +120,7 @@ func (p *Pool) List(ctx context.Context) ([]State, error) {
 		}
 		vols[i].Free()
 	}
-	var out []State
-	for _, n := range names {
-		s, err := p.Get(ctx, n)
-		if err != nil {
-			return nil, err
-		}
-		if s != nil {
-			out = append(out, *s)
-		}
-	}
-	return out, nil
+	return getAll(ctx, names, p.Get)
 }
 
 // create makes a raw volume of size bytes named file.
