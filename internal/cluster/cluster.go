@@ -60,6 +60,12 @@ type Members struct {
 	dialogs     *dialog.Table    // set once, before Run; nil: calls are not shared
 	writes      chan dialogWrite // to writeDialogs
 	DialogStats DialogStats
+
+	// probe asks a node without a heartbeat whether it still answers
+	// SIP (set once, before Run; nil: no one is asked).
+	probe func(ctx context.Context, sip []string) bool
+	seen  map[string][]string // each node's listeners at its last heartbeat; Run's goroutine only
+	held  map[string]bool     // nodes whose calls were left to them, logged; Run's goroutine only
 }
 
 // Options say where the cluster is and who this node is.
@@ -140,9 +146,9 @@ func (m *Members) beat(ctx context.Context) {
 	}
 }
 
-// Alive reports whether node had a heartbeat at this node's last one.
-// While that is not known (Redis unreachable from the start) every node
-// counts as alive.
+// Alive reports whether node had a heartbeat at this node's last one, or
+// without one still answered SIP (see SetProbe). While that is not known
+// (Redis unreachable from the start) every node counts as alive.
 func (m *Members) Alive(node string) bool {
 	live := m.live.Load()
 	return live == nil || (*live)[node]
@@ -156,8 +162,17 @@ func (m *Members) refreshLive(ctx context.Context) {
 		return
 	}
 	live := make(map[string]bool, len(nodes))
+	if m.seen == nil {
+		m.seen = map[string][]string{}
+	}
 	for _, n := range nodes {
 		live[n.Name] = true
+		m.seen[n.Name] = n.SIP
+	}
+	// A node cut off from Redis that still answers SIP still holds its
+	// phones' flows.
+	for n := range m.held {
+		live[n] = true
 	}
 	m.live.Store(&live)
 }

@@ -30,6 +30,7 @@ import (
 type DialogStats struct {
 	Adopted       atomic.Uint64 // calls of dead nodes ended here
 	WriteFailures atomic.Uint64 // records not written or deleted (Redis down, queue full)
+	Held          atomic.Uint64 // takeovers not done: the node answered SIP
 }
 
 // dialogWrite is one change to this node's hash: a record, or a deletion.
@@ -191,8 +192,44 @@ func (m *Members) reapDialogs(ctx context.Context, self bool) {
 		if n, err := m.c.Exists(ctx, m.key(node)).Result(); err != nil || n > 0 {
 			continue // alive, or Redis cannot tell
 		}
+		if m.answers(ctx, node) {
+			continue
+		}
 		m.reap(ctx, node)
 	}
+}
+
+// SetProbe gives the last check before a node without a heartbeat is
+// taken for dead: whether it still answers SIP at one of its listeners
+// (as its last heartbeat named them). A node cut off from Redis while
+// its phones still reach it keeps its calls. Call it before Run.
+func (m *Members) SetProbe(probe func(ctx context.Context, sip []string) bool) { m.probe = probe }
+
+// answers reports whether node, without a heartbeat, still answers SIP;
+// it says so in the log once until it stops answering.
+func (m *Members) answers(ctx context.Context, node string) bool {
+	sip := m.seen[node]
+	if m.probe == nil || len(sip) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if !m.probe(ctx, sip) {
+		if m.held[node] {
+			m.log.Warn("cluster: a node without a heartbeat stopped answering SIP: taking over its calls", "node", node)
+		}
+		delete(m.held, node)
+		return false
+	}
+	m.DialogStats.Held.Add(1)
+	if !m.held[node] {
+		if m.held == nil {
+			m.held = map[string]bool{}
+		}
+		m.held[node] = true
+		m.log.Warn("cluster: a node has no heartbeat in Redis but answers SIP (cut off from Redis?): its calls are left to it", "node", node, "sip", sip)
+	}
+	return true
 }
 
 // reap claims node's calls (one node does: the hash is renamed, in one
@@ -237,6 +274,8 @@ func (m *Members) Collector() prometheus.Collector {
 	var s metrics.Set
 	s.Counter("cluster_calls_taken_over_total", "Calls of dead cluster nodes (or of this node's previous run) ended here: a BYE each way and their CDR.",
 		func() float64 { return float64(m.DialogStats.Adopted.Load()) })
+	s.Counter("cluster_takeovers_held_total", "Heartbeats at which a node without a heartbeat in Redis still answered SIP OPTIONS, so its calls were left to it.",
+		func() float64 { return float64(m.DialogStats.Held.Load()) })
 	s.Counter("cluster_call_write_failures_total", "Call records not written to or deleted from Redis (Redis unreachable, or the queue full).",
 		func() float64 { return float64(m.DialogStats.WriteFailures.Load()) })
 	return &s

@@ -442,7 +442,9 @@ func TestClusterCallsOfADeadNode(t *testing.T) {
 		}
 		cfg = strings.ReplaceAll(cfg, r[0], r[1])
 	}
-	cfg += fmt.Sprintf("\ncluster:\n  node: a\n  redis: {address: %q, prefix: \"voxvisor:\"}\n", redis.Addr())
+	// a reaches Redis through a relay the test can cut.
+	cut := testenv.Relay(t, redis.Addr())
+	cfg += fmt.Sprintf("\ncluster:\n  node: a\n  redis: {address: %q, prefix: \"voxvisor:\"}\n", cut.Addr())
 	cfgPath := filepath.Join(dir, "voxvisor.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -499,7 +501,19 @@ func TestClusterCallsOfADeadNode(t *testing.T) {
 		return redis.CLI("hlen", "voxvisor:dialogs:a") == "1"
 	})
 
-	// SIGKILL: no drain, no goodbye; the heartbeat lapses.
+	// Cut off from Redis, a stays alive: its heartbeat lapses, but it
+	// answers b's OPTIONS, so b leaves its call alone.
+	cut.Cut()
+	select {
+	case s := <-byes:
+		t.Fatalf("a BYE (%s) while node a, cut off from Redis, was alive and answering SIP\n%s", s, aLog.String())
+	case <-time.After(cluster.Dead + 3*cluster.HeartbeatEvery):
+	}
+	if _, m := b.api(t, "GET", "/metrics"); metric(m, "voxvisor_cluster_takeovers_held_total") < 1 || metric(m, "voxvisor_cluster_calls_taken_over_total") != 0 {
+		t.Fatalf("with a alive but cut off from Redis, cluster metrics:\n%s", grepLines(m, "cluster"))
+	}
+
+	// SIGKILL: no drain, no goodbye; now a does not answer either.
 	killed = true
 	a.Process.Kill()
 	a.Wait()

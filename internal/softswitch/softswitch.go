@@ -237,6 +237,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 	sw.Registrar = registrar.New(registrarRules(cfg), cfg.SIP.Domain, self.IsLocal, a, store, log)
 	sw.Registrar.SetContactPolicy(contactPolicy(cfg, self))
 	pings := keepalive.NewSIPSender(srv.TransactionLayer(), self)
+	if members != nil {
+		members.SetProbe(probeNode(pings))
+	}
 	sw.Registrar.SetNAT(registrar.NAT{MaxExpires: cfg.NAT.MaxExpires})
 	sw.Registrar.SetLocalAddr(pings.LocalAddr)
 	sw.Pinger = keepalive.New(store, pings, keepalive.Options{Interval: cfg.NAT.PingInterval, Timeout: cfg.NAT.PingTimeout, Node: clusterNode(cfg)}, log)
@@ -549,6 +552,28 @@ func channelCounter(m *cluster.Members) gateway.ChannelCounter {
 		return nil
 	}
 	return m
+}
+
+// probeNode asks a cluster node whether it is alive: an OPTIONS to each
+// of its UDP listeners in turn (a second each) until one answers, with
+// any status. A listener on a wildcard address names no host to ask.
+func probeNode(pings *keepalive.SIPSender) func(ctx context.Context, sips []string) bool {
+	return func(ctx context.Context, sips []string) bool {
+		for _, s := range sips {
+			transport, addr, _ := strings.Cut(s, ":")
+			ap, err := netip.ParseAddrPort(addr)
+			if transport != "udp" || err != nil || ap.Addr().IsUnspecified() {
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			err = pings.Ping(pctx, location.Binding{Contact: "sip:" + addr, Source: addr})
+			cancel()
+			if err == nil {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // clusterNode is this node's name in a cluster; "" on its own.
