@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,7 @@ type Members struct {
 	leases leases
 
 	onLockout func(src netip.Addr, until time.Time) // set once, before Run
+	onLive    func(addrs []netip.Addr)              // set once, before Run
 
 	live  atomic.Pointer[map[string]bool] // the live nodes at the last heartbeat; nil: not known yet
 	beats int                             // heartbeats written in a row; Run's goroutine only
@@ -175,6 +177,34 @@ func (m *Members) refreshLive(ctx context.Context) {
 		live[n] = true
 	}
 	m.live.Store(&live)
+	if m.onLive != nil {
+		var addrs []netip.Addr
+		for n := range live {
+			if n != m.self.Name {
+				addrs = append(addrs, nodeAddrs(m.seen[n])...)
+			}
+		}
+		m.onLive(addrs)
+	}
+}
+
+// OnLive gives the other live nodes' addresses (of their listeners, as
+// their heartbeats name them; not wildcard ones) at each heartbeat: the
+// guard trusts them. Call it before Run.
+func (m *Members) OnLive(f func(addrs []netip.Addr)) { m.onLive = f }
+
+// nodeAddrs are the IP addresses of a node's listeners (transport:ip:port),
+// once each, without wildcard ones.
+func nodeAddrs(sip []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range sip {
+		_, hp, _ := strings.Cut(s, ":")
+		ap, err := netip.ParseAddrPort(hp)
+		if a := ap.Addr().Unmap(); err == nil && !a.IsUnspecified() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // List returns the live nodes, this one first, then by name.

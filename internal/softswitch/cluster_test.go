@@ -56,6 +56,11 @@ func TestClusterSharedLocation(t *testing.T) {
 			t.Fatalf("a call through %s to %s registered on %s failed:\n%s", via.udp, callee, registrar.udp, trace)
 		}
 	}
+	// Each node trusts the other's address, as limits.trusted would.
+	waitFor(t, 2*cluster.HeartbeatEvery+time.Second, "the nodes trusting each other", func() bool {
+		return a.Guard.Trusted(netip.MustParseAddr("127.0.0.12")) && b.Guard.Trusted(netip.MustParseAddr("127.0.0.11")) &&
+			!a.Guard.Trusted(netip.MustParseAddr("127.0.0.13"))
+	})
 	call(a, b, "1002")
 	call(b, a, "1003")
 	if got := b.Store.Lookup("1002@voxvisor.local")[0].Node; got != "a" {

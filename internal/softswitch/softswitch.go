@@ -203,6 +203,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Switch, err error) {
 		// A guesser locked out on one node is locked out on all.
 		g.SetShared(members)
 		members.OnLockout(g.LockOut)
+		// The other nodes are trusted as limits.trusted are.
+		members.OnLive(g.SetMembers)
 	}
 	srv.SetGuard(g)
 	srv.SetConnectionLimit(cfg.Limits.TotalConnections)

@@ -56,6 +56,7 @@ type Guard struct {
 	Conns, Txs, Dialogs, Streams *Slots
 
 	trusted atomic.Pointer[[]netip.Prefix] // exempt sources; replaced by SetTrusted
+	members atomic.Pointer[[]netip.Addr]   // the cluster's other nodes, exempt too; replaced by SetMembers
 	shared  Shared                         // set once, before use; nil: this node alone
 
 	// Counters for metrics.
@@ -98,16 +99,27 @@ func (g *Guard) SetTrusted(ps []netip.Prefix) {
 	g.trusted.Store(&ps)
 }
 
+// SetMembers replaces the cluster's other nodes' addresses, exempt as
+// the trusted sources are: all of a node's calls to another's phones
+// come from one address.
+func (g *Guard) SetMembers(addrs []netip.Addr) {
+	addrs = slices.Clone(addrs)
+	g.members.Store(&addrs)
+}
+
 // Trusted reports whether src is exempt.
 func (g *Guard) Trusted(src netip.Addr) bool {
 	if g == nil {
 		return false
 	}
+	src = src.Unmap()
+	if ms := g.members.Load(); ms != nil && slices.Contains(*ms, src) {
+		return true
+	}
 	ps := g.trusted.Load()
 	if ps == nil {
 		return false
 	}
-	src = src.Unmap()
 	for _, p := range *ps {
 		if p.Contains(src) {
 			return true

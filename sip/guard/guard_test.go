@@ -149,3 +149,26 @@ func TestTrustedSources(t *testing.T) {
 		t.Fatal("another source was blocked")
 	}
 }
+
+// The cluster's other nodes are trusted while they are members: a node
+// placing all its calls to this node's phones is not rate limited.
+func TestClusterMembersTrusted(t *testing.T) {
+	g := New(Config{Rate: 5, Burst: 5, Block: time.Minute})
+	node := netip.MustParseAddr("10.0.0.12")
+	g.SetMembers([]netip.Addr{node})
+	for i := 0; i < 50; i++ {
+		if ok, _ := g.Allow(node); !ok {
+			t.Fatalf("a cluster member blocked after %d requests", i)
+		}
+	}
+	if !g.Trusted(netip.MustParseAddr("::ffff:10.0.0.12")) {
+		t.Fatal("a member's address, IPv4-mapped, is not trusted")
+	}
+	g.SetMembers(nil) // it left the cluster
+	for i := 0; i < 10; i++ {
+		g.Allow(node)
+	}
+	if ok, _ := g.Allow(node); ok {
+		t.Fatal("a former member is still exempt from the rate limit")
+	}
+}
