@@ -86,6 +86,24 @@ func (s *Self) ListenerAt(transport string, addr netip.AddrPort) (Listener, bool
 	return Listener{}, false
 }
 
+// ListenerNamed returns the listener of transport that a URI of ours
+// with host and port (0: the default 5060) addresses: by its advertised
+// host and port, or by its bound address.
+func (s *Self) ListenerNamed(transport, host string, port int) (Listener, bool) {
+	if port == 0 {
+		port = 5060
+	}
+	for _, l := range s.Listeners {
+		if l.Transport != transport {
+			continue
+		}
+		if (strings.EqualFold(l.Host, host) && l.Port == port) || (l.Bound.Addr().String() == strings.Trim(host, "[]") && int(l.Bound.Port()) == port) {
+			return l, true
+		}
+	}
+	return Listener{}, false
+}
+
 // DefaultTransport is the transport a URI asks for: its transport
 // parameter, else tls for sips: (RFC 3261 §26.2.2), else udp.
 func DefaultTransport(u siplib.Uri) string {

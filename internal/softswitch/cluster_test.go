@@ -330,6 +330,48 @@ func TestClusterLockout(t *testing.T) {
 	waitFor(t, 2*time.Second, "the lockout on a node started after it", func() bool { return c.Guard.Locked(src) })
 }
 
+// TestClusterHopLeavesFromThePhonesSocket: node a listens on two UDP
+// sockets and the phone registered to the second; a call placed on b
+// reaches the phone through a from that second socket, the one its NAT
+// lets in, not from a's first.
+func TestClusterHopLeavesFromThePhonesSocket(t *testing.T) {
+	redis := testenv.Redis(t)
+	a := start(t, t.TempDir(), func(c *config.Config) {
+		c.SIP.Listen = []config.Listener{{Transport: "udp", Address: "127.0.0.11:0"}, {Transport: "udp", Address: "127.0.0.11:0"}}
+		c.Media.Address = "127.0.0.11"
+		c.Cluster = config.Cluster{Node: "a", Redis: config.Redis{Address: redis.Addr(), Prefix: "voxvisor:"}}
+	})
+	b := node(t, redis, "127.0.0.12", "b")
+	first, second := a.Self.Listeners[0].Bound.String(), a.Self.Listeners[1].Bound.String()
+	phone, _ := phoneOn(t, second, "1002")
+	waitFor(t, 2*time.Second, "1002 on node b", func() bool { return len(b.Store.Lookup("1002@voxvisor.local")) == 1 })
+	invites := make(chan string, 1)
+	go readRequests(phone, func(req *siplib.Request, src *net.UDPAddr) {
+		if req.Method != siplib.INVITE {
+			return
+		}
+		select {
+		case invites <- src.String():
+		default:
+		}
+		res := siplib.NewResponseFromRequest(req, 486, "Busy Here", nil)
+		res.To().Params.Add("tag", "phone")
+		phone.WriteToUDP([]byte(res.String()), src)
+	})
+	caller := newRawUA(t, "127.0.0.1", b.udp)
+	if res := caller.do(caller.request("INVITE", "sip:1002@voxvisor.local", "sip:bench@outside.example", "", "hop-socket-1")); code(res) != 486 {
+		t.Fatalf("the call through b and a: %d, want the phone's 486", code(res))
+	}
+	select {
+	case src := <-invites:
+		if src != second {
+			t.Fatalf("the phone got the INVITE from %s, want a's socket it registered to (%s; a's first is %s)", src, second, first)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the phone got no INVITE")
+	}
+}
+
 // TestClusterCallThroughTheFlowsNode: a phone registered on node A is
 // reached only through A, whose address its NAT router lets in: a call
 // to it placed on B goes B → A → phone (A's hop, signed by A, stored in

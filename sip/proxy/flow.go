@@ -34,6 +34,9 @@ type flowToken struct {
 	transport string
 	addr      netip.AddrPort
 	hop       bool // from a hop token (hopParam), not a Record-Route entry
+	// local is, for a UDP hop, the socket of ours its Route entry named:
+	// the one the contact registered to, which its NAT lets in.
+	local netip.AddrPort
 }
 
 // hopParam is the Route parameter of a cluster's internal hop: a node
@@ -258,6 +261,9 @@ func (p *Proxy) popOwnRoutes(r *siplib.Request) (flow *flowToken, popped, forged
 		}
 		if v, ok := h.Address.UriParams.Get(hopParam); ok {
 			if f, ok := verifyHop(p.hops, v, time.Now()); ok && !popped {
+				if l, ok := p.self.ListenerNamed("udp", h.Address.Host, h.Address.Port); ok && f.transport == "udp" {
+					f.local = l.Bound
+				}
 				flow, hop = f, true
 			} else {
 				forged = true

@@ -183,7 +183,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, r *sip.Request) error {
 		// authenticated, routed, anchored and owns the call (dialog,
 		// CDR); we only record-route, so in-dialog requests pass here.
 		r.Hop = true
-		targets = []target{{dest: flow.addr.String(), transport: flow.transport, flow: true}}
+		targets = []target{{dest: flow.addr.String(), transport: flow.transport, flow: true, local: flow.local}}
 	case hasToTag(r.Request):
 		t, err := p.routeInDialog(r, flow, forged)
 		if err != nil {
