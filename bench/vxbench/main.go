@@ -11,6 +11,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -87,6 +89,7 @@ type bench struct {
 	// they run (its CPU counts with voxvisor's).
 	regRedis  regResult
 	rateRedis rateResult
+	three     rateResult // three nodes on one Redis, a generator each
 	redis     *proc
 	reg       [2]regResult
 	media     [3][]mediaResult // voxvisor userspace, voxvisor kernel path, rtpengine
@@ -264,11 +267,7 @@ func (b *bench) callRate(path, which int, r *rateResult, steps []int) error {
 		if err != nil {
 			return err
 		}
-		// Under 0.1% failed, no retransmission storm (under 1% of messages),
-		// and the rate actually achieved (the run took no more than 25% longer).
-		ok := res.Created > 0 && float64(res.Failed) < 0.001*float64(res.Created) &&
-			float64(res.Retransmissions) < 0.01*float64(res.Created*5) &&
-			res.Elapsed < time.Duration(float64(b.plan.stepFor)*1.25)+3*time.Second
+		ok := b.stepOK(res)
 		r.steps = append(r.steps, stepResult{rate: rate, res: res, ok: ok})
 		if !ok {
 			break
@@ -280,19 +279,33 @@ func (b *bench) callRate(path, which int, r *rateResult, steps []int) error {
 	return nil
 }
 
+// stepOK says a step of the rate was carried: under 0.1% failed, no
+// retransmission storm (under 1% of messages), and the rate actually
+// achieved (the run took no more than 25% longer).
+func (b *bench) stepOK(res sippResult) bool {
+	return res.Created > 0 && float64(res.Failed) < 0.001*float64(res.Created) &&
+		float64(res.Retransmissions) < 0.01*float64(res.Created*5) &&
+		res.Elapsed < time.Duration(float64(b.plan.stepFor)*1.25)+3*time.Second
+}
+
 // callee registers 1002 at the proxy px (with digest when digest is
 // set) from uasPort and starts the SIPp UAS that answers its calls there.
 func (b *bench) callee(px *proc, digest bool) (*proc, error) {
-	remote := fmt.Sprintf("127.0.0.1:%d", proxyPort)
-	reg := []string{remote, "-sf", b.sippDir("register_noauth.xml"), "-s", "1002"}
+	return b.calleeAt(px, fmt.Sprintf("127.0.0.1:%d", proxyPort), "1002", uasPort, digest)
+}
+
+// calleeAt registers user at the proxy px listening on remote, from
+// port, and starts the SIPp UAS that answers its calls there.
+func (b *bench) calleeAt(px *proc, remote, user string, port int, digest bool) (*proc, error) {
+	reg := []string{remote, "-sf", b.sippDir("register_noauth.xml"), "-s", user}
 	if digest {
-		reg = []string{remote, "-sf", b.sippDir("register_csv.xml"), "-inf", b.csv([]string{"1002;[authentication username=1002 password=bench1002]"})}
+		reg = []string{remote, "-sf", b.sippDir("register_csv.xml"), "-inf", b.csv([]string{user + ";[authentication username=" + user + " password=bench" + user + "]"})}
 	}
-	res, err := runSIPp(b.dir, "reg1002", 20*time.Second, append(reg, "-p", fmt.Sprint(uasPort), "-i", "127.0.0.1", "-m", "1")...)
+	res, err := runSIPp(b.dir, "reg"+user, 20*time.Second, append(reg, "-p", fmt.Sprint(port), "-i", "127.0.0.1", "-m", "1")...)
 	if err != nil || res.Successful != 1 {
-		return nil, fmt.Errorf("register the callee: %v (%+v)\n%s", err, res, px.tail())
+		return nil, fmt.Errorf("register the callee %s: %v (%+v)\n%s", user, err, res, px.tail())
 	}
-	uas, err := startUAS(b.dir, b.sippDir("uas.xml"), uasPort)
+	uas, err := startUAS(b.dir, b.sippDir("uas.xml"), port)
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +373,100 @@ func (b *bench) clusterRuns() error {
 		return fmt.Errorf("registrations: %w", err)
 	}
 	log.Printf("cluster of one: call rate")
-	return b.callRate(plainPath, 0, &b.rateRedis, nil)
+	if err := b.callRate(plainPath, 0, &b.rateRedis, b.plan.steps); err != nil {
+		return err
+	}
+	// Redis restarted empty for the three nodes.
+	rp.stop()
+	b.redis = nil
+	log.Printf("three nodes: call rate")
+	return b.threeNodes(&b.three)
+}
+
+// threeNodes measures three voxvisor nodes on one Redis (127.0.0.11-13),
+// each calling a callee registered on itself with a load generator of
+// its own: CPU per call at the fixed rate (the three nodes and Redis),
+// then the total rate stepped up as for one node.
+func (b *bench) threeNodes(r *rateResult) error {
+	rp, err := startRedis(b.dir, redisPort)
+	if err != nil {
+		return err
+	}
+	defer rp.stop()
+	redis := fmt.Sprintf("127.0.0.1:%d", redisPort)
+	var nodes []*proc
+	var remotes []string
+	for i, ip := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
+		lo := 20000 + 3000*i // each its own relay range
+		px, err := startNode(b.dir, b.bin, string(rune('a'+i)), ip, proxyPort, 0, "never", "off", lo, lo+2999, redis)
+		if err != nil {
+			return err
+		}
+		defer px.stop()
+		remote := fmt.Sprintf("%s:%d", ip, proxyPort)
+		uas, err := b.calleeAt(px, remote, fmt.Sprint(1002+i), uasPort+10*i, true)
+		if err != nil {
+			return err
+		}
+		defer uas.stop()
+		nodes = append(nodes, px)
+		remotes = append(remotes, remote)
+	}
+	cpuAll := func() time.Duration {
+		c := cpu(rp.pid())
+		for _, n := range nodes {
+			c += cpu(n.pid())
+		}
+		return c
+	}
+	// run places total calls/s for d, a third on each node, and sums.
+	run := func(name string, total int, d time.Duration, limit int) (sippResult, error) {
+		var wg sync.WaitGroup
+		res := make([]sippResult, len(remotes))
+		errs := make([]error, len(remotes))
+		for i, remote := range remotes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := int(float64(total) * d.Seconds() / float64(len(remotes)))
+				res[i], errs[i] = runSIPp(b.dir, fmt.Sprintf("%s-%d", name, i), d+60*time.Second, remote, "-sf", b.sippDir("uac.xml"), "-s", fmt.Sprint(1002+i),
+					"-p", fmt.Sprint(uacPort+10*i), "-i", "127.0.0.1", "-r", fmt.Sprint(total), "-rp", fmt.Sprint(1000*len(remotes)), "-m", fmt.Sprint(n),
+					"-l", fmt.Sprint(limit), "-max_socket", "60000", "-recv_timeout", "5000")
+			}()
+		}
+		wg.Wait()
+		var sum sippResult
+		for _, x := range res {
+			sum.Created += x.Created
+			sum.Successful += x.Successful
+			sum.Failed += x.Failed
+			sum.Retransmissions += x.Retransmissions
+			sum.Elapsed = max(sum.Elapsed, x.Elapsed)
+		}
+		return sum, errors.Join(errs...)
+	}
+	c0 := cpuAll()
+	if r.fixed, err = run("three-fixed", b.plan.fixedRate, b.plan.fixedFor, 20000); err != nil {
+		return err
+	}
+	if r.fixed.Successful > 0 {
+		r.cpuPerCall = (cpuAll() - c0) / time.Duration(r.fixed.Successful)
+	}
+	r.fixedFailed = r.fixed.Failed > 0
+	for _, rate := range b.plan.steps {
+		res, err := run(fmt.Sprintf("three-step%d", rate), rate, b.plan.stepFor, 30000)
+		if err != nil {
+			return err
+		}
+		ok := b.stepOK(res)
+		r.steps = append(r.steps, stepResult{rate: rate, res: res, ok: ok})
+		if !ok {
+			break
+		}
+		r.maxRate = rate
+		time.Sleep(time.Second)
+	}
+	return nil
 }
 
 // cpuOf is px's CPU time, with the Redis server's when one serves it.

@@ -91,26 +91,39 @@ func waitSIP(addr string, d time.Duration) error {
 // voxvisor writes a config and starts the binary.
 // With redis set, its location is in that Redis (a cluster of one).
 func startVoxvisor(dir, bin string, port int, users int, anchor, kernel string, rtpMin, rtpMax int, redis string) (*proc, error) {
+	return startNode(dir, bin, "bench", "127.0.0.1", port, users, anchor, kernel, rtpMin, rtpMax, redis)
+}
+
+// startNode starts voxvisor as node (its name in a cluster, with redis
+// set) listening on ip:port, with a data directory of its own.
+func startNode(dir, bin, node, ip string, port int, users int, anchor, kernel string, rtpMin, rtpMax int, redis string) (*proc, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  capture: {calls: 0}\n  listen:\n    - {transport: udp, address: 127.0.0.1:%d}\n", filepath.Join(dir, "vxdata"), port)
+	data := filepath.Join(dir, "vxdata-"+node)
+	fmt.Fprintf(&b, "log:\n  level: error\ndata_dir: %s\nsip:\n  domain: voxvisor.local\n  capture: {calls: 0}\n  listen:\n    - {transport: udp, address: %s:%d}\n", data, ip, port)
 	if redis != "" {
-		fmt.Fprintf(&b, "cluster:\n  node: bench\n  redis: {address: %q, prefix: \"vxbench:\"}\n", redis)
+		fmt.Fprintf(&b, "cluster:\n  node: %s\n  redis: {address: %q, prefix: \"vxbench:\"}\n", node, redis)
 	}
-	fmt.Fprintf(&b, "admin:\n  listen: \"off\"\nlimits:\n  rate: 0\n  auth_failures: 0\n  connections: 0\n  transactions: 0\n  dialogs: 0\n  streams: 0\nauth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: 127.0.0.1\n  anchor: %s\n  kernel: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", anchor, kernel, rtpMin, rtpMax)
-	fmt.Fprintf(&b, "  - {username: \"1001\", password: bench1001}\n  - {username: \"1002\", password: bench1002}\n")
+	fmt.Fprintf(&b, "admin:\n  listen: \"off\"\nlimits:\n  rate: 0\n  auth_failures: 0\n  connections: 0\n  transactions: 0\n  dialogs: 0\n  streams: 0\nauth:\n  algorithms: [MD5]\nregistrar:\n  max_contacts: 5\nmedia:\n  address: %s\n  anchor: %s\n  kernel: %s\n  port_min: %d\n  port_max: %d\n  timeout: 10m\nusers:\n", ip, anchor, kernel, rtpMin, rtpMax)
+	for _, u := range []string{"1001", "1002", "1003", "1004"} {
+		fmt.Fprintf(&b, "  - {username: \"%s\", password: bench%s}\n", u, u)
+	}
 	for i := 0; i < users; i++ {
 		fmt.Fprintf(&b, "  - {username: u%d, password: p%d}\n", i, i)
 	}
-	cfg := filepath.Join(dir, "voxvisor.yaml")
-	os.RemoveAll(filepath.Join(dir, "vxdata"))
+	cfg := filepath.Join(dir, "voxvisor-"+node+".yaml")
+	os.RemoveAll(data)
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProc(dir, "voxvisor", bin, "serve", "-c", cfg)
+	name := "voxvisor"
+	if node != "bench" {
+		name += "-" + node
+	}
+	p, err := startProc(dir, name, bin, "serve", "-c", cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitSIP(fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second); err != nil {
+	if err := waitSIP(fmt.Sprintf("%s:%d", ip, port), 10*time.Second); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("voxvisor: %w\n%s", err, p.tail())
 	}
