@@ -64,12 +64,12 @@ type hostConn struct {
 // and builds the hosts' provisioners. A host that cannot be reached
 // stops it: a trunk's guest might be there, and placing it elsewhere
 // would make a second one.
-func OpenFleet(ctx context.Context, cfg *config.Config, log *slog.Logger) (f *Fleet, closeAll func(), err error) {
+func OpenFleet(ctx context.Context, cfg *config.Config, log *slog.Logger) (f *Fleet, _ func(), err error) {
 	if !cfg.HasEndpoints() {
 		return nil, nil, fmt.Errorf("%s: no trunk has an endpoint block: nothing to provision (to remove what an earlier configuration made, run provision destroy -c with that configuration)", cfg.Source)
 	}
 	var hosts []hostConn
-	closeAll = func() {
+	closeAll := func() {
 		for _, h := range hosts {
 			if h.pool != nil {
 				h.pool.Close()

@@ -283,3 +283,28 @@ func macOf(t *testing.T, x string) string {
 	}
 	return m[1]
 }
+
+// A host that cannot be reached stops the command with its name and the
+// reason, and nothing else is opened or left open.
+func TestFleetUnreachableHost(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Load("hosts.yaml", []byte(fmt.Sprintf(`provision:
+  hosts:
+    - {name: hv1, uri: "qemu:///system?socket=%s/none", vcpus: 2, memory: 1G}
+trunks:
+  - name: a
+    peers: [{host: 192.0.2.1}]
+    endpoint:
+      vcpus: 1
+      memory: 256M
+      disk: {size: 64M}
+      network: {bridge: br0, address: 10.0.0.5/24}
+`, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Connect(context.Background(), cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "host hv1: libvirtd is not running at qemu:///system?socket="+dir+"/none") {
+		t.Fatalf("want host hv1 named as unreachable, got %v", err)
+	}
+}
