@@ -278,11 +278,24 @@ func (r *run) firewall(pl *Plan, t *Trunk) error {
 	if c == nil || c.Action == Nothing {
 		return nil
 	}
+	// A backend that can put its old rules back gets to on a later failure.
+	var restore func() error
+	if s, ok := p.Firewall.(interface {
+		Saved(trunk string) (func() error, error)
+	}); ok && c.Action != Create {
+		var err error
+		if restore, err = s.Saved(t.Name); err != nil {
+			return r.fail(Firewall, err)
+		}
+	}
 	if err := p.Firewall.Add(r.ctx, t.Firewall); err != nil {
 		return r.fail(Firewall, err)
 	}
-	if c.Action == Create {
+	switch {
+	case c.Action == Create:
 		r.did("remove firewall rules of "+t.Name, func() error { return p.Firewall.Del(r.ctx, t.Name) })
+	case restore != nil:
+		r.did("restore the previous firewall rules of "+t.Name, restore)
 	}
 	r.say(Firewall, "%s rules for %d peer(s) to %s", p.Firewall.Name(), len(t.Firewall.Peers), t.Firewall.Dest)
 	return nil

@@ -31,3 +31,16 @@ func TestPorts(t *testing.T) {
 	want(udp, firewall.PortRange{Lo: 5060, Hi: 5060}, firewall.PortRange{Lo: 20000, Hi: 29999})
 	want(tcp, firewall.PortRange{Lo: 5060, Hi: 5060}, firewall.PortRange{Lo: 5061, Hi: 5061})
 }
+
+// A trunk's seeds are its own: trunk a's are not trunk a-seed-b's.
+func TestSeedsOfOneDomain(t *testing.T) {
+	got := seedsOf("vox-a", []string{
+		"/s/vox-a-seed-0123456789abcdef.iso",
+		"/s/vox-a-seed-b-seed-0123456789abcdef.iso",
+		"/s/vox-a-seed-0123456789abcdef.iso.tmp",
+		"/s/vox-a-seed-XYZ.iso",
+	})
+	if len(got) != 1 || got[0] != "/s/vox-a-seed-0123456789abcdef.iso" {
+		t.Fatalf("vox-a's seeds: %v", got)
+	}
+}

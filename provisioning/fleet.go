@@ -51,6 +51,7 @@ type Fleet struct {
 	Hosts []*Provisioner // in the order of provision.hosts
 	// Placement errors, one per trunk that could not be placed.
 	unplaced []Change
+	warnings []string // hosts over their capacity
 }
 
 // hostConn is one host's connections while the fleet is opened.
@@ -69,6 +70,7 @@ func OpenFleet(ctx context.Context, cfg *config.Config, log *slog.Logger) (f *Fl
 		return nil, nil, fmt.Errorf("%s: no trunk has an endpoint block: nothing to provision (to remove what an earlier configuration made, run provision destroy -c with that configuration)", cfg.Source)
 	}
 	var hosts []hostConn
+	var ids []string // libvirt host UUIDs, by host
 	closeAll := func() {
 		for _, h := range hosts {
 			if h.pool != nil {
@@ -89,15 +91,25 @@ func OpenFleet(ctx context.Context, cfg *config.Config, log *slog.Logger) (f *Fl
 			return nil, nil, fmt.Errorf("host %s: %w", hc.Name, err)
 		}
 		hosts = append(hosts, hostConn{cfg: hc, conn: conn})
+		// One machine listed twice would get each trunk placed "on both"
+		// and then refused everywhere.
+		id, err := conn.HostUUID()
+		if err != nil {
+			return nil, nil, fmt.Errorf("host %s: %w", hc.Name, err)
+		}
+		if j := slices.Index(ids, id); j >= 0 && id != "" {
+			return nil, nil, fmt.Errorf("hosts %s and %s are one machine (libvirt host UUID %s): list it once in provision.hosts", cfg.Provision.Hosts[j].Name, hc.Name, id)
+		}
+		ids = append(ids, id)
 		if hosts[i].pool, err = volume.OpenPool(conn.Libvirt(), hc.StoragePool); err != nil {
 			return nil, nil, fmt.Errorf("host %s (%s): %w", hc.Name, hc.URI, err)
 		}
 	}
-	placed, unplaced, err := place(cfg, hosts)
+	placed, unplaced, warnings, err := place(cfg, hosts)
 	if err != nil {
 		return nil, nil, err
 	}
-	f = &Fleet{unplaced: unplaced}
+	f = &Fleet{unplaced: unplaced, warnings: warnings}
 	for _, h := range hosts {
 		var fw firewall.Backend
 		if h.cfg.Firewall == "nwfilter" {
@@ -123,7 +135,7 @@ const Placement = "placement"
 // place decides each endpoint's host (see Fleet). It returns the host by
 // trunk, and a Placement change with the error for each trunk it could
 // not place.
-func place(cfg *config.Config, hosts []hostConn) (map[string]string, []Change, error) {
+func place(cfg *config.Config, hosts []hostConn) (map[string]string, []Change, []string, error) {
 	// Where each trunk's guest or volume is now.
 	found := map[string][]string{}
 	add := func(trunk, host string) {
@@ -139,14 +151,14 @@ func place(cfg *config.Config, hosts []hostConn) (map[string]string, []Change, e
 	for _, h := range hosts {
 		doms, err := h.conn.List()
 		if err != nil {
-			return nil, nil, fmt.Errorf("host %s: %w", h.cfg.Name, err)
+			return nil, nil, nil, fmt.Errorf("host %s: %w", h.cfg.Name, err)
 		}
 		for _, d := range doms {
 			add(d.Trunk, h.cfg.Name)
 		}
 		vols, err := h.pool.List(context.Background())
 		if err != nil {
-			return nil, nil, fmt.Errorf("host %s: %w", h.cfg.Name, err)
+			return nil, nil, nil, fmt.Errorf("host %s: %w", h.cfg.Name, err)
 		}
 		for _, v := range vols {
 			if t, ok := strings.CutPrefix(v.Name, Prefix); ok {
@@ -209,7 +221,15 @@ func place(cfg *config.Config, hosts []hostConn) (map[string]string, []Change, e
 		}
 		take(t, best)
 	}
-	return placed, unplaced, nil
+	// Guests already on a host stay there even when they have grown past
+	// its room: said, not refused.
+	var warnings []string
+	for _, h := range hosts {
+		if r := free[h.cfg.Name]; r.vcpus < 0 || r.mem < 0 {
+			warnings = append(warnings, fmt.Sprintf("host %s: the guests placed there need more than its vcpus %d and memory %s (provision.hosts): raise them, or move a trunk (provision destroy TRUNK, then apply with endpoint.host)", h.cfg.Name, h.cfg.VCPUs, h.cfg.Memory))
+		}
+	}
+	return placed, unplaced, warnings, nil
 }
 
 func (f *Fleet) SetForceStop(on bool) {
@@ -220,7 +240,7 @@ func (f *Fleet) SetForceStop(on bool) {
 
 // plans plans every host; the merged plan is what people see.
 func (f *Fleet) plans(ctx context.Context) ([]*Plan, *Plan, error) {
-	merged := &Plan{desired: map[string]*Trunk{}, actual: map[string]*actual{}, hosts: true}
+	merged := &Plan{desired: map[string]*Trunk{}, actual: map[string]*actual{}, hosts: true, Warnings: slices.Clone(f.warnings)}
 	merged.Changes = append(merged.Changes, f.unplaced...)
 	var parts []*Plan
 	for _, p := range f.Hosts {
@@ -289,7 +309,7 @@ func (f *Fleet) Destroy(ctx context.Context, trunk string, out io.Writer) error 
 			errs = append(errs, err)
 		}
 	}
-	if trunk != "" && !found {
+	if trunk != "" && !found && !slices.ContainsFunc(f.unplaced, func(c Change) bool { return c.Trunk == trunk }) {
 		return fmt.Errorf("trunk %q: no such trunk in the configuration or on any host of provision.hosts", trunk)
 	}
 	if n == 0 && len(errs) == 0 {

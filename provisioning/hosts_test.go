@@ -31,6 +31,7 @@ func TestHostsApplyDestroy(t *testing.T) {
 		domType = "kvm"
 	}
 	type ep struct{ name, host, memory, bridge string }
+	peer := "10.98.0.2"
 	yaml := func(eps ...ep) string {
 		var b strings.Builder
 		fmt.Fprintf(&b, `sip:
@@ -46,7 +47,7 @@ trunks:
 `, domType, uriA, uriB)
 		for i, e := range eps {
 			fmt.Fprintf(&b, `  - name: %s
-    peers: [{host: 10.98.0.2}]
+    peers: [{host: %s}]
     inbound: {cidrs: ["2001:db8:5::/48"]}
     endpoint:
       host: %q
@@ -54,7 +55,7 @@ trunks:
       memory: %s
       disk: {size: 64M, image: %s}
       network: {bridge: %s, address: 10.98.0.%d/24}
-`, e.name, e.host, e.memory, base, e.bridge, 21+i)
+`, e.name, peer, e.host, e.memory, base, e.bridge, 21+i)
 		}
 		return b.String()
 	}
@@ -193,6 +194,29 @@ trunks:
 		if !strings.Contains(status.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, status.String())
 		}
+	}
+
+	// A new peer reaches the running guests' filters (redefined under
+	// their UUIDs), and nothing else changes.
+	peer = "10.98.0.4"
+	three = yaml(ep{"pinned", "hv2", "128M", "vxbr0"}, ep{"auto1", "", "128M", "vxbr0"}, ep{"auto2", "", "128M", "vxbr0"})
+	out.Reset()
+	if err := with(three, func(fl *Fleet) error { _, err := fl.Apply(ctx, &out); return err }); err != nil {
+		t.Fatalf("apply of a new peer: %v\n%s", err, out.String())
+	}
+	if x := virsh(uriA, "nwfilter-dumpxml", "vox-auto1"); !strings.Contains(x, "srcipaddr='10.98.0.4'") || strings.Contains(x, "srcipaddr='10.98.0.2'") {
+		t.Fatalf("vox-auto1's filter after the peer changed:\n%s\n%s", x, out.String())
+	}
+	if !strings.Contains(out.String(), "hv1/auto1: firewall: nwfilter rules for 2 peer(s) to 10.98.0.22") || strings.Contains(out.String(), "restart") {
+		t.Errorf("apply of a new peer:\n%s", out.String())
+	}
+	peer = "10.98.0.2"
+	three = yaml(ep{"pinned", "hv2", "128M", "vxbr0"}, ep{"auto1", "", "128M", "vxbr0"}, ep{"auto2", "", "128M", "vxbr0"})
+
+	// One libvirtd under two URIs is one machine: refused.
+	err = with(strings.Replace(three, "uri: \""+uriB, "uri: \"qemu+unix"+strings.TrimPrefix(uriA, "qemu"), 1), func(fl *Fleet) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "hosts hv1 and hv2 are one machine") {
+		t.Fatalf("the same libvirtd as two hosts: %v", err)
 	}
 
 	// A trunk is not moved: pinned named hv1 now is an error, and hv2

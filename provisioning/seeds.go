@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 
 	"github.com/voxvisor/voxvisor/provisioning/seed"
 	"github.com/voxvisor/voxvisor/provisioning/volume"
@@ -46,8 +48,25 @@ func (d dirSeeds) Put(domain string, s seed.Seed) (string, bool, error) {
 func (d dirSeeds) Remove(path string) error { return os.Remove(path) }
 
 func (d dirSeeds) List(domain string) ([]string, error) {
-	return filepath.Glob(filepath.Join(string(d), domain+"-seed-*.iso"))
+	m, err := filepath.Glob(filepath.Join(string(d), domain+"-seed-*.iso"))
+	return seedsOf(domain, m), err
 }
+
+// seedsOf keeps the paths that are domain's seeds: DOMAIN-seed-HASH.iso
+// exactly, not another domain's whose name goes on (vox-a and
+// vox-a-seed-b).
+func seedsOf(domain string, paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		h, ok := strings.CutSuffix(strings.TrimPrefix(filepath.Base(p), domain+"-seed-"), ".iso")
+		if ok && strings.HasPrefix(filepath.Base(p), domain+"-seed-") && seedHashRE.MatchString(h) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+var seedHashRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 // poolSeeds keeps seeds as volumes of a libvirt storage pool, uploaded.
 type poolSeeds struct{ *volume.Pool }
@@ -72,4 +91,7 @@ func (p poolSeeds) Put(domain string, s seed.Seed) (string, bool, error) {
 
 func (p poolSeeds) Remove(path string) error { return p.RemoveFile(path) }
 
-func (p poolSeeds) List(domain string) ([]string, error) { return p.Files(domain+"-seed-", ".iso") }
+func (p poolSeeds) List(domain string) ([]string, error) {
+	m, err := p.Files(domain+"-seed-", ".iso")
+	return seedsOf(domain, m), err
+}

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"strings"
@@ -52,6 +53,22 @@ func Open(uri string) (*Conn, error) {
 		return nil, fmt.Errorf("libvirt %s: %w", uri, err)
 	}
 	return &Conn{c: c, uri: uri, host: hostOf(uri)}, nil
+}
+
+// HostUUID is the UUID libvirtd gives its host (capabilities'
+// <host><uuid>): two URIs with the same one reach one machine.
+func (c *Conn) HostUUID() (string, error) {
+	x, err := c.c.GetCapabilities()
+	if err != nil {
+		return "", fmt.Errorf("libvirt %s: capabilities: %w", c.uri, err)
+	}
+	var caps struct {
+		UUID string `xml:"host>uuid"`
+	}
+	if err := xml.Unmarshal([]byte(x), &caps); err != nil {
+		return "", fmt.Errorf("libvirt %s: capabilities: %w", c.uri, err)
+	}
+	return caps.UUID, nil
 }
 
 // Libvirt is the connection itself, for the storage pool (volume.OpenPool)
@@ -152,22 +169,42 @@ func (c *Conn) List() ([]State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("libvirt: list domains: %w", err)
 	}
+	// A guest of ours that cannot be read is an error, not an absence: a
+	// plan that missed it would make a second one (elsewhere, with hosts).
+	// Guests without our mark, or gone meanwhile, are not ours to list.
 	var out []State
+	var errs []error
 	for i := range doms {
 		d := &doms[i]
-		name, err := d.GetName()
-		if err == nil {
-			if md, merr := d.GetMetadata(libvirt.DOMAIN_METADATA_ELEMENT, Namespace, libvirt.DOMAIN_AFFECT_CONFIG); merr == nil {
-				if m, perr := parseMark(md); perr == nil && m.Trunk != "" {
-					if st, serr := c.state(d, name, m); serr == nil {
-						out = append(out, *st)
-					}
-				}
-			}
+		st, err := c.listed(d)
+		if err != nil && !isCode(err, libvirt.ERR_NO_DOMAIN) && !isCode(err, libvirt.ERR_NO_DOMAIN_METADATA) {
+			errs = append(errs, err)
+		} else if st != nil {
+			out = append(out, *st)
 		}
 		d.Free()
 	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("libvirt: list domains: %w", errors.Join(errs...))
+	}
 	return out, nil
+}
+
+// listed is d's state when it is one of voxvisor's guests, else nil.
+func (c *Conn) listed(d *libvirt.Domain) (*State, error) {
+	name, err := d.GetName()
+	if err != nil {
+		return nil, err
+	}
+	md, err := d.GetMetadata(libvirt.DOMAIN_METADATA_ELEMENT, Namespace, libvirt.DOMAIN_AFFECT_CONFIG)
+	if err != nil {
+		return nil, err
+	}
+	m, err := parseMark(md)
+	if err != nil || m.Trunk == "" {
+		return nil, fmt.Errorf("domain %s: unreadable voxvisor metadata %q", name, md)
+	}
+	return c.state(d, name, m)
 }
 
 // Define creates or replaces the persistent definition. Replacing one

@@ -119,14 +119,44 @@ func (n *NWFilter) Check(_ context.Context, r *Rules) (Status, error) {
 	return st, nil
 }
 
+// Add defines the trunk's filter, or redefines it under its UUID (libvirt
+// refuses a filter of an existing name under another one); a running
+// guest gets the new rules at once.
 func (n *NWFilter) Add(_ context.Context, r *Rules) error {
 	x, _ := r.nwfilterXML()
+	old, err := n.lookup(r.Trunk)
+	if err != nil {
+		return err
+	}
+	if old != "" {
+		var def struct {
+			UUID string `xml:"uuid"`
+		}
+		if err := xml.Unmarshal([]byte(old), &def); err != nil || def.UUID == "" {
+			return fmt.Errorf("nwfilter %s: its UUID does not read: %v", filterName(r.Trunk), err)
+		}
+		x = strings.Replace(x, ">\n", ">\n  <uuid>"+def.UUID+"</uuid>\n", 1)
+	}
+	return n.define(x)
+}
+
+func (n *NWFilter) define(x string) error {
 	f, err := n.c.NWFilterDefineXML(x)
 	if err != nil {
-		return fmt.Errorf("nwfilter %s: define: %w", filterName(r.Trunk), err)
+		return fmt.Errorf("nwfilter: define: %w", err)
 	}
 	f.Free()
 	return nil
+}
+
+// Saved returns how to put the trunk's filter back as it is now, for an
+// apply that changes it and then fails; nil when there is none.
+func (n *NWFilter) Saved(trunk string) (func() error, error) {
+	old, err := n.lookup(trunk)
+	if err != nil || old == "" {
+		return nil, err
+	}
+	return func() error { return n.define(old) }, nil
 }
 
 func (n *NWFilter) Del(_ context.Context, trunk string) error {

@@ -5,6 +5,7 @@ package provisioningtest
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -159,12 +160,15 @@ func Libvirtd(t testing.TB, ns, dir string) string {
 	sock := filepath.Join(dir, "run")
 	os.MkdirAll(sock, 0o700)
 	conf := filepath.Join(dir, "libvirtd.conf")
+	// Each test libvirtd is a host of its own (provision.hosts refuses
+	// two URIs to one machine).
 	os.WriteFile(conf, []byte(fmt.Sprintf(`unix_sock_dir = %q
+host_uuid = %q
 unix_sock_rw_perms = "0700"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 log_outputs = "3:file:%s/libvirtd.log"
-`, sock, dir)), 0o644)
+`, sock, randomUUID(), dir)), 0o644)
 	// A /dev/kvm that QEMU's user cannot open (root:root 0600 on a fresh
 	// machine) makes libvirt 9.0 probe QEMU's capabilities again at every
 	// call, 4 s each ("KVM was enabled when probing, but it is not
@@ -268,4 +272,13 @@ func OpenDir(t testing.TB) string {
 		os.Chmod(p, 0o755)
 	}
 	return d
+}
+
+// randomUUID is a version 4 UUID.
+func randomUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

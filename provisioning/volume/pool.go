@@ -101,11 +101,14 @@ func (p *Pool) Get(_ context.Context, name string) (*State, error) {
 		return nil, fmt.Errorf("volume %s in storage pool %s %w", name+".raw", p.name, ErrNotOurs)
 	}
 	m.Free()
-	info, err := v.GetInfo()
+	// The file's own size: libvirt's capacity comes from probing the
+	// file's format, and a guest can write a qcow2 header onto its raw
+	// disk.
+	info, err := v.GetInfoFlags(libvirt.STORAGE_VOL_GET_PHYSICAL)
 	if err != nil {
 		return nil, fmt.Errorf("storage pool %s: volume %s: %w", p.name, name, err)
 	}
-	return &State{Name: name, Size: int64(info.Capacity), Path: p.Path(name), Granule: 1}, nil
+	return &State{Name: name, Size: int64(info.Allocation), Path: p.Path(name), Granule: 1}, nil
 }
 
 func (p *Pool) List(ctx context.Context) ([]State, error) {
@@ -125,7 +128,8 @@ func (p *Pool) List(ctx context.Context) ([]State, error) {
 
 // create makes a raw volume of size bytes named file.
 func (p *Pool) create(file string, size int64) (*libvirt.StorageVol, error) {
-	x := fmt.Sprintf(`<volume><name>%s</name><capacity unit="bytes">%d</capacity><target><format type="raw"/></target></volume>`, xmlText(file), size)
+	// Allocation 0: a sparse file, not one written full of zeros first.
+	x := fmt.Sprintf(`<volume><name>%s</name><capacity unit="bytes">%d</capacity><allocation>0</allocation><target><format type="raw"/></target></volume>`, xmlText(file), size)
 	v, err := p.p.StorageVolCreateXML(x, 0)
 	if err != nil {
 		return nil, fmt.Errorf("storage pool %s: create %s: %w", p.name, file, err)
@@ -148,18 +152,13 @@ func (p *Pool) Create(ctx context.Context, name string, size int64, image string
 			return nil, err
 		}
 	}
-	m, err := p.create(file+"."+Mark, 0)
-	if err != nil {
-		return nil, err
-	}
-	m.Free()
 	undo := func(err error) (*State, error) {
 		p.Remove(ctx, name)
 		return nil, err
 	}
 	v, err := p.create(file, size)
 	if err != nil {
-		return undo(err)
+		return nil, err
 	}
 	defer v.Free()
 	if image != "" {
@@ -178,14 +177,21 @@ func (p *Pool) Create(ctx context.Context, name string, size int64, image string
 			return undo(fmt.Errorf("upload base image %s: %w", image, err))
 		}
 		// A file upload ends the file where the data ends.
-		if info, err := v.GetInfo(); err != nil {
+		if info, err := v.GetInfoFlags(libvirt.STORAGE_VOL_GET_PHYSICAL); err != nil {
 			return undo(fmt.Errorf("storage pool %s: volume %s: %w", p.name, file, err))
-		} else if int64(info.Capacity) < size {
+		} else if int64(info.Allocation) < size {
 			if err := v.Resize(uint64(size), 0); err != nil {
 				return undo(fmt.Errorf("storage pool %s: resize %s to %d bytes after the upload: %w", p.name, file, size, err))
 			}
 		}
 	}
+	// The mark last: a volume cut off mid-upload (apply killed) is not
+	// taken for a whole one of ours, it is refused as not voxvisor's.
+	m, err := p.create(file+"."+Mark, 0)
+	if err != nil {
+		return undo(err)
+	}
+	m.Free()
 	return p.Get(ctx, name)
 }
 
