@@ -31,10 +31,19 @@ func (p *Provisioner) SetForceStop(on bool) { p.ForceStop = on }
 // Connect opens what the configuration provisions: the hosts of
 // provision.hosts (OpenFleet), or the one host of libvirt_uri (Open).
 func Connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (Infra, func(), error) {
+	// Each branch returns a nil Infra on error, not a nil pointer in one.
 	if len(cfg.Provision.Hosts) > 0 {
-		return OpenFleet(ctx, cfg, log)
+		f, closeAll, err := OpenFleet(ctx, cfg, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, closeAll, nil
 	}
-	return Open(ctx, cfg, log)
+	p, closeConn, err := Open(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, closeConn, nil
 }
 
 // Fleet provisions the trunks' endpoints across provision.hosts, each on

@@ -466,20 +466,82 @@ func TestClusterCallThroughTheFlowsNode(t *testing.T) {
 	}
 }
 
-// TestClusterCallsOfADeadNode: node a (a real process) owns an answered
-// call when it is killed with SIGKILL. Node b notices a's heartbeat gone,
-// takes the call over from Redis and ends it: both sides get a BYE from
-// b, b writes its CDR (hung up by the system, node a lost), and counts it.
-func TestClusterCallsOfADeadNode(t *testing.T) {
+// TestClusterChannelsOfADeadNode: a trunk with max_channels 1 on two
+// nodes; a call to the carrier is up through node a (a process), so a
+// call through b is refused; a is killed with SIGKILL: b hangs the call
+// up on both sides (the carrier gets its BYE from b), writes the CDR,
+// and the channel comes back: b's next call reaches the carrier.
+func TestClusterChannelsOfADeadNode(t *testing.T) {
 	redis := testenv.Redis(t)
-	b := node(t, redis, "127.0.0.12", "b")
+	var carrier *sipPeer
+	carrier = newSIPPeer(t, func(req string, _ *net.UDPAddr) (string, []string) {
+		switch sipMethod(req) {
+		case "INVITE":
+			return "200 OK", []string{fmt.Sprintf("Contact: <sip:carrier@127.0.0.1:%d>", carrier.port())}
+		case "BYE":
+			return "200 OK", nil
+		}
+		return "", nil
+	})
+	b := start(t, t.TempDir(), func(c *config.Config) {
+		c.SIP.Listen = []config.Listener{{Transport: "udp", Address: "127.0.0.12:0"}}
+		c.Media.Address = "127.0.0.12"
+		c.Media.Anchor = "never"
+		c.Cluster = config.Cluster{Node: "b", Redis: config.Redis{Address: redis.Addr(), Prefix: "voxvisor:"}}
+		c.Trunks = []config.Trunk{{Name: "carrier", RegExpires: 600, MaxChannels: 1,
+			Peers: []config.Peer{{Host: "127.0.0.1", Port: carrier.port(), Transport: "udp"}}}}
+		c.DialPlan = []config.Rule{{Prefix: "0", Strip: 1, Prepend: "+49", Trunks: []string{"carrier"}}}
+	})
+	aAddr, aLog, kill := processNode(t, redis.Addr(), "127.0.0.11", "a", fmt.Sprintf(`trunks:
+  - name: carrier
+    max_channels: 1
+    peers: [{host: 127.0.0.1, port: %d, transport: udp}]
+dialplan:
+  - {prefix: "0", strip: 1, prepend: "+49", trunks: [carrier]}
+`, carrier.port()))
+	waitFor(t, 10*time.Second, "node a in the membership", func() bool {
+		_, body := b.api(t, "GET", "/api/v1/cluster")
+		return strings.Contains(body, `"name": "a"`)
+	})
+	caller := sippGo(t, aAddr, "uac_timeout.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001",
+		"-au", "1001", "-ap", "demo1001", "-mp", strconv.Itoa(mediaPorts(t)))
+	waitFor(t, 10*time.Second, "the call through a holding the trunk's channel", func() bool {
+		held, err := b.Members.Held(context.Background(), "carrier")
+		return err == nil && held["a"] == 1 && carrier.count("ACK") == 1
+	})
+	if trace := sipp(t, b.udp, "uac_auth_503.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001"); !strings.Contains(trace, "SIP/2.0 503 ") {
+		t.Fatalf("a second call through b while a holds the one channel:\n%s\n%s", trace, aLog.String())
+	}
 
-	// Node a, as a process of its own.
+	kill()
+	waitFor(t, cluster.Dead+3*cluster.HeartbeatEvery+2*time.Second, "b's BYE to the carrier for a's call", func() bool { return carrier.count("BYE") == 1 })
+	select {
+	case <-caller: // it got its BYE too, and answered it
+	case <-time.After(5 * time.Second):
+		t.Fatal("the caller never got a BYE for a's call")
+	}
+	if c := readCDRs(t, b, 1)[0]; c.Trunk != "carrier" || c.HangupBy != "system" || c.EndReason != "node a lost" {
+		t.Errorf("b's CDR of a's call: %+v", c)
+	}
+	// The channel is free: b's call reaches the carrier.
+	trace := sipp(t, b.udp, "uac_call.xml", freePort(t), "udp", "-s", "030123456", "-key", "user", "1001", "-au", "1001", "-ap", "demo1001")
+	if !strings.Contains(trace, "SIP/2.0 200 OK") || carrier.count("INVITE") != 2 {
+		t.Fatalf("a call through b after a died (carrier INVITEs %d):\n%s", carrier.count("INVITE"), trace)
+	}
+}
+
+// processNode runs a cluster node as a process of its own (so the test
+// can kill it with SIGKILL), from the default configuration with its SIP
+// listener on ip, the console off, media not anchored, its Redis at
+// redis, and extra appended (YAML of top-level keys). kill ends it with
+// SIGKILL; it is killed when the test ends otherwise.
+func processNode(t *testing.T, redis, ip, name, extra string) (addr string, log *syncBuf, kill func()) {
+	t.Helper()
 	dir := t.TempDir()
-	aPort := freePort(t)
+	port := freePort(t)
 	cfg := string(configs.Default)
 	for _, r := range [][2]string{
-		{"address: 127.0.0.1:5060", fmt.Sprintf("address: 127.0.0.11:%d", aPort)},
+		{"address: 127.0.0.1:5060", fmt.Sprintf("address: %s:%d", ip, port)},
 		{"data_dir: ./data", "data_dir: " + filepath.Join(dir, "data")},
 		{"listen: 127.0.0.1:8060", `listen: "off"`},
 		{"anchor: always", "anchor: never"},
@@ -489,27 +551,35 @@ func TestClusterCallsOfADeadNode(t *testing.T) {
 		}
 		cfg = strings.ReplaceAll(cfg, r[0], r[1])
 	}
-	// a reaches Redis through a relay the test can cut.
-	cut := testenv.Relay(t, redis.Addr())
-	cfg += fmt.Sprintf("\ncluster:\n  node: a\n  redis: {address: %q, prefix: \"voxvisor:\"}\n", cut.Addr())
+	cfg += fmt.Sprintf("\ncluster:\n  node: %s\n  redis: {address: %q, prefix: \"voxvisor:\"}\n%s", name, redis, extra)
 	cfgPath := filepath.Join(dir, "voxvisor.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	aLog := &syncBuf{}
-	a := exec.Command(buildVoxvisor(t), "serve", "-c", cfgPath)
-	a.Stdout, a.Stderr = aLog, aLog
-	if err := a.Start(); err != nil {
+	log = &syncBuf{}
+	cmd := exec.Command(buildVoxvisor(t), "serve", "-c", cfgPath)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			a.Process.Kill()
-			a.Wait()
-		}
-	})
-	aAddr := fmt.Sprintf("127.0.0.11:%d", aPort)
+	var once sync.Once
+	kill = func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }
+	t.Cleanup(kill)
+	return fmt.Sprintf("%s:%d", ip, port), log, kill
+}
+
+// TestClusterCallsOfADeadNode: node a (a real process) owns an answered
+// call when it is killed with SIGKILL. Node b notices a's heartbeat gone,
+// takes the call over from Redis and ends it: both sides get a BYE from
+// b, b writes its CDR (hung up by the system, node a lost), and counts it.
+func TestClusterCallsOfADeadNode(t *testing.T) {
+	redis := testenv.Redis(t)
+	b := node(t, redis, "127.0.0.12", "b")
+
+	// Node a, as a process of its own, reaching Redis through a relay the
+	// test can cut.
+	cut := testenv.Relay(t, redis.Addr())
+	aAddr, aLog, kill := processNode(t, cut.Addr(), "127.0.0.11", "a", "")
 	waitFor(t, 10*time.Second, "node a in the membership", func() bool {
 		_, body := b.api(t, "GET", "/api/v1/cluster")
 		return strings.Contains(body, `"name": "a"`)
@@ -561,9 +631,7 @@ func TestClusterCallsOfADeadNode(t *testing.T) {
 	}
 
 	// SIGKILL: no drain, no goodbye; now a does not answer either.
-	killed = true
-	a.Process.Kill()
-	a.Wait()
+	kill()
 	got := map[string]bool{}
 	deadline := time.After(cluster.Dead + 3*cluster.HeartbeatEvery + 2*time.Second)
 	for len(got) < 2 {
