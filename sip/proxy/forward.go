@@ -352,6 +352,11 @@ func (p *Proxy) answered(r *sip.Request, b *branch, res *siplib.Response, c *cal
 		if route := p.calleeRoute(res); len(route) > 0 {
 			c.dlg.SetRoute(dialog.Callee, route)
 		}
+		// Known before the answer is told (its record, for another node
+		// of a cluster to end the call with, names the trunk).
+		if b.target.egress != nil {
+			c.dlg.SetTrunk(b.target.egress.Name())
+		}
 		if c.dlg.Answered(res, time.Now()) {
 			c.dlg.Shift.Store(b.req.CSeq().SeqNo - r.CSeq().SeqNo)
 		}
