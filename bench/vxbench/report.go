@@ -269,9 +269,9 @@ func (b *bench) clusterReport(p func(string, ...any)) {
 	p("Steps of the three nodes: %s.", stepList(t.steps))
 	p("")
 	p("Where it saturates: this machine has %d cores for three switches, Redis, three SIPp", runtime.NumCPU())
-	p("generators and three SIPp callees, so three nodes share the cores one node already fills at")
-	p("its highest rate: what the three-node figure shows here is what the cluster costs (Redis")
-	p("writes per call, heartbeats, three processes' overheads), not what three machines give.")
+	p("generators and three SIPp callees; the step that fails is where those cores are full, not a")
+	p("limit of the cluster (no node is near its own). The CPU per call shows what the cluster costs")
+	p("on top (Redis writes per call, heartbeats, three processes' runtimes sharing two cores).")
 	if !(cr.maxRate > 0 && t.maxRate > 2*cr.maxRate) {
 		p("The > 2× target needs a core per node and per generator (several machines) and is not met")
 		p("on this one.")
