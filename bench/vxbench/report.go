@@ -270,7 +270,7 @@ func (b *bench) clusterReport(p func(string, ...any)) {
 	p("")
 	p("Where it saturates: this machine has %d cores for three switches, Redis, three SIPp", runtime.NumCPU())
 	p("generators and three SIPp callees; the step that fails is where those cores are full, not a")
-	p("limit of the cluster (no node is near its own). The CPU per call shows what the cluster costs")
+	p("limit the cluster sets. The CPU per call shows what the cluster costs")
 	p("on top (Redis writes per call, heartbeats, three processes' runtimes sharing two cores).")
 	if !(cr.maxRate > 0 && t.maxRate > 2*cr.maxRate) {
 		p("The > 2× target needs a core per node and per generator (several machines) and is not met")
