@@ -90,6 +90,7 @@ type bench struct {
 	regRedis  regResult
 	rateRedis rateResult
 	three     rateResult // three nodes on one Redis, a generator each
+	threeReg  regResult
 	redis     *proc
 	reg       [2]regResult
 	media     [3][]mediaResult // voxvisor userspace, voxvisor kernel path, rtpengine
@@ -398,7 +399,7 @@ func (b *bench) threeNodes(r *rateResult) error {
 	var remotes []string
 	for i, ip := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
 		lo := 20000 + 3000*i // each its own relay range
-		px, err := startNode(b.dir, b.bin, string(rune('a'+i)), ip, proxyPort, 0, "never", "off", lo, lo+2999, redis)
+		px, err := startNode(b.dir, b.bin, string(rune('a'+i)), ip, proxyPort, b.plan.regUsers, "never", "off", lo, lo+2999, redis)
 		if err != nil {
 			return err
 		}
@@ -445,6 +446,10 @@ func (b *bench) threeNodes(r *rateResult) error {
 		}
 		return sum, errors.Join(errs...)
 	}
+	// Registrations first: the users spread over the nodes, a third each.
+	if err := b.threeRegistrations(remotes, cpuAll); err != nil {
+		return err
+	}
 	c0 := cpuAll()
 	if r.fixed, err = run("three-fixed", b.plan.fixedRate, b.plan.fixedFor, 20000); err != nil {
 		return err
@@ -466,6 +471,50 @@ func (b *bench) threeNodes(r *rateResult) error {
 		r.maxRate = rate
 		time.Sleep(time.Second)
 	}
+	return nil
+}
+
+// threeRegistrations registers the plan's users across the nodes at
+// remotes, a third on each at a third of the rate, at once; CPU is cpu's
+// (the nodes' and Redis's).
+func (b *bench) threeRegistrations(remotes []string, cpu func() time.Duration) error {
+	r := &b.threeReg
+	n := b.plan.regUsers
+	var wg sync.WaitGroup
+	res := make([]sippResult, len(remotes))
+	errs := make([]error, len(remotes))
+	c0 := cpu()
+	start := time.Now()
+	for i, remote := range remotes {
+		var lines []string
+		for u := i; u < n; u += len(remotes) {
+			lines = append(lines, fmt.Sprintf("u%d;[authentication username=u%d password=p%d]", u, u, u))
+		}
+		csv := b.csv(lines)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = runSIPp(b.dir, fmt.Sprintf("three-register-%d", i), 5*time.Minute, remote, "-sf", b.sippDir("register_csv.xml"),
+				"-inf", csv, "-p", fmt.Sprint(uacPort+10*i), "-i", "127.0.0.1", "-r", fmt.Sprint(b.plan.regRate), "-rp", fmt.Sprint(1000*len(remotes)),
+				"-m", fmt.Sprint(len(lines)), "-l", "5000")
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, x := range res {
+		r.res.Created += x.Created
+		r.res.Successful += x.Successful
+		r.res.Failed += x.Failed
+	}
+	r.res.Elapsed = time.Since(start)
+	r.cpu = cpu() - c0
+	r.registered = r.res.Successful
+	if r.cpu > 0 {
+		r.perCPUSec = float64(r.registered) / r.cpu.Seconds()
+	}
+	r.rate = float64(r.registered) / r.res.Elapsed.Seconds()
 	return nil
 }
 

@@ -254,13 +254,17 @@ func (b *bench) clusterReport(p func(string, ...any)) {
 	}
 	p("### Three nodes on one Redis")
 	p("")
-	p("Three voxvisor nodes (127.0.0.11–13) on one redis-server, each with its own callee registered")
-	p("on it and its own SIPp generator placing a third of the calls (the calls stay on their node;")
-	p("registrations, call records and heartbeats go through Redis). CPU is the three nodes' and")
-	p("Redis's together; the rate is stepped up as for one node, in total.")
+	p("Three voxvisor nodes (127.0.0.11–13) on one redis-server. The same users register, a third")
+	p("on each node, from three SIPp generators at once; then each node gets its own callee and")
+	p("generator placing a third of the calls (the calls stay on their node; registrations, call")
+	p("records and heartbeats go through Redis). CPU is the three nodes' and Redis's together; the")
+	p("rate is stepped up as for one node, in total.")
 	p("")
 	p("| figure | cluster of one | three nodes | three / one | target |")
 	p("|---|---|---|---|---|")
+	tr := b.threeReg
+	p("| registrations per CPU second | %.0f | %.0f | %s | |", rr.perCPUSec, tr.perCPUSec, ratio(tr.perCPUSec, rr.perCPUSec))
+	p("| registered (ok / failed) | %d / %d | %d / %d | | |", rr.res.Successful, rr.res.Failed, tr.res.Successful, tr.res.Failed)
 	p("| CPU per call at %d calls/s in total | %s | %s | %s | |", b.plan.fixedRate, ms(cr.cpuPerCall), ms(t.cpuPerCall), ratio(float64(t.cpuPerCall), float64(cr.cpuPerCall)))
 	p("| calls at the fixed rate (ok / failed) | %d / %d | %d / %d | | |", cr.fixed.Successful, cr.fixed.Failed, t.fixed.Successful, t.fixed.Failed)
 	p("| highest total rate with < 0.1%% failed | %d calls/s | %d calls/s | %s | > 2× %s |", cr.maxRate, t.maxRate,
