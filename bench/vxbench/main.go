@@ -261,10 +261,20 @@ func (b *bench) callRate(path, which int, r *rateResult, steps []int) error {
 		r.cpuPerCall = (b.cpuOf(px) - c0) / time.Duration(r.fixed.Successful)
 	}
 	r.fixedFailed = r.fixed.Failed > 0
-	for _, rate := range steps {
+	err = b.stepUp(r, steps, func(rate int) (sippResult, error) {
 		n := int(float64(rate) * b.plan.stepFor.Seconds())
-		res, err := runSIPp(b.dir, fmt.Sprintf("step%d", rate), b.plan.stepFor+60*time.Second, append([]string{remote}, append(uac,
+		return runSIPp(b.dir, fmt.Sprintf("step%d", rate), b.plan.stepFor+60*time.Second, append([]string{remote}, append(uac,
 			"-p", fmt.Sprint(uacPort), "-i", "127.0.0.1", "-r", fmt.Sprint(rate), "-m", fmt.Sprint(n), "-l", "30000", "-max_socket", "60000", "-recv_timeout", "5000")...)...)
+	})
+	r.peak = peak.done()
+	return err
+}
+
+// stepUp runs the rate steps in order until one is not carried; the
+// highest carried is r.maxRate.
+func (b *bench) stepUp(r *rateResult, steps []int, run func(rate int) (sippResult, error)) error {
+	for _, rate := range steps {
+		res, err := run(rate)
 		if err != nil {
 			return err
 		}
@@ -276,7 +286,6 @@ func (b *bench) callRate(path, which int, r *rateResult, steps []int) error {
 		r.maxRate = rate
 		time.Sleep(time.Second)
 	}
-	r.peak = peak.done()
 	return nil
 }
 
@@ -458,20 +467,9 @@ func (b *bench) threeNodes(r *rateResult) error {
 		r.cpuPerCall = (cpuAll() - c0) / time.Duration(r.fixed.Successful)
 	}
 	r.fixedFailed = r.fixed.Failed > 0
-	for _, rate := range b.plan.steps {
-		res, err := run(fmt.Sprintf("three-step%d", rate), rate, b.plan.stepFor, 30000)
-		if err != nil {
-			return err
-		}
-		ok := b.stepOK(res)
-		r.steps = append(r.steps, stepResult{rate: rate, res: res, ok: ok})
-		if !ok {
-			break
-		}
-		r.maxRate = rate
-		time.Sleep(time.Second)
-	}
-	return nil
+	return b.stepUp(r, b.plan.steps, func(rate int) (sippResult, error) {
+		return run(fmt.Sprintf("three-step%d", rate), rate, b.plan.stepFor, 30000)
+	})
 }
 
 // threeRegistrations registers the plan's users across the nodes at

@@ -155,11 +155,7 @@ func (d *Dir) Remove(ctx context.Context, name string) error {
 }
 
 func (d *Dir) CheckImage(ctx context.Context, image string, size int64) error {
-	if image == "" {
-		return nil
-	}
-	_, err := checkImage(ctx, d.Run, image, size)
-	return err
+	return checkFile(ctx, d.Run, image, size)
 }
 
 func (d *Dir) Source(image string) string { return image }

@@ -318,11 +318,7 @@ func (p *Pool) delete(file string) error {
 }
 
 func (p *Pool) CheckImage(ctx context.Context, image string, size int64) error {
-	if image == "" {
-		return nil
-	}
-	_, err := checkImage(ctx, p.Run, image, size)
-	return err
+	return checkFile(ctx, p.Run, image, size)
 }
 
 func (p *Pool) Source(image string) string { return image }

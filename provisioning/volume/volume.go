@@ -104,6 +104,16 @@ func checkImage(ctx context.Context, r Runner, image string, size int64) (string
 	return info.Format, nil
 }
 
+// checkFile is CheckImage for backends whose images are files here: no
+// image, nothing to check.
+func checkFile(ctx context.Context, r Runner, image string, size int64) error {
+	if image == "" {
+		return nil
+	}
+	_, err := checkImage(ctx, r, image, size)
+	return err
+}
+
 // cloneImage copies image, in format (from checkImage), onto dst as raw.
 // existing says dst is a block device or file that must not be recreated.
 func cloneImage(ctx context.Context, r Runner, image, format, dst string, existing bool) error {
