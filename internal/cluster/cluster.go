@@ -170,6 +170,7 @@ func (m *Members) refreshLive(ctx context.Context) {
 	for _, n := range nodes {
 		live[n.Name] = true
 		m.seen[n.Name] = n.SIP
+		delete(m.held, n.Name) // its heartbeat is back: live without the probe
 	}
 	// A node cut off from Redis that still answers SIP still holds its
 	// phones' flows.
